@@ -1,0 +1,68 @@
+"""The official Depth Anything V2 input preprocessing and full-resolution inference."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from depthadapt.models.dinov2 import PATCH_SIZE
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def network_input_size(height: int, width: int, input_size: int = 518) -> tuple[int, int]:
+    """Keep the aspect ratio, both sides >= input_size, each rounded to a multiple of 14 (official rule)."""
+    scale = max(input_size / height, input_size / width)
+
+    def to_multiple(x: float) -> int:
+        y = int(np.round(x / PATCH_SIZE) * PATCH_SIZE)
+        return y if y >= input_size else int(math.ceil(x / PATCH_SIZE) * PATCH_SIZE)
+
+    return to_multiple(scale * height), to_multiple(scale * width)
+
+
+def preprocess(image: np.ndarray | torch.Tensor, input_size: int = 518) -> torch.Tensor:
+    """Resize and ImageNet-normalise an image for the network.
+
+    `image`: an H x W x 3 uint8 RGB array (resized with OpenCV bicubic in float64, exactly as the
+    official code) or a float tensor in [0, 1], 3 x H x W or B x 3 x H x W (resized with torch bicubic,
+    on the tensor's device). Returns B x 3 x H' x W' float32, H' and W' multiples of 14.
+    """
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an H x W x 3 uint8 RGB array, got {image.shape} {image.dtype}")
+        height, width = network_input_size(*image.shape[:2], input_size)
+        resized = cv2.resize(image / 255.0, (width, height), interpolation=cv2.INTER_CUBIC)
+        normalised = (resized - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+        return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)).astype(np.float32))[None]
+    if image.ndim == 3:
+        image = image[None]
+    if image.ndim != 4 or image.shape[1] != 3 or not image.is_floating_point():
+        raise ValueError(f"expected a float tensor 3 x H x W or B x 3 x H x W, got {tuple(image.shape)}")
+    height, width = network_input_size(*image.shape[-2:], input_size)
+    resized = F.interpolate(image.float(), (height, width), mode="bicubic", align_corners=False)
+    mean = resized.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = resized.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (resized - mean) / std
+
+
+@torch.no_grad()
+def infer(model: nn.Module, image: np.ndarray | torch.Tensor, input_size: int = 518) -> torch.Tensor:
+    """Run `model` on an image at network resolution and upsample back (bilinear, align_corners=True).
+
+    `image` as for `preprocess`. Returns H x W for an array or a 3 x H x W tensor, B x H x W for a batch,
+    on the model's device.
+    """
+    height, width = image.shape[:2] if isinstance(image, np.ndarray) else image.shape[-2:]
+    device = next(model.parameters()).device
+    batch = preprocess(image, input_size).to(device)
+    out = model(batch)
+    out = F.interpolate(out[:, None].float(), (height, width), mode="bilinear", align_corners=True)[:, 0]
+    single = isinstance(image, np.ndarray) or image.ndim == 3
+    return out[0] if single else out
