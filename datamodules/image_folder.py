@@ -1,0 +1,383 @@
+"""A folder of images (optionally with ground-truth depth) as a dataset and a LightningDataModule.
+
+Serves zero-shot prediction (images only) and evaluation/training (images + depth). A file that
+cannot be read becomes an ``error`` sample that ``collate_samples`` moves to ``batch["skipped"]``,
+so one bad file never kills a long run; images lacking ground truth are counted and reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from depthadapt.io import IMAGE_SUFFIXES, UnreadableFileError, read_depth, read_image
+
+__all__ = [
+    "HorizontalFlip",
+    "ImageFolderDataModule",
+    "ImageFolderDataset",
+    "collate_samples",
+    "read_split_file",
+]
+
+log = logging.getLogger(__name__)
+
+_SHOWN = 10  # how many names a warning lists before it only counts
+
+
+def _preview(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_SHOWN])
+    return shown + (f", ... ({len(names) - _SHOWN} more)" if len(names) > _SHOWN else "")
+
+
+def _list_images(root: Path, skip: Path | None) -> list[str]:
+    """Relative posix paths of the images under ``root``, sorted; hidden entries and ``skip`` excluded."""
+    names = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = [
+            d
+            for d in dirnames
+            if not d.startswith(".") and (skip is None or Path(dirpath, d).resolve() != skip)
+        ]
+        rel = Path(dirpath).relative_to(root)
+        names += [
+            (rel / f).as_posix()
+            for f in filenames
+            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES
+        ]
+    return sorted(names)
+
+
+def read_split_file(path: str | Path) -> list[str]:
+    """Relative image paths listed in a text file, one per line; blank lines and ``#`` lines skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"split file {path} does not exist")
+    names = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            names.append(line.removeprefix("./"))
+    return names
+
+
+class ImageFolderDataset(Dataset):
+    """Images under ``image_dir`` (recursive), optionally with depth maps under ``depth_dir``.
+
+    The ground truth of ``a/b/img.jpg`` is ``depth_dir/a/b/img{depth_suffix}``, read with
+    ``read_depth(path, depth_scale)``. Images without a depth file are excluded, logged and listed
+    in ``missing_depth``. With ``image_size=(h, w)`` images are resized with ``cv2.INTER_AREA`` when
+    shrinking both sides (no aliasing), ``cv2.INTER_LINEAR`` otherwise, and depth with nearest
+    neighbour (no mixing of depths across edges). ``files`` restricts the dataset to these
+    relative paths, in their order (e.g. from a split file).
+
+    A sample is ``{"image": 3 x H x W float32 RGB in [0, 1], "name": str, "index": int}`` plus
+    ``"depth"`` (H x W float32 metres, 0 invalid) and ``"valid"`` (H x W bool) with ``depth_dir``;
+    a file that cannot be read gives ``{"name", "index", "error": reason}`` instead.
+    """
+
+    def __init__(
+        self,
+        image_dir: str | Path,
+        depth_dir: str | Path | None = None,
+        depth_suffix: str = ".png",
+        depth_scale: float = 1.0,
+        image_size: tuple[int, int] | None = None,
+        files: Sequence[str] | None = None,
+    ) -> None:
+        self.image_dir = Path(image_dir)
+        self.depth_dir = None if depth_dir is None else Path(depth_dir)
+        self.depth_suffix = depth_suffix
+        self.depth_scale = depth_scale
+        if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+            raise ValueError(f"image_size must be (height, width) with positive sides, got {image_size}")
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+
+        if not self.image_dir.is_dir():
+            raise FileNotFoundError(f"image folder {self.image_dir} does not exist or is not a folder")
+        if self.depth_dir is not None and not self.depth_dir.is_dir():
+            raise FileNotFoundError(f"depth folder {self.depth_dir} does not exist or is not a folder")
+
+        if files is None:
+            # A depth folder nested inside the image folder must not be listed as images.
+            skip = None if self.depth_dir is None else self.depth_dir.resolve()
+            self.files = _list_images(self.image_dir, skip)
+            if not self.files:
+                suffixes = " ".join(sorted(IMAGE_SUFFIXES))
+                raise ValueError(f"no image ({suffixes}) found under {self.image_dir}")
+        else:
+            self.files = list(files)
+            absent = [name for name in self.files if not (self.image_dir / name).is_file()]
+            if absent:
+                raise FileNotFoundError(
+                    f"{len(absent)} listed image(s) do not exist under {self.image_dir}: {_preview(absent)}"
+                )
+            if not self.files:
+                raise ValueError(f"the file list for {self.image_dir} is empty")
+
+        self.missing_depth: list[str] = []
+        if self.depth_dir is not None:
+            self.missing_depth = [name for name in self.files if not self.depth_path(name).is_file()]
+            if self.missing_depth:
+                log.warning(
+                    "%d of %d images under %s have no depth file (%s) in %s and are excluded: %s",
+                    len(self.missing_depth),
+                    len(self.files),
+                    self.image_dir,
+                    depth_suffix,
+                    self.depth_dir,
+                    _preview(self.missing_depth),
+                )
+                missing = set(self.missing_depth)
+                self.files = [name for name in self.files if name not in missing]
+            if not self.files:
+                raise ValueError(
+                    f"none of the images under {self.image_dir} has a depth file in {self.depth_dir} "
+                    f"(expected e.g. {self.depth_path(self.missing_depth[0])}): check depth_dir and "
+                    "depth_suffix"
+                )
+
+    def __len__(self) -> int:
+        """Number of images."""
+        return len(self.files)
+
+    def depth_path(self, name: str) -> Path:
+        """Path of the depth file of the image with relative path ``name``."""
+        if self.depth_dir is None:
+            raise ValueError("this dataset has no depth_dir")
+        return self.depth_dir / (posixpath.splitext(name)[0] + self.depth_suffix)
+
+    def exclude(self, names: Iterable[str]) -> int:
+        """Drop the images with these relative paths (e.g. already processed); return how many."""
+        names = set(names)
+        before = len(self.files)
+        self.files = [name for name in self.files if name not in names]
+        return before - len(self.files)
+
+    def _resize(self, array: np.ndarray, interpolation: int) -> np.ndarray:
+        h, w = self.image_size
+        return cv2.resize(array, (w, h), interpolation=interpolation)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Sample ``index``: image 3 x H x W, name, index (+ depth, valid H x W), or an error sample."""
+        name = self.files[index]
+        try:
+            image = read_image(self.image_dir / name)
+            depth = None
+            if self.depth_dir is not None:
+                depth = read_depth(self.depth_path(name), self.depth_scale)
+                if depth.shape != image.shape[:2]:
+                    raise UnreadableFileError(
+                        self.depth_path(name),
+                        f"depth is {depth.shape[0]} x {depth.shape[1]} but the image is "
+                        f"{image.shape[0]} x {image.shape[1]}",
+                    )
+        except UnreadableFileError as err:
+            log.warning("skipping %s: %s", name, err)
+            return {"name": name, "index": index, "error": str(err)}
+
+        if self.image_size is not None:
+            shrink = self.image_size[0] <= image.shape[0] and self.image_size[1] <= image.shape[1]
+            image = self._resize(image, cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+            if depth is not None:
+                depth = self._resize(depth, cv2.INTER_NEAREST)
+
+        sample: dict[str, Any] = {
+            "image": torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0),
+            "name": name,
+            "index": index,
+        }
+        if depth is not None:
+            depth_t = torch.from_numpy(depth)
+            sample["depth"] = depth_t
+            sample["valid"] = (depth_t > 0) & torch.isfinite(depth_t)
+        return sample
+
+
+class HorizontalFlip(Dataset):
+    """Flip ``image`` (3 x H x W), ``depth``, ``valid`` (H x W) of samples left-right with chance ``p``."""
+
+    KEYS = ("image", "depth", "valid")
+
+    def __init__(self, dataset: Dataset, p: float = 0.5) -> None:
+        self.dataset = dataset
+        self.p = p
+
+    def __len__(self) -> int:
+        """Length of the wrapped dataset."""
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Sample ``index`` of the wrapped dataset, flipped at random (error samples unchanged)."""
+        sample = self.dataset[index]
+        if "error" not in sample and torch.rand(()).item() < self.p:
+            sample = {k: v.flip(-1) if k in self.KEYS else v for k, v in sample.items()}
+        return sample
+
+
+def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack samples into a batch: image B x 3 x H x W, depth / valid B x H x W, index (B,), name list.
+
+    Failed samples go to ``batch["skipped"] = [(name, error), ...]`` (always present); a batch
+    where every sample failed has only ``skipped`` and ``name=[]``.
+    """
+    skipped = [(s["name"], s["error"]) for s in samples if "error" in s]
+    good = [s for s in samples if "error" not in s]
+    if not good:
+        return {"skipped": skipped, "name": []}
+    sizes = {tuple(s["image"].shape[-2:]) for s in good}
+    if len(sizes) > 1:
+        raise ValueError(
+            f"images in one batch must share a size, got {sorted(sizes)} "
+            f"({', '.join(s['name'] for s in good)}): use batch_size 1 or set image_size"
+        )
+    batch: dict[str, Any] = {
+        "image": torch.stack([s["image"] for s in good]),
+        "index": torch.tensor([s["index"] for s in good], dtype=torch.long),
+        "name": [s["name"] for s in good],
+        "skipped": skipped,
+    }
+    for key in ("depth", "valid"):
+        if key in good[0]:
+            batch[key] = torch.stack([s[key] for s in good])
+    return batch
+
+
+class ImageFolderDataModule(LightningDataModule):
+    """One image folder (optionally with depth) for fit / validate / test / predict.
+
+    ``split_file`` (relative image paths, one per line, ``#`` comments) restricts the folder.
+    During fit the last ``val_fraction`` of the sorted images is held out for validation
+    (none if 0); ``validate`` uses that split, or the whole folder when ``val_fraction`` is 0.
+    Fit, validate and test need ``depth_dir``; predict reads images only, so images without
+    ground truth are still predicted. ``hflip`` randomly flips training samples.
+    """
+
+    def __init__(
+        self,
+        image_dir: str | None = None,
+        depth_dir: str | None = None,
+        depth_suffix: str = ".png",
+        depth_scale: float = 1.0,
+        image_size: tuple[int, int] | None = None,
+        val_fraction: float = 0.0,
+        split_file: str | None = None,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        hflip: bool = False,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        self.image_dir = image_dir
+        self.depth_dir = depth_dir
+        self.depth_suffix = depth_suffix
+        self.depth_scale = depth_scale
+        self.image_size = None if image_size is None else tuple(image_size)
+        self.val_fraction = val_fraction
+        self.split_file = split_file
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.hflip = hflip
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: ImageFolderDataset | None = None
+        self.predict_dataset: ImageFolderDataset | None = None
+
+    def _dataset(self, with_depth: bool, stage: str) -> ImageFolderDataset:
+        if self.image_dir is None:
+            raise ValueError(f"data.image_dir is required for {stage}: set it to the folder of images")
+        if with_depth and self.depth_dir is None:
+            raise ValueError(
+                f"{stage} needs ground-truth depth: set data.depth_dir to the folder of depth maps"
+            )
+        files = None
+        if self.split_file is not None:
+            files = read_split_file(self.split_file)
+            if not files:
+                raise ValueError(f"split file {self.split_file} lists no image")
+        try:
+            return ImageFolderDataset(
+                self.image_dir,
+                depth_dir=self.depth_dir if with_depth else None,
+                depth_suffix=self.depth_suffix,
+                depth_scale=self.depth_scale,
+                image_size=self.image_size,
+                files=files,
+            )
+        except FileNotFoundError as err:
+            if files is None:
+                raise
+            raise FileNotFoundError(f"split file {self.split_file}: {err}") from err
+
+    def _split(self) -> tuple[ImageFolderDataset, list[int], list[int]]:
+        dataset = self._dataset(with_depth=True, stage="fit")
+        n = len(dataset)
+        n_val = max(1, round(n * self.val_fraction)) if self.val_fraction > 0 else 0
+        if n_val >= n:
+            raise ValueError(
+                f"data.val_fraction={self.val_fraction} leaves no training image out of {n}; lower it"
+            )
+        return dataset, list(range(n - n_val)), list(range(n - n_val, n))
+
+    def setup(self, stage: str) -> None:
+        """Build the datasets of ``stage`` (``fit``, ``validate``, ``test`` or ``predict``) once."""
+        if stage == "fit" and self.train_dataset is None:
+            dataset, train_idx, val_idx = self._split()
+            train: Dataset = Subset(dataset, train_idx)
+            self.train_dataset = HorizontalFlip(train) if self.hflip else train
+            self.val_dataset = Subset(dataset, val_idx) if val_idx else None
+        elif stage == "validate" and self.val_dataset is None:
+            if self.val_fraction > 0:
+                dataset, _, val_idx = self._split()
+                self.val_dataset = Subset(dataset, val_idx)
+            else:
+                self.val_dataset = self._dataset(with_depth=True, stage="validate")
+        elif stage == "test" and self.test_dataset is None:
+            self.test_dataset = self._dataset(with_depth=True, stage="test")
+        elif stage == "predict" and self.predict_dataset is None:
+            self.predict_dataset = self._dataset(with_depth=False, stage="predict")
+
+    def _loader(self, dataset: Dataset | None, stage: str, shuffle: bool = False) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"call setup({stage!r}) before asking for its dataloader")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate_samples,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches (see ``collate_samples``)."""
+        return self._loader(self.train_dataset, "fit", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation batches in sorted order; ``[]`` (no validation) when fitting with val_fraction 0."""
+        if self.val_dataset is None and self.train_dataset is not None:
+            return []
+        return self._loader(self.val_dataset, "validate")
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches over the whole folder (or split file), in order."""
+        return self._loader(self.test_dataset, "test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """Prediction batches over the whole folder (or split file), images only, in order."""
+        return self._loader(self.predict_dataset, "predict")

@@ -1,0 +1,238 @@
+"""Depth and image file formats: reading, writing (always atomically) and colourising.
+
+Framework-free: numpy, OpenCV and torch only. Depth is metres, float32, 0 where invalid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+# OpenCV reads this on first EXR access; builds without OpenEXR ignore it.
+os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "UnreadableFileError",
+    "atomic_path",
+    "atomic_write",
+    "colorize_depth",
+    "read_depth",
+    "read_image",
+    "write_color_png",
+    "write_depth_npy",
+    "write_depth_png16",
+    "write_relative_png16",
+]
+
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+"""Lower-case suffixes of the image files the loaders pick up (compare with ``suffix.lower()``)."""
+
+ArrayLike = np.ndarray | torch.Tensor
+
+_tmp_counter = itertools.count()
+
+
+class UnreadableFileError(ValueError):
+    """A file is missing or cannot be decoded; ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot read {self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return type(self), (self.path, self.reason)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` (same suffix); on success rename it onto ``path``.
+
+    Parent folders are created. If the body raises, the temporary file is removed and an existing
+    ``path`` is left untouched, so a killed or failing job never leaves a half-written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}-{next(_tmp_counter)}{path.suffix}")
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise OSError(f"nothing was written to the temporary file for {path}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], object]) -> Path:
+    """Call ``write_fn(tmp_path)`` and atomically move the result onto ``path``; return ``path``."""
+    with atomic_path(path) as tmp:
+        write_fn(tmp)
+    return Path(path)
+
+
+def _to_numpy(values: ArrayLike) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().float().cpu().numpy()
+    return np.asarray(values)
+
+
+def _as_2d(values: ArrayLike, what: str) -> np.ndarray:
+    arr = _to_numpy(values)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 2:
+        raise ValueError(f"{what} must be an H x W array, got shape {tuple(arr.shape)}")
+    return arr
+
+
+def _imwrite(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), array):
+            raise OSError(f"OpenCV could not write {path} (unsupported suffix or disk error)")
+
+
+def _decode(path: Path, flags: int) -> np.ndarray:
+    """Decode an image file with OpenCV; np.fromfile keeps non-ASCII paths working everywhere."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError:
+        raise UnreadableFileError(path, "file does not exist") from None
+    except OSError as err:
+        raise UnreadableFileError(path, str(err)) from None
+    if data.size == 0:
+        raise UnreadableFileError(path, "file is empty")
+    try:
+        array = cv2.imdecode(data, flags)
+    except cv2.error as err:
+        raise UnreadableFileError(path, f"OpenCV error: {err}") from None
+    if array is None:
+        reason = "not a decodable image (corrupt file or unsupported format)"
+        if path.suffix.lower() == ".exr":
+            reason += (
+                "; this OpenCV build may lack OpenEXR support: convert the depth maps to .npy or float .tif"
+            )
+        raise UnreadableFileError(path, reason)
+    return array
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as H x W x 3 uint8 RGB.
+
+    Grayscale is expanded to 3 channels, alpha is dropped, 16-bit images are reduced to 8 bit
+    (``>> 8``, as ``cv2.imread`` does) and the EXIF orientation is applied.
+    Raises ``UnreadableFileError`` for a missing or undecodable file.
+    """
+    path = Path(path)
+    image = _decode(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise UnreadableFileError(path, f"unsupported pixel type {image.dtype} (expected 8- or 16-bit)")
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_depth(path: str | os.PathLike, scale: float = 1.0) -> np.ndarray:
+    """Read a depth map as H x W float32 metres (stored value * ``scale``), 0 where invalid.
+
+    Formats: ``.npy`` (H x W or H x W x 1), single-channel 8/16-bit PNG (raw value * ``scale``;
+    KITTI: ``scale=1/256``), float ``.tif``/``.tiff``/``.exr``. Non-finite and negative values
+    become 0. Raises ``UnreadableFileError`` for a missing, undecodable or multi-channel file.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        if not path.is_file():
+            raise UnreadableFileError(path, "file does not exist")
+        try:
+            depth = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise UnreadableFileError(path, f"not a valid .npy array: {err}") from None
+    else:
+        depth = _decode(path, cv2.IMREAD_UNCHANGED)
+    if depth.ndim == 3 and depth.shape[2] == 1:
+        depth = depth[..., 0]
+    if depth.ndim != 2:
+        raise UnreadableFileError(path, f"expected a single-channel H x W depth map, got shape {depth.shape}")
+    if not (np.issubdtype(depth.dtype, np.floating) or np.issubdtype(depth.dtype, np.integer)):
+        raise UnreadableFileError(path, f"unsupported depth dtype {depth.dtype}")
+    depth = depth.astype(np.float32) * np.float32(scale)
+    depth[~np.isfinite(depth) | (depth < 0)] = 0.0
+    return depth
+
+
+def write_depth_npy(path: str | os.PathLike, depth: ArrayLike) -> None:
+    """Write an H x W depth map (metres) as float32 ``.npy``."""
+    depth = _as_2d(depth, "depth").astype(np.float32)
+    with atomic_path(path) as tmp:
+        np.save(tmp, depth)
+
+
+def write_depth_png16(path: str | os.PathLike, depth: ArrayLike, scale: float = 256.0) -> None:
+    """Write an H x W metric depth map as 16-bit PNG: ``round(depth * scale)`` clipped to 0..65535.
+
+    With the default (KITTI) scale of 256 the range is 0..255.99 m at 1/256 m resolution;
+    0 and non-finite values are stored as 0 (invalid). Read back with ``read_depth(path, 1 / scale)``.
+    """
+    depth = _as_2d(depth, "depth").astype(np.float64)
+    depth = np.where(np.isfinite(depth), depth, 0.0)
+    _imwrite(Path(path), np.clip(np.round(depth * scale), 0, 65535).astype(np.uint16))
+
+
+def _normalise(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Min-max normalise ``values`` over ``valid`` to [0, 1]; invalid and constant maps give 0."""
+    out = np.zeros(values.shape, dtype=np.float64)
+    if not valid.any():
+        return out
+    lo, hi = values[valid].min(), values[valid].max()
+    if hi > lo:
+        out[valid] = (values[valid] - lo) / (hi - lo)
+    return out
+
+
+def write_relative_png16(path: str | os.PathLike, disparity: ArrayLike) -> None:
+    """Write an H x W relative map (disparity) min-max normalised to a 0..65535 16-bit PNG.
+
+    Normalisation uses the finite values; non-finite pixels and constant maps are stored as 0.
+    """
+    disparity = _as_2d(disparity, "disparity").astype(np.float64)
+    norm = _normalise(disparity, np.isfinite(disparity))
+    _imwrite(Path(path), np.round(norm * 65535).astype(np.uint16))
+
+
+def colorize_depth(values: ArrayLike, invert: bool = False, valid: ArrayLike | None = None) -> np.ndarray:
+    """Colour an H x W map with the inferno colour map: H x W x 3 uint8 RGB.
+
+    Values are min-max normalised over the finite (and ``valid``, if given) pixels, which are
+    drawn black otherwise. For disparity large is bright; pass ``invert=True`` for metric depth so
+    that near is bright there too.
+    """
+    values = _as_2d(values, "values").astype(np.float64)
+    mask = np.isfinite(values)
+    if valid is not None:
+        mask &= _as_2d(valid, "valid").astype(bool)
+    norm = _normalise(values, mask)
+    if invert:
+        norm = 1.0 - norm
+    gray = np.round(norm * 255).astype(np.uint8)
+    rgb = cv2.cvtColor(cv2.applyColorMap(gray, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+    rgb[~mask] = 0
+    return rgb
+
+
+def write_color_png(path: str | os.PathLike, rgb: ArrayLike) -> None:
+    """Write an H x W x 3 uint8 RGB image (e.g. from ``colorize_depth``) as PNG."""
+    rgb = _to_numpy(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be an H x W x 3 uint8 array, got {rgb.dtype} {tuple(rgb.shape)}")
+    _imwrite(Path(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))

@@ -1,0 +1,263 @@
+"""Depth evaluation metrics following the official Depth Anything V2 evaluation, batched in torch.
+
+Conventions of ``metric_depth/util/metric.py::eval_depth``: per-image values over the valid pixels, then
+averaged over images (``DepthMetrics``). Affine-invariant evaluation of relative (disparity) models fits
+a per-image scale and shift in disparity space first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+import torchmetrics
+from torch import Tensor
+
+from depthadapt.alignment import lstsq_scale_shift
+
+__all__ = [
+    "CROP_NAMES",
+    "METRIC_NAMES",
+    "DepthMetrics",
+    "affine_invariant_metrics",
+    "depth_metrics",
+    "eval_crop_mask",
+    "format_metrics_table",
+]
+
+METRIC_NAMES: tuple[str, ...] = ("d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog")
+CROP_NAMES: tuple[str, ...] = ("garg", "eigen_kitti", "eigen_nyu")
+
+_LN10 = math.log(10.0)
+
+
+def _unknown_crop(crop: object) -> ValueError:
+    return ValueError(f"unknown crop {crop!r}; valid crops are None, " + ", ".join(map(repr, CROP_NAMES)))
+
+
+def _check_depth_range(min_depth: float, max_depth: float) -> None:
+    if not 0.0 < min_depth < max_depth:
+        raise ValueError(f"need 0 < min_depth < max_depth, got min_depth={min_depth}, max_depth={max_depth}")
+
+
+def eval_crop_mask(height: int, width: int, crop: str | None) -> Tensor:
+    """Boolean H x W mask of the standard evaluation crop (``None``: everything)."""
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    if crop is None:
+        mask[:] = True
+    elif crop == "garg":
+        mask[
+            int(0.40810811 * height) : int(0.99189189 * height),
+            int(0.03594771 * width) : int(0.96405229 * width),
+        ] = True
+    elif crop == "eigen_kitti":
+        mask[
+            int(0.3324324 * height) : int(0.91351351 * height),
+            int(0.0359477 * width) : int(0.96405229 * width),
+        ] = True
+    elif crop == "eigen_nyu":
+        if (height, width) != (480, 640):
+            raise ValueError(
+                f"crop 'eigen_nyu' is defined on 480 x 640 NYU images, got {height} x {width}; "
+                "evaluate at the ground truth's full resolution or use crop=None"
+            )
+        mask[45:471, 41:601] = True
+    else:
+        raise _unknown_crop(crop)
+    return mask
+
+
+def _check_depth_args(
+    pred: Tensor, gt: Tensor, mask: Tensor | None, min_depth: float, max_depth: float
+) -> None:
+    if gt.ndim != 3:
+        raise ValueError(f"gt must be B x H x W, got shape {tuple(gt.shape)}")
+    if pred.ndim != 3:
+        raise ValueError(f"pred must be B x H x W, got shape {tuple(pred.shape)}")
+    if pred.shape[-2:] != gt.shape[-2:]:
+        raise ValueError(
+            f"pred spatial size {tuple(pred.shape[-2:])} (pred shape {tuple(pred.shape)}) differs from gt "
+            f"{tuple(gt.shape[-2:])} (gt shape {tuple(gt.shape)}); resize pred to the ground truth's size "
+            "before evaluating"
+        )
+    if pred.shape[0] != gt.shape[0]:
+        raise ValueError(f"pred batch {tuple(pred.shape)} and gt batch {tuple(gt.shape)} differ")
+    if mask is not None and mask.shape != gt.shape:
+        raise ValueError(f"mask must have gt's shape {tuple(gt.shape)}, got {tuple(mask.shape)}")
+    _check_depth_range(min_depth, max_depth)
+
+
+def _valid_mask(
+    gt: Tensor, mask: Tensor | None, min_depth: float, max_depth: float, crop: str | None
+) -> Tensor:
+    valid = torch.isfinite(gt) & (gt >= min_depth) & (gt <= max_depth)
+    if mask is not None:
+        valid &= mask.to(device=gt.device, dtype=torch.bool)
+    if crop is not None:
+        valid &= eval_crop_mask(gt.shape[-2], gt.shape[-1], crop).to(gt.device)
+    return valid
+
+
+def _out_dtype(pred: Tensor) -> torch.dtype:
+    # Never report in half precision (bf16 predictions from mixed-precision runs): at least float32.
+    return torch.promote_types(pred.dtype, torch.float32) if pred.is_floating_point() else torch.float32
+
+
+def _masked_metrics(pred: Tensor, gt: Tensor, valid: Tensor, min_depth: float) -> dict[str, Tensor]:
+    """Per-image metrics over ``valid`` (B x H x W) in float64; NaN for an image without valid pixels."""
+    batch = gt.shape[0]
+    valid = valid.reshape(batch, -1)
+    gt64 = gt.reshape(batch, -1).to(torch.float64)
+    p64 = pred.reshape(batch, -1).to(device=gt.device, dtype=torch.float64)
+    one = torch.ones((), dtype=torch.float64, device=gt.device)
+    p64 = torch.where(torch.isfinite(p64) & (p64 > 0), p64, min_depth * one)
+    # Neutral values outside the valid region keep the masked sums free of NaN/inf.
+    gt64 = torch.where(valid, gt64, one)
+    p64 = torch.where(valid, p64, one)
+    w = valid.to(torch.float64)
+    n = w.sum(-1)
+    inv_n = torch.where(n > 0, 1.0 / n.clamp_min(1.0), torch.full_like(n, math.nan))
+
+    def mean(x: Tensor) -> Tensor:
+        return (w * x).sum(-1) * inv_n
+
+    thresh = torch.maximum(gt64 / p64, p64 / gt64)
+    diff = p64 - gt64
+    dlog = torch.log(p64) - torch.log(gt64)
+    mean_dlog = mean(dlog)
+    mean_dlog2 = mean(dlog * dlog)
+    return {
+        "d1": mean((thresh < 1.25).to(torch.float64)),
+        "d2": mean((thresh < 1.25**2).to(torch.float64)),
+        "d3": mean((thresh < 1.25**3).to(torch.float64)),
+        "abs_rel": mean(diff.abs() / gt64),
+        "sq_rel": mean(diff * diff / gt64),
+        "rmse": mean(diff * diff).sqrt(),
+        "rmse_log": mean_dlog2.sqrt(),
+        "log10": mean(dlog.abs()) / _LN10,
+        # mean(d^2) >= mean(d)^2, so the radicand is >= 0 up to rounding; clamp guards the rounding.
+        "silog": (mean_dlog2 - 0.5 * mean_dlog * mean_dlog).clamp_min(0.0).sqrt(),
+    }
+
+
+def depth_metrics(
+    pred: Tensor,
+    gt: Tensor,
+    mask: Tensor | None = None,
+    min_depth: float = 1e-3,
+    max_depth: float = 80.0,
+    *,
+    crop: str | None = None,
+) -> dict[str, Tensor]:
+    """Per-image depth metrics: pred, gt (metres), mask B x H x W -> {name in METRIC_NAMES: (B,)}.
+
+    Valid pixels: ``mask & isfinite(gt) & min_depth <= gt <= max_depth & crop``. Inside them, pred values
+    that are <= 0 or non-finite are clamped to ``min_depth`` (avoids log(0); the official code assumes a
+    positive metric head), so they count as (large) errors rather than being dropped. An image with no
+    valid pixel gets NaN for every metric (callers count or skip it). pred must already have gt's spatial
+    size: resizing is the caller's job (ValueError otherwise).
+    """
+    _check_depth_args(pred, gt, mask, min_depth, max_depth)
+    valid = _valid_mask(gt, mask, min_depth, max_depth, crop)
+    out_dtype = _out_dtype(pred)
+    return {k: v.to(out_dtype) for k, v in _masked_metrics(pred, gt, valid, min_depth).items()}
+
+
+def affine_invariant_metrics(
+    pred_disparity: Tensor,
+    gt: Tensor,
+    mask: Tensor | None = None,
+    min_depth: float = 1e-3,
+    max_depth: float = 80.0,
+    *,
+    crop: str | None = None,
+) -> dict[str, Tensor]:
+    """Metrics of a relative model: disparity, gt (metres), mask B x H x W -> {name in METRIC_NAMES: (B,)}.
+
+    Per image, least-squares scale and shift fit ``pred_disparity`` to ``1 / gt`` on the valid mask (as in
+    ``depth_metrics``); the aligned disparity is clamped to >= 1 / max_depth and inverted to depth, then
+    evaluated with ``depth_metrics``. Images whose fit is degenerate (fewer than 2 valid pixels or a
+    constant prediction) are evaluated with the fallback of ``lstsq_scale_shift`` (constant mean disparity).
+    """
+    _check_depth_args(pred_disparity, gt, mask, min_depth, max_depth)
+    valid = _valid_mask(gt, mask, min_depth, max_depth, crop)
+    gt64 = gt.to(torch.float64)
+    target = 1.0 / torch.where(valid, gt64, torch.ones_like(gt64))
+    disp = pred_disparity.to(device=gt.device, dtype=torch.float64)
+    scale, shift, _ = lstsq_scale_shift(disp, target, valid)
+    aligned = (scale[:, None, None] * disp + shift[:, None, None]).clamp_min(1.0 / max_depth)
+    metrics = _masked_metrics(1.0 / aligned, gt, valid, min_depth)
+    out_dtype = _out_dtype(pred_disparity)
+    return {k: v.to(out_dtype) for k, v in metrics.items()}
+
+
+class DepthMetrics(torchmetrics.Metric):
+    """Mean over images of the per-image depth metrics, accumulated across batches and DDP processes.
+
+    ``update(pred, gt, mask=None)``: B x H x W tensors (pred is metric depth, or disparity when
+    ``affine_invariant=True``). Images without any valid pixel are not averaged but counted in
+    ``skipped``. ``compute()`` returns {name: mean} for METRIC_NAMES plus ``images`` and ``skipped``
+    counts (float tensors); the means are NaN when no image was counted.
+    """
+
+    full_state_update = False
+    is_differentiable = False
+
+    def __init__(
+        self,
+        affine_invariant: bool = False,
+        min_depth: float = 1e-3,
+        max_depth: float = 80.0,
+        crop: str | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        _check_depth_range(min_depth, max_depth)
+        if crop is not None and crop not in CROP_NAMES:
+            raise _unknown_crop(crop)
+        self.affine_invariant = affine_invariant
+        self.min_depth = min_depth
+        self.max_depth = max_depth
+        self.crop = crop
+        # float64 sums: accumulated over whole datasets, where float32 would lose digits.
+        for state in [f"sum_{name}" for name in METRIC_NAMES] + ["images", "skipped"]:
+            self.add_state(state, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> None:
+        """Add a batch: pred, gt, mask B x H x W."""
+        fn = affine_invariant_metrics if self.affine_invariant else depth_metrics
+        values = fn(pred.detach(), gt, mask, self.min_depth, self.max_depth, crop=self.crop)
+        stacked = torch.stack([values[name].to(torch.float64) for name in METRIC_NAMES])  # M x B
+        counted = torch.isfinite(stacked).all(0)
+        for name, row in zip(METRIC_NAMES, stacked, strict=True):
+            total = getattr(self, f"sum_{name}")
+            setattr(self, f"sum_{name}", total + torch.where(counted, row, 0.0).sum())
+        self.images = self.images + counted.sum()
+        self.skipped = self.skipped + (~counted).sum()
+
+    def compute(self) -> dict[str, Tensor]:
+        """{name: mean over counted images} for METRIC_NAMES, plus ``images`` and ``skipped`` counts."""
+        # 0 / 0 is NaN for float tensors: no image counted gives NaN means rather than an error.
+        out = {name: (getattr(self, f"sum_{name}") / self.images).float() for name in METRIC_NAMES}
+        out["images"] = self.images.float()
+        out["skipped"] = self.skipped.float()
+        return out
+
+
+def _format_value(name: str, value: float) -> str:
+    if name in ("images", "skipped") and math.isfinite(value) and value == int(value):
+        return str(int(value))
+    return f"{value:.4f}"
+
+
+def format_metrics_table(metrics: Mapping[str, float | Tensor], title: str | None = None) -> str:
+    """Plain-text table: a header row of metric names and one row of values (4 decimals)."""
+    names = [n for n in METRIC_NAMES if n in metrics] + [n for n in metrics if n not in METRIC_NAMES]
+    cells = [_format_value(n, float(metrics[n])) for n in names]
+    widths = [max(len(n), len(c)) for n, c in zip(names, cells, strict=True)]
+    header = "  ".join(n.rjust(w) for n, w in zip(names, widths, strict=True))
+    row = "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))
+    lines = [title] if title else []
+    lines += [header, row]
+    return "\n".join(lines)

@@ -1,0 +1,6 @@
+"""LightningModules and callbacks: thin wiring of depthadapt's models, losses and metrics."""
+
+from lightning_modules.prediction_writer import DepthMapWriter
+from lightning_modules.supervised import SupervisedDepth
+
+__all__ = ["DepthMapWriter", "SupervisedDepth"]

@@ -1,0 +1,109 @@
+import pytest
+import torch
+
+from depthadapt.alignment import lstsq_scale_shift
+
+
+def test_hand_worked_three_points():
+    # pred [0, 1, 2], target [1, 2, 4]: mean p = 1, mean t = 7/3
+    # dp = [-1, 0, 1], dt = [-4/3, -1/3, 5/3]; cov = 4/3 + 0 + 5/3 = 3; var = 2
+    # scale = 3 / 2 = 1.5; shift = 7/3 - 1.5 * 1 = 5/6
+    pred = torch.tensor([[0.0, 1.0, 2.0]])
+    target = torch.tensor([[1.0, 2.0, 4.0]])
+    scale, shift, degenerate = lstsq_scale_shift(pred, target)
+    assert scale.item() == pytest.approx(1.5, abs=1e-6)
+    assert shift.item() == pytest.approx(5.0 / 6.0, abs=1e-6)
+    assert not degenerate.item()
+
+
+def test_batch_recovers_known_scale_shift_with_per_image_masks():
+    g = torch.Generator().manual_seed(0)
+    pred = torch.rand(3, 4, 5, generator=g) * 10
+    true_scale = torch.tensor([2.0, -0.5, 0.25])
+    true_shift = torch.tensor([1.0, 3.0, -7.0])
+    target = true_scale[:, None, None] * pred + true_shift[:, None, None]
+    mask = torch.ones(3, 4, 5, dtype=torch.bool)
+    mask[1, :2] = False  # image 1: top half masked out
+    mask[2, :, 1:] = False  # image 2: only the first column (4 points)
+    # Garbage outside the masks must not influence the fit.
+    target[1, :2] = 1e6
+    target[2, :, 1:] = -1e6
+    scale, shift, degenerate = lstsq_scale_shift(pred, target, mask)
+    torch.testing.assert_close(scale, true_scale, rtol=0, atol=1e-5)
+    torch.testing.assert_close(shift, true_shift, rtol=0, atol=1e-4)
+    assert not degenerate.any()
+    assert scale.dtype == torch.float32 and shift.dtype == torch.float32 and degenerate.dtype == torch.bool
+
+
+def test_degenerate_images_are_flagged_with_fallbacks():
+    pred = torch.tensor(
+        [
+            [0.0, 1.0, 2.0, 3.0],  # regular: target = 3 * pred - 1
+            [5.0, 5.0, 5.0, 5.0],  # constant pred
+            [1.0, 2.0, 3.0, 4.0],  # one valid point
+            [1.0, 2.0, 3.0, 4.0],  # no valid point
+        ]
+    )
+    target = torch.tensor(
+        [
+            [-1.0, 2.0, 5.0, 8.0],
+            [1.0, 2.0, 3.0, 6.0],
+            [9.0, 1.0, 1.0, 1.0],
+            [1.0, 2.0, 3.0, 4.0],
+        ]
+    )
+    mask = torch.ones(4, 4, dtype=torch.bool)
+    mask[2, 1:] = False
+    mask[3] = False
+    scale, shift, degenerate = lstsq_scale_shift(pred, target, mask)
+    assert degenerate.tolist() == [False, True, True, True]
+    assert torch.isfinite(scale).all() and torch.isfinite(shift).all()
+    # regular image
+    assert scale[0].item() == pytest.approx(3.0, abs=1e-6)
+    assert shift[0].item() == pytest.approx(-1.0, abs=1e-6)
+    # constant pred: scale 0, shift = mean target = (1 + 2 + 3 + 6) / 4 = 3
+    assert scale[1].item() == 0.0
+    assert shift[1].item() == pytest.approx(3.0)
+    # one valid point: scale 0, shift = that target value
+    assert scale[2].item() == 0.0
+    assert shift[2].item() == pytest.approx(9.0)
+    # nothing valid: identity
+    assert scale[3].item() == 1.0
+    assert shift[3].item() == 0.0
+
+
+def test_non_finite_values_are_excluded():
+    # Valid points after dropping NaN / inf: pred [0, 1, 2], target [1, 2, 4] -> scale 1.5, shift 5/6
+    pred = torch.tensor([[0.0, float("nan"), 1.0, 2.0, 3.0]])
+    target = torch.tensor([[1.0, 100.0, 2.0, 4.0, float("inf")]])
+    scale, shift, degenerate = lstsq_scale_shift(pred, target)
+    assert scale.item() == pytest.approx(1.5, abs=1e-6)
+    assert shift.item() == pytest.approx(5.0 / 6.0, abs=1e-6)
+    assert not degenerate.item()
+
+
+def test_float64_internal_precision_with_large_offset():
+    # pred around 1e4 with unit spread: raw normal equations in float32 would lose most digits.
+    pred = torch.tensor([[10000.0, 10001.0, 10002.0, 10003.0]])
+    target = 0.5 * pred.double() - 4999.0  # [1, 1.5, 2, 2.5]
+    scale, shift, _ = lstsq_scale_shift(pred, target.float())
+    assert scale.item() == pytest.approx(0.5, abs=1e-7)
+    assert shift.item() == pytest.approx(-4999.0, abs=1e-3)
+
+
+def test_returns_input_dtype_and_accepts_b_n():
+    pred = torch.tensor([[0.0, 1.0, 2.0]], dtype=torch.float64)
+    target = torch.tensor([[1.0, 2.0, 4.0]], dtype=torch.float64)
+    scale, shift, _ = lstsq_scale_shift(pred, target)
+    assert scale.dtype == torch.float64 and shift.dtype == torch.float64
+    assert scale.shape == (1,) and shift.shape == (1,)
+    assert scale.item() == pytest.approx(1.5, abs=1e-12)
+
+
+def test_bad_shapes_raise():
+    with pytest.raises(ValueError, match=r"same shape.*\(1, 3\).*\(1, 4\)"):
+        lstsq_scale_shift(torch.zeros(1, 3), torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="mask must have the shape"):
+        lstsq_scale_shift(torch.zeros(1, 3), torch.zeros(1, 3), torch.ones(1, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="B x H x W or B x N"):
+        lstsq_scale_shift(torch.zeros(3), torch.zeros(3))

@@ -1,0 +1,140 @@
+"""The real `cli.py` entry point (fit / test / predict) on tiny YAMLs and generated data."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cli
+from depthadapt.io import read_depth, write_depth_npy
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "tests" / "configs"
+
+
+def make_dataset(root: Path, count: int = 4, size: tuple[int, int] = (48, 64)) -> tuple[Path, Path]:
+    """Images whose brightness falls with depth (a ground plane receding upwards), plus depth .npy files."""
+    import cv2
+
+    images, depths = root / "images", root / "depth"
+    height, width = size
+    rows = np.linspace(0, 1, height, dtype=np.float32)[:, None].repeat(width, 1)
+    for i in range(count):
+        depth = 2.0 + 18.0 * (1.0 - rows) ** 2 * (1 + 0.1 * i)
+        depth[: height // 6] = 0.0  # sky: invalid
+        image = np.clip(255 * (1.0 - depth / 25.0), 0, 255).astype(np.uint8)
+        name = f"seq{i % 2}/frame_{i:03d}"
+        (images / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(images / f"{name}.png"), np.stack([image, image // 2, 255 - image], -1))
+        write_depth_npy(depths / f"{name}.npy", depth)
+    return images, depths
+
+
+@pytest.fixture
+def dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    monkeypatch.chdir(tmp_path)  # default logger and outputs land under tmp_path
+    return make_dataset(tmp_path)
+
+
+def test_fit_then_test_from_checkpoint(dataset, tmp_path: Path, capsys) -> None:
+    images, depths = dataset
+    data = ["--data.image_dir", str(images), "--data.depth_dir", str(depths)]
+    run = cli.main(["fit", "--config", str(CONFIGS / "fit.yaml"), *data])
+    assert run.trainer.global_step == 2
+    assert run.trainer.precision == "32-true"
+    checkpoints = sorted(Path("outputs").rglob("*.ckpt"))
+    assert len(checkpoints) == 1
+    saved_config = next(Path("outputs").rglob("config.yaml"))
+    assert "vitt" in saved_config.read_text()
+    cli.main(["fit", "--config", str(CONFIGS / "fit.yaml"), *data, "--trainer.logger.init_args.version", "0"])
+    cli.main(["fit", "--config", str(CONFIGS / "fit.yaml"), *data, "--trainer.logger.init_args.version", "0"])
+
+    trained = run.model.model.state_dict()
+    tested = cli.main(
+        ["test", "--config", str(CONFIGS / "fit.yaml"), *data, "--ckpt_path", str(checkpoints[0]),
+         "--data.val_fraction", "0"]
+    )
+    for key, value in tested.model.model.state_dict().items():
+        assert torch.equal(value, trained[key]), key
+    out = capsys.readouterr().out
+    assert "affine-invariant" in out and "abs_rel" in out
+
+
+def test_test_prints_table_and_counts_unreadable(dataset, capsys, caplog) -> None:
+    images, depths = dataset
+    (images / "broken.png").write_bytes(b"not a png")
+    write_depth_npy(depths / "broken.npy", np.ones((48, 64), np.float32))
+    with caplog.at_level(logging.WARNING):
+        run = cli.main(
+            ["test", "--config", str(CONFIGS / "test.yaml"), "--data.image_dir", str(images),
+             "--data.depth_dir", str(depths)]
+        )
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "abs_rel" in line)
+    for name in ("d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog"):
+        assert name in header
+    assert "metric" in out
+    assert run.trainer.callback_metrics["test/d1"] >= 0
+    assert "1 unreadable samples skipped: broken.png" in caplog.text
+
+
+def test_predict_writes_every_image_atomically_and_resumes(dataset, caplog) -> None:
+    images, _ = dataset
+    (images / "broken.png").write_bytes(b"\x89PNG garbage")
+    output = Path("predictions")
+    args = ["predict", "--config", str(CONFIGS / "predict.yaml"), "--data.image_dir", str(images),
+            "--trainer.callbacks.init_args.output_dir", str(output)]
+    with caplog.at_level(logging.INFO):
+        cli.main(args)
+    names = sorted(p.relative_to(images).with_suffix("").as_posix() for p in images.rglob("frame_*.png"))
+    assert len(names) == 4
+    for name in names:
+        raw = np.load(output / f"{name}.npy")
+        assert raw.shape == (48, 64) and raw.dtype == np.float32
+        png = read_depth(output / f"{name}.png")
+        assert png.shape == (48, 64) and png.max() == 65535  # relative model: min-max normalised 16 bit
+        assert (output / f"{name}_color.png").is_file()
+    assert not list(output.rglob("*tmp*"))
+    assert not (output / "broken.npy").exists()
+    assert "1 unreadable samples skipped: broken.png" in caplog.text
+
+    first = output / f"{names[0]}.npy"
+    first.unlink()
+    stamp = (output / f"{names[1]}.npy").stat().st_mtime_ns
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        cli.main(args)
+    assert first.is_file()
+    assert (output / f"{names[1]}.npy").stat().st_mtime_ns == stamp
+    assert "skipping 3 images already written" in caplog.text
+
+
+def test_explicit_precision_is_kept(dataset) -> None:
+    images, depths = dataset
+    run = cli.main(
+        ["--config", str(CONFIGS / "test.yaml"), "--data.image_dir", str(images), "--trainer.precision", "bf16-mixed"],
+        run=False,
+    )
+    assert run.trainer.precision == "bf16-mixed"
+
+
+def test_entry_point_prints_config() -> None:
+    result = subprocess.run(
+        [sys.executable, "cli.py", "predict", "--config", "config_yaml/predict.yaml", "--print_config"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    assert "lightning_modules.SupervisedDepth" in result.stdout
+    assert "output_dir: outputs/predictions" in result.stdout
+
+
+def test_missing_checkpoint_names_the_file(dataset) -> None:
+    images, _ = dataset
+    # jsonargparse re-raises the model's FileNotFoundError as a ValueError with the same message
+    with pytest.raises((FileNotFoundError, ValueError), match="checkpoint not found: checkpoints/depth_anything"):
+        cli.main(["predict", "--config", str(ROOT / "config_yaml" / "predict.yaml"), "--data.image_dir", str(images)])
