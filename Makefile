@@ -1,0 +1,43 @@
+# depthadapt: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-all lint demo benchmark clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e ".[dev]"
+	# The official Depth Anything V2 code, verbatim, as the reference of the parity tests. Its declared
+	# dependencies (gradio, opencv-python with GUI) are not needed by the model code, hence --no-deps.
+	$(PIP) install --quiet --no-deps "jkp-depth-anything-v2==0.1.1"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the project with its dev tools
+	@echo "installed into $(VENV)"
+
+test: $(STAMP) ## run the default test suite (what CI runs)
+	$(PY) -m pytest
+
+test-all: $(STAMP) ## run every test, the slow ones included
+	$(PY) -m pytest -m "slow or not slow"
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check .
+
+demo: $(STAMP) ## set up and run the main job on the built-in synthetic domain
+	$(PY) benchmarks/demo.py
+
+benchmark: $(STAMP) ## papers' tables on the synthetic domain and speed tables, into benchmarks/results/
+	$(PY) benchmarks/run_all.py
+
+clean: ## remove outputs (keeps .venv)
+	rm -rf outputs benchmarks/results lightning_logs .pytest_cache

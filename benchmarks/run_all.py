@@ -1,0 +1,24 @@
+"""`make benchmark`: run every benchmark, each writing benchmarks/results/<name>.json."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ["benchmarks.inference_speed"]
+
+
+def main() -> None:
+    failed = []
+    for module in BENCHMARKS:
+        print(f"== {module}", flush=True)
+        if subprocess.run([sys.executable, "-m", module], cwd=ROOT).returncode != 0:
+            failed.append(module)
+    if failed:
+        sys.exit(f"benchmarks failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Training losses: invariances and hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from depthadapt.losses import silog_loss, ssi_loss
+
+
+def test_ssi_loss_is_scale_and_shift_invariant() -> None:
+    target = torch.rand(2, 6, 7) + 0.1
+    mask = torch.rand(2, 6, 7) > 0.2
+    assert ssi_loss(3.0 * target + 0.5, target, mask).item() < 1e-5
+    assert ssi_loss(target.flip(-1), target, mask).item() > 0.1
+
+
+def test_ssi_loss_hand_computed() -> None:
+    # target [0, 1, 2, 3]: median (lower, torch convention) 1, mean |t - 1| = (1 + 0 + 1 + 2) / 4 = 1
+    #   -> normalised [-1, 0, 1, 2]
+    # pred [0, 0, 0, 4]: median 0, mean |p - 0| = 1 -> normalised [0, 0, 0, 4]
+    # mean |difference| = (1 + 0 + 1 + 2) / 4 = 1
+    pred = torch.tensor([[0.0, 0.0, 0.0, 4.0]])
+    target = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    assert math.isclose(ssi_loss(pred, target, torch.ones(1, 4, dtype=torch.bool)).item(), 1.0, rel_tol=1e-5)
+
+
+def test_ssi_loss_ignores_masked_pixels_and_empty_images() -> None:
+    target = torch.rand(2, 4, 4) + 0.1
+    pred = target.clone()
+    pred[0, 0, 0] = 100.0
+    mask = torch.ones(2, 4, 4, dtype=torch.bool)
+    mask[0, 0, 0] = False
+    mask[1] = False
+    loss = ssi_loss(pred, target, mask)
+    assert loss.item() < 1e-5
+    loss_all_masked = ssi_loss(pred, target, torch.zeros_like(mask))
+    assert loss_all_masked.item() == 0.0
+
+
+def test_silog_loss_hand_computed() -> None:
+    # pred = target / 2 everywhere: g = log 2 for all pixels -> sqrt(log2^2 - 0.5 log2^2) = log2 / sqrt 2
+    target = torch.full((1, 3, 3), 8.0)
+    mask = torch.ones(1, 3, 3, dtype=torch.bool)
+    expected = math.log(2) / math.sqrt(2)
+    assert math.isclose(silog_loss(target / 2, target, mask).item(), expected, rel_tol=1e-5)
+    assert silog_loss(target, target, mask).item() < 1e-5
+    pred = target.clone().requires_grad_(True)
+    silog_loss(pred * torch.linspace(0.5, 2, 9).view(1, 3, 3), target, mask).backward()
+    assert torch.isfinite(pred.grad).all()
