@@ -138,3 +138,13 @@ def test_missing_checkpoint_names_the_file(dataset) -> None:
     # jsonargparse re-raises the model's FileNotFoundError as a ValueError with the same message
     with pytest.raises((FileNotFoundError, ValueError), match="checkpoint not found: checkpoints/depth_anything"):
         cli.main(["predict", "--config", str(ROOT / "config_yaml" / "predict.yaml"), "--data.image_dir", str(images)])
+
+
+def test_default_precision_follows_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.default_precision() == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert cli.default_precision() == "bf16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert cli.default_precision() == "32-true"
