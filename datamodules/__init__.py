@@ -1,5 +1,20 @@
 """Datasets and LightningDataModules."""
 
+from datamodules.benchmarks import DIODEDataModule, DrivingStereoDataModule, ETH3DDataModule, SintelDataModule
 from datamodules.image_folder import ImageFolderDataModule, ImageFolderDataset, collate_samples
+from datamodules.kitti import KITTIDataModule, VKITTI2DataModule
+from datamodules.nyu import NYUv2DataModule, NYUv2FolderDataModule
 
-__all__ = ["ImageFolderDataModule", "ImageFolderDataset", "collate_samples"]
+__all__ = [
+    "DIODEDataModule",
+    "DrivingStereoDataModule",
+    "ETH3DDataModule",
+    "ImageFolderDataModule",
+    "ImageFolderDataset",
+    "KITTIDataModule",
+    "NYUv2DataModule",
+    "NYUv2FolderDataModule",
+    "SintelDataModule",
+    "VKITTI2DataModule",
+    "collate_samples",
+]

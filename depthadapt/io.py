@@ -236,3 +236,59 @@ def write_color_png(path: str | os.PathLike, rgb: ArrayLike) -> None:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"rgb must be an H x W x 3 uint8 array, got {rgb.dtype} {tuple(rgb.shape)}")
     _imwrite(Path(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+_SINTEL_TAG = np.float32(202021.25)
+
+
+def read_sintel_dpt(path: str | os.PathLike) -> np.ndarray:
+    """Read an MPI Sintel ``.dpt`` depth file as H x W float32, 0 where non-finite or negative.
+
+    Layout (little-endian): float32 tag 202021.25, int32 width, int32 height, width * height float32.
+    Raises ``UnreadableFileError`` for a missing, truncated or wrongly tagged file.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UnreadableFileError(path, "file does not exist") from None
+    except OSError as err:
+        raise UnreadableFileError(path, str(err)) from None
+    if len(data) < 12:
+        raise UnreadableFileError(path, f"truncated .dpt header: {len(data)} bytes, expected at least 12")
+    tag = np.frombuffer(data, "<f4", 1)[0]
+    if tag != _SINTEL_TAG:
+        raise UnreadableFileError(path, f"not a Sintel .dpt depth file: tag {tag!r}, expected {_SINTEL_TAG!r}")
+    width, height = (int(v) for v in np.frombuffer(data, "<i4", 2, 4))
+    if width < 1 or height < 1:
+        raise UnreadableFileError(path, f"invalid .dpt size {width} x {height}")
+    expected = 12 + 4 * width * height
+    if len(data) != expected:
+        raise UnreadableFileError(
+            path, f"{len(data)} bytes, expected {expected} for a {width} x {height} .dpt depth map"
+        )
+    depth = np.frombuffer(data, "<f4", width * height, 12).reshape(height, width).astype(np.float32)
+    depth[~np.isfinite(depth) | (depth < 0)] = 0.0
+    return depth
+
+
+def read_raw_float32(path: str | os.PathLike, height: int, width: int) -> np.ndarray:
+    """Read a headerless little-endian float32 depth file (ETH3D) as H x W float32, 0 where inf/NaN/negative.
+
+    Raises ``UnreadableFileError`` for a missing file or one whose size is not ``4 * height * width`` bytes.
+    """
+    path = Path(path)
+    expected = 4 * height * width
+    try:
+        size = path.stat().st_size
+        if size != expected:
+            raise UnreadableFileError(
+                path, f"{size} bytes, expected {expected} for a {height} x {width} raw float32 depth map"
+            )
+        depth = np.fromfile(path, dtype="<f4").reshape(height, width).astype(np.float32, copy=False)
+    except FileNotFoundError:
+        raise UnreadableFileError(path, "file does not exist") from None
+    except OSError as err:
+        raise UnreadableFileError(path, str(err)) from None
+    depth[~np.isfinite(depth) | (depth < 0)] = 0.0
+    return depth
