@@ -2,15 +2,45 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+from torch import nn
+
+
+def _sort_within_segments(values: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
+    """Permutation sorting float32 `values` (M) by (segment, value), ties by position: M -> M int64."""
+    # One int64 sort instead of two stable ones: the float32 bit pattern, remapped to preserve order for
+    # negative values, goes into the low 32 bits and the segment into the high ones.
+    bits = values.detach().view(torch.int32).long()
+    ordered = torch.where(bits < 0, -(2**31) - 1 - bits, bits) + 2**31
+    return (ordered + (segment << 32)).argsort(stable=True)
+
+
+def _segment_median_normalise(
+    values: torch.Tensor, segment: torch.Tensor, num_segments: int, eps: float
+) -> torch.Tensor:
+    """(x - median) / (mean |x - median| + eps) within each segment: M >= 1 values, M segment ids -> M float32.
+
+    The median is the lower one, as `torch.median`. Memory and time grow with M, the total size of the
+    segments, not with num_segments x pixels.
+    """
+    values = values.float()
+    count = torch.bincount(segment, minlength=num_segments)
+    start = count.cumsum(0) - count
+    order = _sort_within_segments(values, segment)
+    # Empty segments get some entry's value as median; no entry reads it.
+    median = values[order[(start + (count - 1).clamp_min(0) // 2).clamp_max(len(values) - 1)]]
+    centred = values - median[segment]
+    deviation = values.new_zeros(num_segments).index_add(0, segment, centred.abs()) / count.clamp_min(1)
+    return centred / (deviation[segment] + eps)
 
 
 def _median_normalise(x: torch.Tensor, mask: torch.Tensor, eps: float) -> torch.Tensor:
-    """(x - median) / (mean |x - median| + eps) per image over the mask: B x N -> B x N."""
-    masked = torch.where(mask, x, torch.nan)
-    median = masked.nanmedian(dim=1, keepdim=True).values
-    deviation = torch.where(mask, (x - median).abs(), 0).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp_min(1)
-    return (x - median) / (deviation + eps)
+    """(x - median) / (mean |x - median| + eps) per image over the mask: B x N -> B x N float32, 0 off the mask."""
+    rows, cols = mask.nonzero(as_tuple=True)
+    normalised = _segment_median_normalise(x[rows, cols], rows, x.shape[0], eps)
+    return x.new_zeros(x.shape, dtype=torch.float32).index_put((rows, cols), normalised)
 
 
 def ssi_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -37,3 +67,181 @@ def silog_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, lam
         return pred.sum() * 0.0
     diff_log = torch.log(target[mask]) - torch.log(pred[mask].clamp_min(1e-6))
     return torch.sqrt((diff_log.pow(2).mean() - lambd * diff_log.mean().pow(2)).clamp_min(1e-12))
+
+
+def instance_contexts(instances: torch.Tensor, min_area: int, include_image: bool = True) -> torch.Tensor:
+    """Normalisation contexts from instance-id maps: B x H x W int (0 = background) -> B x K x H x W bool.
+
+    Context 0 is the whole image (if `include_image`), then one context per instance of area >= `min_area`
+    pixels, in increasing id order; images with fewer instances are padded with all-False contexts up to
+    the batch's largest K.
+    """
+    if instances.dim() != 3 or instances.is_floating_point() or instances.dtype == torch.bool:
+        raise ValueError(
+            f"instances must be a B x H x W integer tensor, got {instances.dtype} {tuple(instances.shape)}"
+        )
+    batch, height, width = instances.shape
+    flat = instances.flatten(1).long()
+    if flat.numel() and int(flat.min()) < 0:
+        raise ValueError("instances must hold ids >= 0 (0 = background)")
+    span = int(flat.max()) + 1 if flat.numel() else 1
+    image_index = torch.arange(batch, device=flat.device)
+    # One unique over (image, id) keys counts the area of every instance of every image at once.
+    keys, areas = torch.unique(flat + span * image_index[:, None], return_counts=True)
+    keep = (keys % span != 0) & (areas >= min_area)
+    owner, ids = keys[keep] // span, keys[keep] % span
+    per_image = torch.bincount(owner, minlength=batch)
+    slot = torch.arange(len(ids), device=flat.device) - (per_image.cumsum(0) - per_image)[owner]
+    table = torch.full((batch, int(per_image.max()) if batch else 0), -1, dtype=torch.long, device=flat.device)
+    table[owner, slot] = ids
+    contexts = instances[:, None].long() == table[:, :, None, None]
+    if include_image:
+        image = torch.ones(batch, 1, height, width, dtype=torch.bool, device=instances.device)
+        contexts = torch.cat([image, contexts], dim=1)
+    return contexts
+
+
+def grid_contexts(
+    height: int, width: int, levels: Sequence[int] = (1, 2, 4), device: torch.device | str | None = None
+) -> torch.Tensor:
+    """HDN spatial hierarchy: at each level n the image split into n x n cells -> K x H x W bool, K = sum n^2.
+
+    `levels` are cells per side, HDN's 2^l for l = 0, 1, 2 by default (1 is the whole image). Broadcast
+    over the batch by `sa_hdn_loss`.
+    """
+    if not levels or any(n < 1 for n in levels):
+        raise ValueError(f"levels must be cells per side >= 1, got {tuple(levels)}")
+    rows, cols = torch.arange(height, device=device), torch.arange(width, device=device)
+    contexts = []
+    for n in levels:
+        cell = (rows * n // height)[:, None] * n + (cols * n // width)[None, :]
+        contexts.append(cell == torch.arange(n * n, device=device)[:, None, None])
+    return torch.cat(contexts)
+
+
+def depth_range_contexts(
+    depth_like: torch.Tensor, mask: torch.Tensor | None = None, levels: Sequence[int] = (1, 2, 4)
+) -> torch.Tensor:
+    """HDN depth-range hierarchy: at each level n, n equal-count quantile groups of the valid pixels' values.
+
+    `depth_like` (e.g. the pseudo-label), `mask`: B x H x W -> B x K x H x W bool, K = sum(levels). Pixels
+    with equal values may fall into neighbouring groups (ties are split by position); masked-out pixels are
+    in no context.
+    """
+    if not levels or any(n < 1 for n in levels):
+        raise ValueError(f"levels must be group counts >= 1, got {tuple(levels)}")
+    if depth_like.dim() != 3:
+        raise ValueError(f"depth_like must be B x H x W, got {tuple(depth_like.shape)}")
+    batch, height, width = depth_like.shape
+    flat = depth_like.detach().flatten(1)
+    valid = torch.ones_like(flat, dtype=torch.bool) if mask is None else mask.flatten(1)
+    order = torch.where(valid, flat, torch.inf).argsort(dim=1, stable=True)
+    positions = torch.arange(flat.shape[1], device=flat.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(1, order, positions)
+    count = valid.sum(1, keepdim=True).clamp_min(1)
+    contexts = []
+    for n in levels:
+        group = rank * n // count
+        contexts.append((group[:, None] == torch.arange(n, device=flat.device)[:, None]) & valid[:, None])
+    return torch.cat(contexts, dim=1).view(batch, -1, height, width)
+
+
+def sa_hdn_loss(
+    pred: torch.Tensor,
+    pseudo_label: torch.Tensor,
+    contexts: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Semantics-aware hierarchical depth normalisation loss (WeSTAR): B x H x W disparities -> scalar.
+
+    Every context (B x K x H x W or K x H x W bool, e.g. from `instance_contexts`, `grid_contexts` or
+    `depth_range_contexts`) median-normalises prediction and pseudo-label separately over its pixels within
+    `mask` (B x H x W, default all). A pixel's loss is the mean |difference| over the contexts covering it;
+    the result is the mean over the valid pixels covered by at least one context (0 if there are none).
+    All contexts of all images are normalised at once as segments of one list of (context, pixel) entries,
+    so memory and time grow with the summed context areas, not with K x H x W.
+    """
+    if pred.dim() != 3 or pseudo_label.shape != pred.shape:
+        raise ValueError(
+            f"pred and pseudo_label must be B x H x W, got {tuple(pred.shape)}, {tuple(pseudo_label.shape)}"
+        )
+    batch, height, width = pred.shape
+    if contexts.dim() == 3:
+        contexts = contexts.unsqueeze(0)
+    if contexts.dim() != 4 or contexts.shape[-2:] != pred.shape[-2:] or contexts.shape[0] not in (1, batch):
+        raise ValueError(
+            f"contexts must be B x K x H x W or K x H x W for pred {tuple(pred.shape)}, got {tuple(contexts.shape)}"
+        )
+    if mask is not None and mask.shape != pred.shape:
+        raise ValueError(f"mask must be {tuple(pred.shape)} like pred, got {tuple(mask.shape)}")
+    pixels = height * width
+    members = contexts.reshape(contexts.shape[0], -1, pixels).bool()
+    if mask is not None:
+        members = members & mask.reshape(batch, 1, pixels)
+    image, context, pixel = members.expand(batch, -1, -1).nonzero(as_tuple=True)
+    num_contexts = members.shape[1]
+    segment = image * num_contexts + context
+    flat = image * pixels + pixel
+    coverage = torch.bincount(flat, minlength=batch * pixels)
+    covered = int((coverage > 0).sum())
+    if covered == 0:
+        return pred.sum() * 0.0
+    normalised = [
+        _segment_median_normalise(x.reshape(-1)[flat], segment, batch * num_contexts, eps) for x in (pred, pseudo_label)
+    ]
+    weight = 1.0 / coverage[flat]
+    return ((normalised[0] - normalised[1]).abs() * weight).sum() / covered
+
+
+def ordinal_loss(pred: torch.Tensor, pairs: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """Ordinal ranking loss on disparity: pred B x H x W, pairs B x P x 5 (y1, x1, y2, x2, label) -> scalar.
+
+    Label +1: point 1 is farther, i.e. has the smaller disparity: max(0, d1 - d2 + margin). Label -1:
+    max(0, d2 - d1 + margin). Label 0 (equal): (d1 - d2)^2. Rows with y1 < 0 are padding (the batch
+    convention pads with y1 = -1). Mean over the valid pairs of the batch; 0 (with a graph) if none.
+    """
+    if pred.dim() != 3 or pairs.dim() != 3 or pairs.shape[-1] != 5 or pairs.shape[0] != pred.shape[0]:
+        raise ValueError(f"pred must be B x H x W and pairs B x P x 5, got {tuple(pred.shape)}, {tuple(pairs.shape)}")
+    valid = pairs[..., 0] >= 0
+    if not bool(valid.any()):
+        return pred.sum() * 0.0
+    rows = pairs[valid]
+    image = torch.arange(pairs.shape[0], device=pairs.device)[:, None].expand_as(valid)[valid]
+    coords = rows[:, :4].round().long()
+    height, width = pred.shape[1:]
+    bounds = torch.tensor([height, width, height, width], device=coords.device)
+    if not bool(((coords >= 0) & (coords < bounds)).all()):
+        raise ValueError(f"ordinal pairs with coordinates outside the {height} x {width} prediction")
+    y1, x1, y2, x2 = coords.unbind(1)
+    label = rows[:, 4].float()
+    if not bool(((label == 0) | (label.abs() == 1)).all()):
+        raise ValueError("ordinal labels must be -1, 0 or +1")
+    difference = pred[image, y1, x1].float() - pred[image, y2, x2].float()
+    ranking = torch.relu(label * difference + margin)
+    return torch.where(label == 0, difference.square(), ranking).mean()
+
+
+def lora_regularizer(model: nn.Module) -> torch.Tensor:
+    """WeSTAR weight regulariser: sum over peft LoRA layers and active adapters of ||(alpha / r) B A||_F^2.
+
+    Computed as scaling^2 * sum((B^T B) * (A A^T)) on r x r matrices, never forming the full update.
+    Returns a 0-dim tensor, zero when the model has no LoRA layer.
+    """
+    # peft imports transformers (seconds); only this function needs it.
+    from peft.tuners.lora import LoraLayer
+
+    terms = []
+    for module in model.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        for adapter in module.active_adapters:
+            if adapter not in module.lora_A:
+                continue
+            a = module.lora_A[adapter].weight.flatten(1)
+            b = module.lora_B[adapter].weight.flatten(1)
+            terms.append(module.scaling[adapter] ** 2 * ((b.T @ b) * (a @ a.T)).sum())
+    if not terms:
+        parameter = next(model.parameters(), None)
+        return torch.zeros((), device=None if parameter is None else parameter.device)
+    return torch.stack(terms).sum()

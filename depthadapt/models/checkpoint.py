@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from peft import PeftModel
 from torch import nn
 
 MODEL_KEY_ROOTS = ("pretrained.", "depth_head.")
@@ -89,7 +88,7 @@ def load_checkpoint(model: nn.Module, path: str | Path, prefix: str | None = Non
 
 def to_official_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's weights with the official key names (`pretrained.*`, `depth_head.*`), LoRA merged, on the CPU."""
-    if isinstance(model, PeftModel):
+    if hasattr(model, "merge_and_unload"):  # a peft LoRA model (peft is not imported: it loads transformers)
         model = copy.deepcopy(model).merge_and_unload()
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     foreign = [k for k in state if not k.startswith(MODEL_KEY_ROOTS)]
