@@ -4,6 +4,7 @@ from datamodules.benchmarks import DIODEDataModule, DrivingStereoDataModule, ETH
 from datamodules.image_folder import ImageFolderDataModule, ImageFolderDataset, collate_samples
 from datamodules.kitti import KITTIDataModule, VKITTI2DataModule
 from datamodules.nyu import NYUv2DataModule, NYUv2FolderDataModule
+from datamodules.synthetic import SyntheticDataModule
 
 __all__ = [
     "DIODEDataModule",
@@ -15,6 +16,7 @@ __all__ = [
     "NYUv2DataModule",
     "NYUv2FolderDataModule",
     "SintelDataModule",
+    "SyntheticDataModule",
     "VKITTI2DataModule",
     "collate_samples",
 ]

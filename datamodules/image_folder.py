@@ -205,9 +205,10 @@ class ImageFolderDataset(Dataset):
 
 
 class HorizontalFlip(Dataset):
-    """Flip ``image`` (3 x H x W), ``depth``, ``valid`` (H x W) of samples left-right with chance ``p``."""
+    """Flip samples left-right with chance ``p``: image 3 x H x W, depth / valid / instances H x W, and the
+    principal point of ``intrinsics`` (fx, fy, cx, cy) when present; error samples pass unchanged."""
 
-    KEYS = ("image", "depth", "valid")
+    KEYS = ("image", "depth", "valid", "instances")
 
     def __init__(self, dataset: Dataset, p: float = 0.5) -> None:
         self.dataset = dataset
@@ -218,15 +219,20 @@ class HorizontalFlip(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        """Sample ``index`` of the wrapped dataset, flipped at random (error samples unchanged)."""
+        """Sample ``index`` of the wrapped dataset, flipped at random."""
         sample = self.dataset[index]
         if "error" not in sample and torch.rand(()).item() < self.p:
             sample = {k: v.flip(-1) if k in self.KEYS else v for k, v in sample.items()}
+            if "intrinsics" in sample:
+                intrinsics = sample["intrinsics"].clone()
+                intrinsics[2] = sample["image"].shape[-1] - 1 - intrinsics[2]
+                sample["intrinsics"] = intrinsics
         return sample
 
 
 def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack samples into a batch: image B x 3 x H x W, depth / valid B x H x W, index (B,), name list.
+    """Stack samples into a batch: image B x 3 x H x W, depth / valid / instances B x H x W, intrinsics B x 4,
+    index (B,), name list.
 
     Failed samples go to ``batch["skipped"] = [(name, error), ...]`` (always present); a batch
     where every sample failed has only ``skipped`` and ``name=[]``.
@@ -247,7 +253,7 @@ def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "name": [s["name"] for s in good],
         "skipped": skipped,
     }
-    for key in ("depth", "valid"):
+    for key in ("depth", "valid", "instances", "intrinsics"):
         if key in good[0]:
             batch[key] = torch.stack([s[key] for s in good])
     return batch
