@@ -1,12 +1,14 @@
 """Datasets and LightningDataModules."""
 
 from datamodules.benchmarks import DIODEDataModule, DrivingStereoDataModule, ETH3DDataModule, SintelDataModule
+from datamodules.corrupted import Corrupted
 from datamodules.image_folder import ImageFolderDataModule, ImageFolderDataset, collate_samples
 from datamodules.kitti import KITTIDataModule, VKITTI2DataModule
 from datamodules.nyu import NYUv2DataModule, NYUv2FolderDataModule
 from datamodules.synthetic import SyntheticDataModule
 
 __all__ = [
+    "Corrupted",
     "DIODEDataModule",
     "DrivingStereoDataModule",
     "ETH3DDataModule",

@@ -231,8 +231,8 @@ class HorizontalFlip(Dataset):
 
 
 def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack samples into a batch: image B x 3 x H x W, depth / valid / instances B x H x W, intrinsics B x 4,
-    index (B,), name list.
+    """Stack samples into a batch: tensors (image B x 3 x H x W, depth / valid / instances B x H x W,
+    intrinsics B x 4) stacked, ``index`` a (B,) tensor, other values (name, corruption, ...) as lists.
 
     Failed samples go to ``batch["skipped"] = [(name, error), ...]`` (always present); a batch
     where every sample failed has only ``skipped`` and ``name=[]``.
@@ -247,15 +247,15 @@ def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
             f"images in one batch must share a size, got {sorted(sizes)} "
             f"({', '.join(s['name'] for s in good)}): use batch_size 1 or set image_size"
         )
-    batch: dict[str, Any] = {
-        "image": torch.stack([s["image"] for s in good]),
-        "index": torch.tensor([s["index"] for s in good], dtype=torch.long),
-        "name": [s["name"] for s in good],
-        "skipped": skipped,
-    }
-    for key in ("depth", "valid", "instances", "intrinsics"):
-        if key in good[0]:
-            batch[key] = torch.stack([s[key] for s in good])
+    batch: dict[str, Any] = {"skipped": skipped}
+    for key, value in good[0].items():
+        values = [s[key] for s in good]
+        if isinstance(value, torch.Tensor):
+            batch[key] = torch.stack(values)
+        elif key == "index":
+            batch[key] = torch.tensor(values, dtype=torch.long)
+        else:
+            batch[key] = values
     return batch
 
 
