@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint demo benchmark clean
+.PHONY: help install test test-all lint demo benchmark pretrain clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,3 +41,6 @@ benchmark: $(STAMP) ## papers' tables on the synthetic domain and speed tables, 
 
 clean: ## remove outputs (keeps .venv)
 	rm -rf outputs benchmarks/results lightning_logs .pytest_cache
+
+pretrain: $(STAMP) ## train the tiny relative and metric teachers on the synthetic domain (~1 h, 2-core CPU)
+	$(PY) checkpoints/pretrain.py

@@ -34,6 +34,7 @@ class SupervisedDepth(LightningModule):
         lr: float = 5e-6,
         decoder_lr_factor: float = 10.0,
         weight_decay: float = 0.01,
+        warmup_steps: int = 0,
         silog_lambda: float = 0.5,
         eval_min_depth: float = 1e-3,
         eval_max_depth: float = 80.0,
@@ -124,7 +125,7 @@ class SupervisedDepth(LightningModule):
         self._report_skipped("predict")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW, encoder at `lr` and decoder at `lr * decoder_lr_factor`, cosine-annealed over the run."""
+        """AdamW, encoder at `lr` and decoder at `lr * decoder_lr_factor`; linear warm-up, then cosine annealing."""
         encoder = [p for p in self.model.pretrained.parameters() if p.requires_grad]
         decoder = [p for p in self.model.depth_head.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
@@ -134,5 +135,14 @@ class SupervisedDepth(LightningModule):
             ],
             weight_decay=self.hparams.weight_decay,
         )
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.trainer.estimated_stepping_batches)
+        warmup = self.hparams.warmup_steps
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max(1, self.trainer.estimated_stepping_batches - warmup)
+        )
+        if warmup > 0:
+            scheduler = torch.optim.lr_scheduler.SequentialLR(
+                optimizer,
+                [torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, total_iters=warmup), scheduler],
+                milestones=[warmup],
+            )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
