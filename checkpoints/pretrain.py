@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import torch
+import yaml
+from torch.utils.data import DataLoader
 
 import cli
 from datamodules.image_folder import collate_samples
@@ -30,9 +33,23 @@ EVAL_SIZE = (140, 462)
 EVAL_RANGE = (3100, 3300)
 
 
+def render_cache(config: str) -> None:
+    """Render the training and validation samples of a config into its cache, one process per core.
+
+    Training then reads them back, so rendering does not compete with the training threads.
+    """
+    data = yaml.safe_load((ROOT / config).read_text())["data"]["init_args"]
+    for span in (data["train_range"], data["val_range"]):
+        dataset = SyntheticDataset(data["family"], data["style"], *span, data["height"], data["width"],
+                                   cache_dir=ROOT / data["cache_dir"])
+        for _ in DataLoader(dataset, batch_size=32, num_workers=os.cpu_count() or 1, collate_fn=len):
+            pass
+
+
 def train(kind: str) -> dict:
     """Fit one model with its config, export its weights as float16; returns the run's facts."""
     config, path = MODELS[kind]
+    render_cache(config)
     run = cli.main(["fit", "--config", str(ROOT / config)])
     state = {k: v.half() for k, v in to_official_state_dict(run.model.model).items()}
     torch.save(state, path)
