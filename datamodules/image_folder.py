@@ -71,6 +71,21 @@ def read_split_file(path: str | Path) -> list[str]:
     return names
 
 
+def make_sample(image: np.ndarray, depth: np.ndarray | None, name: str, index: int) -> dict[str, Any]:
+    """Sample dict from an H x W x 3 uint8 RGB image and H x W depth: image 3 x H x W in [0, 1], depth, valid."""
+    sample: dict[str, Any] = {
+        "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0),
+        "name": name,
+        "index": index,
+    }
+    if depth is not None:
+        depth = np.array(depth, dtype=np.float32)
+        depth[~np.isfinite(depth) | (depth < 0)] = 0.0
+        sample["depth"] = torch.from_numpy(depth)
+        sample["valid"] = sample["depth"] > 0
+    return sample
+
+
 class ImageFolderDataset(Dataset):
     """Images under ``image_dir`` (recursive), optionally with depth maps under ``depth_dir``.
 
@@ -157,6 +172,10 @@ class ImageFolderDataset(Dataset):
             raise ValueError("this dataset has no depth_dir")
         return self.depth_dir / (posixpath.splitext(name)[0] + self.depth_suffix)
 
+    def read_ground_truth(self, name: str, height: int, width: int) -> np.ndarray:
+        """H x W float32 metres (0 invalid) of image ``name`` (H x W); UnreadableFileError if unreadable."""
+        return read_depth(self.depth_path(name), self.depth_scale)
+
     def exclude(self, names: Iterable[str]) -> int:
         """Drop the images with these relative paths (e.g. already processed); return how many."""
         names = set(names)
@@ -175,7 +194,7 @@ class ImageFolderDataset(Dataset):
             image = read_image(self.image_dir / name)
             depth = None
             if self.depth_dir is not None:
-                depth = read_depth(self.depth_path(name), self.depth_scale)
+                depth = self.read_ground_truth(name, *image.shape[:2])
                 if depth.shape != image.shape[:2]:
                     raise UnreadableFileError(
                         self.depth_path(name),
@@ -192,16 +211,7 @@ class ImageFolderDataset(Dataset):
             if depth is not None:
                 depth = self._resize(depth, cv2.INTER_NEAREST)
 
-        sample: dict[str, Any] = {
-            "image": torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0),
-            "name": name,
-            "index": index,
-        }
-        if depth is not None:
-            depth_t = torch.from_numpy(depth)
-            sample["depth"] = depth_t
-            sample["valid"] = (depth_t > 0) & torch.isfinite(depth_t)
-        return sample
+        return make_sample(image, depth, name, index)
 
 
 class HorizontalFlip(Dataset):

@@ -14,8 +14,8 @@ from typing import Any
 import h5py
 from torch.utils.data import Dataset
 
-from datamodules.image_folder import ImageFolderDataModule
-from datamodules.real import SPLITS_DIR, PairedDepthDataModule, make_sample, read_split
+from datamodules.image_folder import ImageFolderDataModule, make_sample
+from datamodules.real import SPLITS_DIR, PairedDepthDataModule, read_split
 from depthadapt.io import UnreadableFileError
 
 __all__ = ["NYU_TEST_SPLIT", "NYUv2DataModule", "NYUv2Dataset", "NYUv2FolderDataModule"]

@@ -15,19 +15,16 @@ import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from datamodules.image_folder import ImageFolderDataModule, ImageFolderDataset, read_split_file
-from depthadapt.io import IMAGE_SUFFIXES, UnreadableFileError, read_depth, read_image
+from depthadapt.io import IMAGE_SUFFIXES
 
 __all__ = [
     "SPLITS_DIR",
     "PairedDepthDataModule",
     "PairedDepthDataset",
     "list_images",
-    "make_sample",
     "read_split",
     "require_dir",
 ]
@@ -64,21 +61,6 @@ def list_images(root: Path, pattern: str) -> list[str]:
     )
 
 
-def make_sample(image: np.ndarray, depth: np.ndarray | None, name: str, index: int) -> dict[str, Any]:
-    """Sample dict from an H x W x 3 uint8 RGB image and H x W depth: image 3 x H x W in [0, 1], depth, valid."""
-    sample: dict[str, Any] = {
-        "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0),
-        "name": name,
-        "index": index,
-    }
-    if depth is not None:
-        depth = np.array(depth, dtype=np.float32)
-        depth[~np.isfinite(depth) | (depth < 0)] = 0.0
-        sample["depth"] = torch.from_numpy(depth)
-        sample["valid"] = sample["depth"] > 0
-    return sample
-
-
 class PairedDepthDataset(ImageFolderDataset):
     """Images ``image_dir / name`` with ground truth at ``depth_path(name)`` read by ``read_ground_truth``.
 
@@ -111,29 +93,6 @@ class PairedDepthDataset(ImageFolderDataset):
     def depth_path(self, name: str) -> Path:
         """Path of the ground-truth file of image ``name``."""
         raise NotImplementedError
-
-    def read_ground_truth(self, name: str, height: int, width: int) -> np.ndarray:
-        """H x W float32 metres (0 invalid) of image ``name`` (H x W); UnreadableFileError if unreadable."""
-        return read_depth(self.depth_path(name), self.depth_scale)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        """Sample ``index``: image 3 x H x W, depth and valid H x W, name, index; or an error sample."""
-        name = self.files[index]
-        try:
-            image = read_image(self.image_dir / name)
-            depth = None
-            if self.depth_dir is not None:
-                depth = self.read_ground_truth(name, *image.shape[:2])
-                if depth.shape != image.shape[:2]:
-                    raise UnreadableFileError(
-                        self.depth_path(name),
-                        f"depth is {depth.shape[0]} x {depth.shape[1]} but the image is "
-                        f"{image.shape[0]} x {image.shape[1]}",
-                    )
-        except UnreadableFileError as err:
-            log.warning("skipping %s: %s", name, err)
-            return {"name": name, "index": index, "error": str(err)}
-        return make_sample(image, depth, name, index)
 
 
 class PairedDepthDataModule(ImageFolderDataModule):
