@@ -7,7 +7,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ["benchmarks.render_speed", "benchmarks.corruption_speed", "benchmarks.sa_hdn_speed", "benchmarks.inference_speed"]
+BENCHMARKS = [
+    "benchmarks.render_speed",
+    "benchmarks.corruption_speed",
+    "benchmarks.sa_hdn_speed",
+    "benchmarks.ransac_speed",
+    "benchmarks.inference_speed",
+]
 
 
 def main() -> None:

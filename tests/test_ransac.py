@@ -1,0 +1,186 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LinearRegression, RANSACRegressor
+
+from depthadapt.alignment import ScaleShiftFit, fit_scale_shift
+
+RANSAC_BACKENDS = ["torch", "sklearn"]
+
+
+def _line_with_outliers(
+    batch: int, n: int, outlier_frac: float, seed: int, noise: float = 0.02
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """pred, target B x n with target = scale * pred + shift + noise, and one-sided gross outliers."""
+    g = torch.Generator().manual_seed(seed)
+    pred = torch.rand(batch, n, generator=g, dtype=torch.float64) * 10
+    scale = 0.5 + 2 * torch.rand(batch, 1, generator=g, dtype=torch.float64)
+    shift = 4 * torch.rand(batch, 1, generator=g, dtype=torch.float64) - 2
+    target = scale * pred + shift + noise * torch.randn(batch, n, generator=g, dtype=torch.float64)
+    outlier = torch.rand(batch, n, generator=g) < outlier_frac
+    target = torch.where(outlier, target + 1 + 4 * torch.rand(batch, n, generator=g, dtype=torch.float64), target)
+    return pred, target, scale[:, 0], shift[:, 0], outlier
+
+
+@pytest.mark.parametrize("backend", RANSAC_BACKENDS)
+def test_ransac_recovers_scale_shift_where_lstsq_fails(backend: str) -> None:
+    pred, target, scale, shift, outlier = _line_with_outliers(2, 3000, 0.3, seed=1)
+    lstsq = fit_scale_shift(pred, target)
+    assert (lstsq.shift - shift).abs().min() > 0.5  # the one-sided outliers drag least squares away
+    fit = fit_scale_shift(pred, target, method="ransac", backend=backend, min_samples=4, max_trials=300)
+    torch.testing.assert_close(fit.scale, scale, rtol=0, atol=0.005)
+    torch.testing.assert_close(fit.shift, shift, rtol=0, atol=0.02)
+    assert not fit.inliers[outlier].any()
+    assert fit.inliers[~outlier].float().mean() > 0.99
+    assert not fit.fallback.any()
+    torch.testing.assert_close(fit.inlier_ratio, fit.inliers.double().mean(1))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_torch_and_sklearn_backends_agree(seed: int) -> None:
+    pred, target, scale, _, _ = _line_with_outliers(4, 4000, 0.2, seed=seed, noise=0.03)
+    kwargs = {"method": "ransac", "min_samples": 10, "max_trials": 200}
+    fit_t = fit_scale_shift(pred.float(), target.float(), backend="torch", **kwargs)
+    fit_s = fit_scale_shift(pred.float(), target.float(), backend="sklearn", **kwargs)
+    torch.testing.assert_close(fit_t.scale, fit_s.scale, rtol=0.005, atol=0)
+    torch.testing.assert_close(fit_t.shift, fit_s.shift, rtol=0, atol=0.02 * scale.max().item())
+    jaccard = (fit_t.inliers & fit_s.inliers).sum(1) / (fit_t.inliers | fit_s.inliers).sum(1)
+    assert (jaccard > 0.97).all(), jaccard
+
+
+def test_sklearn_backend_is_ransacregressor_on_the_support_points() -> None:
+    pred, target, _, _, _ = _line_with_outliers(2, 1500, 0.2, seed=3)
+    mask = torch.rand(2, 1500, generator=torch.Generator().manual_seed(0)) < 0.8
+    kwargs = {"min_samples": 8, "max_trials": 100, "residual_threshold": 0.1}
+    fit = fit_scale_shift(
+        pred, target, mask, method="ransac", support="extremes", backend="sklearn", seed=5, **kwargs
+    )
+    for b in range(2):
+        t = target[b][mask[b]].numpy()
+        support = (t < np.percentile(t, 10)) | (t > np.percentile(t, 90))
+        x, y = pred[b][mask[b]].numpy()[support], t[support]
+        ransac = RANSACRegressor(estimator=LinearRegression(), random_state=5, **kwargs).fit(x[:, None], y)
+        assert fit.scale[b].item() == pytest.approx(ransac.estimator_.coef_[0], rel=1e-9)
+        assert fit.shift[b].item() == pytest.approx(ransac.estimator_.intercept_, rel=1e-9, abs=1e-12)
+        assert np.array_equal(fit.inliers[b][mask[b]].numpy()[support], ransac.inlier_mask_)
+        assert not fit.inliers[b][mask[b]].numpy()[~support].any()
+
+
+def test_torch_ransac_is_reproducible_and_batch_independent() -> None:
+    pred, target, _, _, _ = _line_with_outliers(3, 2000, 0.25, seed=4, noise=0.05)
+    kwargs = {"method": "ransac", "min_samples": 6, "max_trials": 150}
+    first = fit_scale_shift(pred, target, seed=7, **kwargs)
+    again = fit_scale_shift(pred, target, seed=7, **kwargs)
+    other = fit_scale_shift(pred, target, seed=8, **kwargs)
+    for name in ("scale", "shift", "inliers", "inlier_ratio"):
+        assert torch.equal(getattr(first, name), getattr(again, name))
+    assert not torch.equal(first.inliers, other.inliers)
+    alone = fit_scale_shift(pred[1:2, :1500], target[1:2, :1500], seed=7, **kwargs)
+    mask = torch.zeros_like(pred, dtype=torch.bool)
+    mask[1, :1500] = True
+    in_batch = fit_scale_shift(pred, target, mask, seed=7, **kwargs)
+    assert torch.equal(in_batch.inliers[1, :1500], alone.inliers[0])
+    torch.testing.assert_close(in_batch.scale[1:2], alone.scale, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("percentiles", [(10, 90), (25, 60)])
+@pytest.mark.parametrize("quantised", [False, True])
+def test_extremes_support_matches_numpy_percentiles(percentiles: tuple[float, float], quantised: bool) -> None:
+    g = torch.Generator().manual_seed(0)
+    pred = torch.rand(3, 20, 30, generator=g)
+    # Quantised targets: many ties, so the strict inequalities at the percentile values matter.
+    target = torch.randint(0, 25, (3, 20, 30), generator=g).float() if quantised else torch.randn(3, 20, 30)
+    mask = torch.rand(3, 20, 30, generator=g) < torch.tensor([1.0, 0.5, 0.1])[:, None, None]
+    fit = fit_scale_shift(pred, target, mask, support="extremes", percentiles=percentiles)
+    for b in range(3):
+        t, m = target[b].numpy(), mask[b].numpy()
+        low, high = np.percentile(t[m], percentiles)
+        expected = m & ((t < low) | (t > high))
+        assert np.array_equal(fit.inliers[b].numpy(), expected)
+        assert fit.support_count[b].item() == expected.sum()
+
+
+def test_per_image_masks_of_different_sizes() -> None:
+    pred, target, scale, shift, outlier = _line_with_outliers(3, 5000, 0.2, seed=6)
+    keep = torch.tensor([1.0, 0.3, 0.03])[:, None]
+    mask = torch.rand(3, 5000, generator=torch.Generator().manual_seed(1)) < keep
+    target = torch.where(mask, target, torch.nan)  # what lies outside the mask must not matter
+    fit = fit_scale_shift(pred, target, mask, method="ransac", min_samples=5, max_trials=200)
+    torch.testing.assert_close(fit.scale, scale, rtol=0, atol=0.01)
+    torch.testing.assert_close(fit.shift, shift, rtol=0, atol=0.05)
+    assert torch.equal(fit.support_count, mask.sum(1))
+    assert not (fit.inliers & ~mask).any() and not (fit.inliers & outlier).any()
+    assert not fit.fallback.any()
+
+
+@pytest.mark.parametrize(("method", "backend"), [("lstsq", "torch"), ("ransac", "torch"), ("ransac", "sklearn")])
+def test_degenerate_images_fall_back_and_leave_the_others_alone(method: str, backend: str) -> None:
+    pred, target, _, _, _ = _line_with_outliers(5, 400, 0.0, seed=8)
+    mask = torch.ones_like(pred, dtype=torch.bool)
+    mask[1] = False  # nothing valid
+    pred[2] = 3.0  # constant pred
+    target[3] = torch.nan  # no finite target
+    mask[4, 30:] = False  # 30 valid points: too few extremes (6) for a RANSAC sample, enough for lstsq
+    kwargs = {"method": method, "backend": backend, "support": "extremes", "min_samples": 10}
+    fit = fit_scale_shift(pred, target, mask, **kwargs)
+    alone = fit_scale_shift(pred[:1], target[:1], **kwargs)
+    expected = [False, True, True, True, method == "ransac"]
+    assert fit.fallback.tolist() == expected
+    torch.testing.assert_close(fit.scale[:1], alone.scale)
+    torch.testing.assert_close(fit.shift[:1], alone.shift)
+    assert torch.equal(fit.inliers[:1], alone.inliers)
+    assert fit.scale[1:4].tolist() == [1.0, 1.0, 1.0] and fit.shift[1:4].tolist() == [0.0, 0.0, 0.0]
+    assert not fit.inliers[1:4].any()
+    assert fit.support_count.tolist()[1:] == [0, 80, 0, 6]  # constant pred: 20 % of 400 extremes
+    # the last image: least squares on all of its 30 valid points for RANSAC, on its 6 extremes for lstsq
+    full = fit_scale_shift(pred[4:, :30], target[4:, :30], support="all" if method == "ransac" else "extremes")
+    torch.testing.assert_close(fit.scale[4:], full.scale)
+    assert fit.inliers[4].sum().item() == (30 if method == "ransac" else 6)
+    assert torch.isfinite(fit.scale).all() and torch.isfinite(fit.shift).all()
+    assert fit.inlier_ratio[torch.tensor(expected)].eq(0).all()
+
+
+@pytest.mark.parametrize(("method", "backend"), [("lstsq", "torch"), ("ransac", "torch"), ("ransac", "sklearn")])
+@pytest.mark.parametrize("shape", [(2, 0), (0, 4), (2, 4)])
+def test_batches_without_any_valid_point_give_the_identity(method: str, backend: str, shape: tuple) -> None:
+    pred, target, mask = torch.rand(shape), torch.rand(shape), torch.zeros(shape, dtype=torch.bool)
+    fit = fit_scale_shift(pred, target, mask, method=method, backend=backend, support="extremes")
+    assert fit.scale.shape == (shape[0],) and fit.inliers.shape == shape and not fit.inliers.any()
+    assert fit.fallback.all() and fit.scale.eq(1).all() and fit.shift.eq(0).all()
+
+
+@pytest.mark.parametrize("backend", RANSAC_BACKENDS)
+def test_ransac_without_consensus_is_flagged(backend: str) -> None:
+    pred, target, _, _, _ = _line_with_outliers(2, 300, 0.0, seed=9, noise=0.5)
+    fit = fit_scale_shift(pred, target, method="ransac", backend=backend, residual_threshold=0.0, max_trials=20)
+    assert fit.fallback.all()  # no hypothesis passes exactly through any point
+    torch.testing.assert_close(fit.scale, fit_scale_shift(pred, target).scale)
+
+
+def test_result_unpacks_and_keeps_shapes_and_dtypes() -> None:
+    pred, target, _, _, _ = _line_with_outliers(2, 6 * 7, 0.0, seed=10)
+    fit = fit_scale_shift(pred.view(2, 6, 7), target.view(2, 6, 7), method="ransac", min_samples=5)
+    assert isinstance(fit, ScaleShiftFit)
+    scale, shift, inliers = fit
+    assert scale.shape == shift.shape == fit.fallback.shape == fit.inlier_ratio.shape == (2,)
+    assert scale.dtype == shift.dtype == torch.float64
+    assert inliers.shape == (2, 6, 7) and inliers.dtype == torch.bool
+    assert fit.support_count.dtype == torch.int64
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"method": "median"}, "method"),
+        ({"support": "edges"}, "support"),
+        ({"backend": "numpy"}, "backend"),
+        ({"percentiles": (90, 10)}, "percentiles"),
+        ({"percentiles": (10, 101)}, "percentiles"),
+        ({"max_trials": 0}, "max_trials"),
+        ({"min_samples": 1}, "min_samples"),
+        ({"residual_threshold": -0.1}, "residual_threshold"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        fit_scale_shift(torch.rand(1, 10), torch.rand(1, 10), **kwargs)
