@@ -46,16 +46,33 @@ def render_cache(config: str) -> None:
             pass
 
 
-def train(kind: str) -> dict:
-    """Fit one model with its config, export its weights as float16; returns the run's facts."""
-    config, path = MODELS[kind]
-    render_cache(config)
-    run = cli.main(["fit", "--config", str(ROOT / config)])
-    state = {k: v.half() for k, v in to_official_state_dict(run.model.model).items()}
-    torch.save(state, path)
-    return {"config": config, "steps": run.trainer.global_step, "epochs": run.trainer.current_epoch,
-            "seed": run.config.fit.seed_everything, "checkpoint": path.name,
+def export(kind: str, model: torch.nn.Module, facts: dict) -> dict:
+    """Save a model's weights as float16 with official key names; returns the facts with file name and size."""
+    path = MODELS[kind][1]
+    torch.save({k: v.half() for k, v in to_official_state_dict(model).items()}, path)
+    return {**facts, "config": MODELS[kind][0], "checkpoint": path.name,
             "size_mb": round(path.stat().st_size / 2**20, 1)}
+
+
+def train(kind: str, resume: str | None = None) -> dict:
+    """Fit one model with its config (or resume its run from a Lightning checkpoint) and export it."""
+    config = MODELS[kind][0]
+    render_cache(config)
+    run = cli.main(["fit", "--config", str(ROOT / config), *(["--ckpt_path", resume] if resume else [])])
+    facts = {"steps": run.trainer.global_step, "epochs": run.trainer.current_epoch,
+             "seed": run.config.fit.seed_everything}
+    return export(kind, run.model.model, facts)
+
+
+def export_lightning_checkpoint(kind: str, ckpt_path: str) -> dict:
+    """Export the model of a (possibly interrupted) pretraining run's Lightning checkpoint."""
+    head = "relative" if kind == "relative" else "metric"
+    model = build_depth_model("vitt", head=head, checkpoint=ckpt_path, checkpoint_prefix="model.")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    planned = yaml.safe_load((ROOT / MODELS[kind][0]).read_text())["trainer"]["max_epochs"]
+    facts = {"steps": ckpt["global_step"], "epochs": ckpt["epoch"] + 1, "seed": 0,
+             "note": f"exported from epoch {ckpt['epoch'] + 1} of the {planned} the config plans"}
+    return export(kind, model, facts)
 
 
 @torch.no_grad()
@@ -99,6 +116,7 @@ def write_card(facts: dict, scores: dict) -> None:
     for kind, fact in facts.items():
         lines.append(f"| `{fact['checkpoint']}` | {kind} | {domains[kind]} | `{fact['config']}` | {fact['steps']} "
                      f"| {fact['epochs']} | {fact['seed']} | {fact['size_mb']} MB |")
+    lines += [f"\nNote on `{fact['checkpoint']}`: {fact['note']}." for fact in facts.values() if "note" in fact]
     count = next(iter(facts.values()))["eval_images"]
     lines += [
         "",
@@ -121,13 +139,17 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--eval-only", action="store_true", help="score the committed checkpoints, no training")
     parser.add_argument("--eval-images", type=int, default=200)
+    parser.add_argument("--from-checkpoint", help="export this Lightning .ckpt of the run instead of training")
+    parser.add_argument("--resume", help="resume the (single) model's interrupted run from this Lightning .ckpt")
     args = parser.parse_args()
     previous = CHECKPOINTS / "scores.json"
     facts = json.loads(previous.read_text())["facts"] if previous.exists() else {}
     scores = {}
     for kind in args.models:
-        if not args.eval_only:
-            facts[kind] = train(kind)
+        if args.from_checkpoint:
+            facts[kind] = export_lightning_checkpoint(kind, args.from_checkpoint)
+        elif not args.eval_only:
+            facts[kind] = train(kind, args.resume)
         facts[kind]["eval_images"] = args.eval_images
         scores[kind] = evaluate(kind, args.eval_images)
     write_card(facts, scores)

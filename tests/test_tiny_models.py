@@ -1,0 +1,51 @@
+"""The committed tiny teachers have learned depth on the synthetic source domain and lose it on the target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import cli
+from datamodules.image_folder import collate_samples
+from datamodules.synthetic import SyntheticDataset
+from depthadapt.metrics import DepthMetrics
+from depthadapt.models import build_depth_model, infer
+
+ROOT = Path(__file__).resolve().parents[1]
+RELATIVE = ROOT / "checkpoints" / "tiny_relative_street.pth"
+METRIC = ROOT / "checkpoints" / "tiny_metric_street.pth"
+
+
+def score(model: torch.nn.Module, style: str, input_size: int, affine_invariant: bool) -> dict[str, float]:
+    """Test-split metrics of `model` on 16 held-out street images of `style` (140 x 462)."""
+    dataset = SyntheticDataset("street", style, 3100, 3116, 140, 462)
+    batch = collate_samples([dataset[i] for i in range(len(dataset))])
+    metrics = DepthMetrics(affine_invariant=affine_invariant, max_depth=80.0)
+    with torch.no_grad():
+        metrics.update(infer(model, batch["image"], input_size), batch["depth"], batch["valid"])
+    return {k: float(v) for k, v in metrics.compute().items()}
+
+
+def test_relative_teacher_learned_depth_and_has_a_domain_gap() -> None:
+    model = build_depth_model("vitt", checkpoint=RELATIVE).eval()
+    source = score(model, "source", 140, affine_invariant=True)
+    target = score(model, "target", 140, affine_invariant=True)
+    assert source["d1"] > 0.75, source
+    assert source["d1"] - target["d1"] > 0.2, (source, target)
+    assert target["abs_rel"] > source["abs_rel"] * 1.5
+
+
+def test_metric_teacher_has_the_right_scale() -> None:
+    model = build_depth_model("vitt", head="metric", checkpoint=METRIC).eval()
+    source = score(model, "source", 98, affine_invariant=False)
+    assert source["abs_rel"] < 0.35, source
+    assert source["d1"] > 0.5, source
+
+
+def test_demo_config_evaluates_the_tiny_teacher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(ROOT)
+    cli.main(["test", "--config", "config_yaml/demo.yaml", "--data.test_range", "[3100, 3108]",
+              "--data.num_workers", "0", "--trainer.callbacks", "[]"])
+    assert "affine-invariant, vitt" in capsys.readouterr().out
