@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint demo benchmark pretrain clean
+.PHONY: help install test test-all lint demo benchmark gallery pretrain clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,10 @@ benchmark: $(STAMP) ## papers' tables on the synthetic domain and speed tables, 
 
 clean: ## remove outputs (keeps .venv)
 	rm -rf outputs benchmarks/results lightning_logs .pytest_cache
+
+gallery: $(STAMP) ## render docs/gallery.png (every synthetic style) and docs/corruptions.jpg (every corruption)
+	$(PY) docs/gallery.py
+	$(PY) docs/corruption_sheet.py
 
 pretrain: $(STAMP) ## train the tiny relative and metric teachers on the synthetic domain (~1 h, 2-core CPU)
 	$(PY) checkpoints/pretrain.py
