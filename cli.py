@@ -18,6 +18,7 @@ def default_precision() -> str:
 
 
 TRAINER_DEFAULTS: dict[str, Any] = {
+    "default_root_dir": "outputs",  # logs, checkpoints and saved configs stay out of the working directory
     "logger": {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
         "init_args": {"save_dir": "outputs", "name": "depthadapt"},

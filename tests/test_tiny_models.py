@@ -32,16 +32,20 @@ def test_relative_teacher_learned_depth_and_has_a_domain_gap() -> None:
     model = build_depth_model("vitt", checkpoint=RELATIVE).eval()
     source = score(model, "source", 140, affine_invariant=True)
     target = score(model, "target", 140, affine_invariant=True)
-    assert source["d1"] > 0.75, source
-    assert source["d1"] - target["d1"] > 0.2, (source, target)
+    assert source["d1"] > 0.8, source
+    assert source["d1"] - target["d1"] > 0.3, (source, target)
     assert target["abs_rel"] > source["abs_rel"] * 1.5
 
 
 def test_metric_teacher_has_the_right_scale() -> None:
     model = build_depth_model("vitt", head="metric", checkpoint=METRIC).eval()
     source = score(model, "source", 98, affine_invariant=False)
-    assert source["abs_rel"] < 0.35, source
-    assert source["d1"] > 0.5, source
+    assert source["abs_rel"] < 0.4, source
+    dataset = SyntheticDataset("street", "source", 3100, 3108, 140, 462)
+    batch = collate_samples([dataset[i] for i in range(len(dataset))])
+    with torch.no_grad():
+        ratio = infer(model, batch["image"], 98)[batch["valid"]] / batch["depth"][batch["valid"]]
+    assert 0.85 < ratio.median() < 1.15  # metres, unaligned: the scale a relative teacher is calibrated to
 
 
 def test_demo_config_evaluates_the_tiny_teacher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
