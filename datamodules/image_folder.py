@@ -269,6 +269,18 @@ def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+def sample_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool = False) -> DataLoader:
+    """A DataLoader of dict samples batched by ``collate_samples`` (workers kept alive across epochs)."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=collate_samples,
+        persistent_workers=num_workers > 0,
+    )
+
+
 class ImageFolderDataModule(LightningDataModule):
     """One image folder (optionally with depth) for fit / validate / test / predict.
 
@@ -371,14 +383,7 @@ class ImageFolderDataModule(LightningDataModule):
     def _loader(self, dataset: Dataset | None, stage: str, shuffle: bool = False) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"call setup({stage!r}) before asking for its dataloader")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=collate_samples,
-            persistent_workers=self.num_workers > 0,
-        )
+        return sample_loader(dataset, self.batch_size, self.num_workers, shuffle)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (see ``collate_samples``)."""

@@ -17,7 +17,7 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.image_folder import HorizontalFlip, collate_samples
+from datamodules.image_folder import HorizontalFlip, sample_loader
 from depthadapt.io import atomic_path
 from depthadapt.synth import FAMILIES, RENDER_VERSION, STYLES, apply_haze, render_sample
 
@@ -197,14 +197,7 @@ class SyntheticDataModule(LightningDataModule):
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"call setup() for the {split} split before asking for its dataloader")
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=collate_samples,
-            persistent_workers=self.num_workers > 0,
-        )
+        return sample_loader(self.datasets[split], self.batch_size, self.num_workers, shuffle)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (see ``collate_samples``)."""
