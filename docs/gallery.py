@@ -1,24 +1,21 @@
 """Write docs/gallery.png: per family, one panel per style (source, target, simulator, source + haze) with
 RGB | depth (inferno, near bright, invalid black) | instances (random colours, background black).
 
-Run from anywhere: ``python docs/gallery.py [--index N] [--out PATH]``.
+Run with the project installed (``make gallery``): ``python docs/gallery.py [--index N] [--out PATH]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a script
-
-from datamodules.synthetic import DEFAULT_SIZES  # noqa: E402
-from depthadapt.io import colorize_depth, write_color_png  # noqa: E402
-from depthadapt.synth import FAMILIES, STYLES, apply_haze, render_sample  # noqa: E402
+from datamodules.synthetic import DEFAULT_SIZES
+from depthadapt.io import colorize_depth, write_color_png
+from depthadapt.synth import FAMILIES, STYLES, apply_haze, render_sample
 
 ROWS = (("source", 0.0), ("target", 0.0), ("simulator", 0.0), ("source", None))  # None: the family's haze
 HAZE_BETA = {"street": 0.03, "room": 0.2}  # 1/m: about 1/3 contrast left at 35 m (street) or 5.5 m (room)
