@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,6 +18,10 @@ def default_precision() -> str:
         return "bf16-mixed"
     return "32-true"
 
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "config_yaml" / "westar.yaml"
+"""The experiment a subcommand runs when no `--config` is given (WeSTAR on the synthetic target domain)."""
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "default_root_dir": "outputs",  # logs, checkpoints and saved configs stay out of the working directory
@@ -36,8 +42,17 @@ class DepthAdaptCLI(LightningCLI):
             config.trainer.precision = default_precision()
 
 
+def with_default_config(args: list[str]) -> list[str]:
+    """`SUBCOMMAND ...` without `--config` -> `SUBCOMMAND --config DEFAULT_CONFIG ...` (the default experiment)."""
+    if args and args[0] in SUBCOMMANDS and not any(a == "--config" or a.startswith("--config=") for a in args):
+        return [args[0], "--config", str(DEFAULT_CONFIG), *args[1:]]
+    return args
+
+
 def main(args: ArgsType = None, run: bool = True) -> DepthAdaptCLI:
-    """Entry point; `args` as a list (tests) or None (sys.argv)."""
+    """Entry point; `args` as a list (tests) or None (sys.argv). Without `--config`: config_yaml/westar.yaml."""
+    if args is None or isinstance(args, list):
+        args = with_default_config(sys.argv[1:] if args is None else args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_float32_matmul_precision("high")
     return DepthAdaptCLI(

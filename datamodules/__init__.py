@@ -6,8 +6,11 @@ from datamodules.image_folder import ImageFolderDataModule, ImageFolderDataset, 
 from datamodules.kitti import KITTIDataModule, VKITTI2DataModule
 from datamodules.nyu import NYUv2DataModule, NYUv2FolderDataModule
 from datamodules.synthetic import SyntheticDataModule
+from datamodules.target_domain import TargetDomainDataModule
+from datamodules.weak_labels import INSTANCE_SOURCES, WeakLabels
 
 __all__ = [
+    "INSTANCE_SOURCES",
     "Corrupted",
     "DIODEDataModule",
     "DrivingStereoDataModule",
@@ -19,6 +22,8 @@ __all__ = [
     "NYUv2FolderDataModule",
     "SintelDataModule",
     "SyntheticDataModule",
+    "TargetDomainDataModule",
     "VKITTI2DataModule",
+    "WeakLabels",
     "collate_samples",
 ]

@@ -215,8 +215,9 @@ class ImageFolderDataset(Dataset):
 
 
 class HorizontalFlip(Dataset):
-    """Flip samples left-right with chance ``p``: image 3 x H x W, depth / valid / instances H x W, and the
-    principal point of ``intrinsics`` (fx, fy, cx, cy) when present; error samples pass unchanged."""
+    """Flip samples left-right with chance ``p``: image 3 x H x W, depth / valid / instances H x W, the
+    principal point of ``intrinsics`` (fx, fy, cx, cy) and the columns of ``ordinal`` pairs (P x 5) when
+    present; error samples pass unchanged."""
 
     KEYS = ("image", "depth", "valid", "instances")
 
@@ -233,10 +234,17 @@ class HorizontalFlip(Dataset):
         sample = self.dataset[index]
         if "error" not in sample and torch.rand(()).item() < self.p:
             sample = {k: v.flip(-1) if k in self.KEYS else v for k, v in sample.items()}
+            width = sample["image"].shape[-1]
             if "intrinsics" in sample:
                 intrinsics = sample["intrinsics"].clone()
-                intrinsics[2] = sample["image"].shape[-1] - 1 - intrinsics[2]
+                intrinsics[2] = width - 1 - intrinsics[2]
                 sample["intrinsics"] = intrinsics
+            if "ordinal" in sample:
+                pairs = sample["ordinal"].clone()
+                real = pairs[:, 0] >= 0
+                pairs[real, 1] = width - 1 - pairs[real, 1]
+                pairs[real, 3] = width - 1 - pairs[real, 3]
+                sample["ordinal"] = pairs
         return sample
 
 

@@ -18,6 +18,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.image_folder import HorizontalFlip, sample_loader
+from datamodules.weak_labels import WeakLabels, check_instance_source
 from depthadapt.io import atomic_path
 from depthadapt.synth import FAMILIES, RENDER_VERSION, STYLES, apply_haze, render_sample
 
@@ -136,6 +137,9 @@ class SyntheticDataModule(LightningDataModule):
     ``height`` / ``width`` default to 196 x 644 for ``street`` and 266 x 350 for ``room``. Index ranges are
     [start, stop); the training range may not overlap the validation or test range. ``hflip`` randomly
     flips training samples. ``cache_dir`` keeps rendered samples on disk (``SyntheticDataset``).
+    Training samples carry weak labels (``WeakLabels``): ``instances`` from ``instance_source`` (the
+    scenes' own ``ground_truth`` ids by default, or ``sam2`` masks cached in ``mask_cache_dir``, or
+    ``superpixels``) and ``ordinal`` pairs from ``ordinal_file``.
     """
 
     def __init__(
@@ -153,9 +157,14 @@ class SyntheticDataModule(LightningDataModule):
         batch_size: int = 4,
         num_workers: int = 0,
         hflip: bool = False,
+        instance_source: str | None = "ground_truth",
+        mask_cache_dir: str | None = None,
+        superpixels: int = 64,
+        ordinal_file: str | None = None,
     ) -> None:
         super().__init__()
         _check_names(family, style)
+        check_instance_source(instance_source, mask_cache_dir)
         self.train_range = _check_range("data.train_range", train_range)
         self.val_range = _check_range("data.val_range", val_range)
         self.test_range = _check_range("data.test_range", test_range)
@@ -177,6 +186,10 @@ class SyntheticDataModule(LightningDataModule):
         self.width = default_w if width is None else width
         self.seed, self.haze_beta, self.cache_dir = seed, haze_beta, cache_dir
         self.batch_size, self.num_workers, self.hflip = batch_size, num_workers, hflip
+        self.weak_labels = dict(
+            instance_source=instance_source, mask_cache_dir=mask_cache_dir, superpixels=superpixels,
+            ordinal_file=ordinal_file,
+        )
         self.datasets: dict[str, Dataset] = {}
 
     def dataset(self, span: tuple[int, int]) -> SyntheticDataset:
@@ -187,7 +200,7 @@ class SyntheticDataModule(LightningDataModule):
     def setup(self, stage: str) -> None:
         """Build the datasets of ``stage`` (``fit``, ``validate``, ``test`` or ``predict``)."""
         if stage == "fit":
-            train = self.dataset(self.train_range)
+            train = WeakLabels(self.dataset(self.train_range), **self.weak_labels)
             self.datasets["train"] = HorizontalFlip(train) if self.hflip else train
         if stage in ("fit", "validate"):
             self.datasets["val"] = self.dataset(self.val_range)

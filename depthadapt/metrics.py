@@ -8,7 +8,7 @@ a per-image scale and shift in disparity space first.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torchmetrics
@@ -253,11 +253,32 @@ def _format_value(name: str, value: float) -> str:
 
 def format_metrics_table(metrics: Mapping[str, float | Tensor], title: str | None = None) -> str:
     """Plain-text table: a header row of metric names and one row of values (4 decimals)."""
-    names = [n for n in METRIC_NAMES if n in metrics] + [n for n in metrics if n not in METRIC_NAMES]
-    cells = [_format_value(n, float(metrics[n])) for n in names]
-    widths = [max(len(n), len(c)) for n, c in zip(names, cells, strict=True)]
-    header = "  ".join(n.rjust(w) for n, w in zip(names, widths, strict=True))
-    row = "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))
+    return format_comparison_table({"": metrics}, title=title)
+
+
+def format_comparison_table(
+    rows: Mapping[str, Mapping[str, float | Tensor]],
+    columns: Sequence[str] | None = None,
+    title: str | None = None,
+) -> str:
+    """Plain-text table with one labelled row per entry of `rows` (e.g. per method), 4 decimals.
+
+    `columns` defaults to METRIC_NAMES present in the first row, then its other keys; an empty label
+    column is left out (a single unlabelled row).
+    """
+    first = next(iter(rows.values()), {})
+    if columns is None:
+        columns = [n for n in METRIC_NAMES if n in first] + [n for n in first if n not in METRIC_NAMES]
+    labels = list(rows)
+    cells = [[_format_value(n, float(rows[label][n])) for n in columns] for label in labels]
+    widths = [max(len(n), *(len(r[i]) for r in cells)) for i, n in enumerate(columns)]
+    label_width = max(len(label) for label in labels) if labels else 0
+
+    def line(label: str, values: Sequence[str]) -> str:
+        text = "  ".join(v.rjust(w) for v, w in zip(values, widths, strict=True))
+        return f"{label.ljust(label_width)}  {text}" if label_width else text
+
     lines = [title] if title else []
-    lines += [header, row]
+    lines.append(line("", list(columns)))
+    lines += [line(label, row) for label, row in zip(labels, cells, strict=True)]
     return "\n".join(lines)

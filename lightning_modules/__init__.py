@@ -2,5 +2,6 @@
 
 from lightning_modules.prediction_writer import DepthMapWriter
 from lightning_modules.supervised import SupervisedDepth
+from lightning_modules.westar import WeSTARAdapter
 
-__all__ = ["DepthMapWriter", "SupervisedDepth"]
+__all__ = ["DepthMapWriter", "SupervisedDepth", "WeSTARAdapter"]

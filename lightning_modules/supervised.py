@@ -23,6 +23,9 @@ class SupervisedDepth(LightningModule):
     the output to the image's size; relative models are scored affine-invariantly in disparity space.
     """
 
+    # Constructor arguments kept out of the checkpoint's hyper-parameters (modules, saved as weights or not at all).
+    hparams_ignore: tuple[str, ...] = ()
+
     def __init__(
         self,
         encoder: str = "vits",
@@ -41,7 +44,9 @@ class SupervisedDepth(LightningModule):
         eval_crop: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=list(self.hparams_ignore))
+        # An attribute, not only a hyper-parameter: subclasses fix it without exposing it in their config.
+        self.decoder_lr_factor = decoder_lr_factor
         self.model = build_depth_model(encoder, head, max_depth, checkpoint, checkpoint_prefix)
         if checkpoint is None:
             log.warning("model.checkpoint is not set: the %s model has random weights", encoder)
@@ -125,16 +130,14 @@ class SupervisedDepth(LightningModule):
         self._report_skipped("predict")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW, encoder at `lr` and decoder at `lr * decoder_lr_factor`; linear warm-up, then cosine annealing."""
+        """AdamW on trainable parameters, encoder at `lr`, decoder at `lr * decoder_lr_factor`; warm-up, then cosine."""
         encoder = [p for p in self.model.pretrained.parameters() if p.requires_grad]
         decoder = [p for p in self.model.depth_head.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": encoder, "lr": self.hparams.lr},
-                {"params": decoder, "lr": self.hparams.lr * self.hparams.decoder_lr_factor},
-            ],
-            weight_decay=self.hparams.weight_decay,
-        )
+        groups = [
+            {"params": encoder, "lr": self.hparams.lr},
+            {"params": decoder, "lr": self.hparams.lr * self.decoder_lr_factor},
+        ]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=self.hparams.weight_decay)
         warmup = self.hparams.warmup_steps
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=max(1, self.trainer.estimated_stepping_batches - warmup)

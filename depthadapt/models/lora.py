@@ -1,0 +1,53 @@
+"""LoRA adapters (peft) on a depth model's encoder, and their export in peft's own format."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import nn
+
+
+def add_lora(
+    model: nn.Module, rank: int = 8, alpha: float = 16.0, target_modules: Sequence[str] = ("qkv",), dropout: float = 0.0
+) -> nn.Module:
+    """Wrap `model` in a peft LoRA model: adapters on the modules named `target_modules`, all else frozen.
+
+    Targets are module-name suffixes (peft's rule): `qkv` adapts every encoder attention projection of
+    Depth Anything V2 (the DPT head has none). A target that matches nothing is an error.
+    """
+    # peft imports transformers (seconds); only these functions need it.
+    from peft import LoraConfig, get_peft_model
+
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in target_modules if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if missing or not target_modules:
+        raise ValueError(f"LoRA target modules {list(target_modules)} not found in the model (missing: {missing})")
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(target_modules), lora_dropout=dropout)
+    return get_peft_model(model, config)
+
+
+def save_lora_adapter(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write the LoRA adapter of a peft model alone (`adapter_config.json`, `adapter_model.safetensors`).
+
+    The folder is written under a temporary name and renamed, replacing an older one; load it with
+    `peft.PeftModel.from_pretrained(build_depth_model(...), directory)`.
+    """
+    if not hasattr(model, "save_pretrained"):
+        raise TypeError(f"{type(model).__name__} is not a peft model: nothing to save as an adapter")
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        model.save_pretrained(staging)
+        if directory.exists():
+            shutil.rmtree(directory)
+        staging.rename(directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory

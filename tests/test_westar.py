@@ -1,0 +1,216 @@
+"""WeSTAR: augmentation views, LoRA wiring and export, EMA teacher, loss switches, CLI fit / test / resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import cli
+from depthadapt.augmentation import STRONG_AUGMENTATION, PhotometricAugmentation
+from depthadapt.models import build_depth_model, load_checkpoint
+from depthadapt.models.lora import add_lora, save_lora_adapter
+from lightning_modules import WeSTARAdapter
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "tests" / "configs" / "westar.yaml"
+
+
+def synthetic_batch(batch: int = 2, height: int = 28, width: int = 56) -> dict:
+    """A batch with a depth ramp, two instances and indices, as the synthetic datamodule yields it."""
+    rows = torch.linspace(1, 0, height)[:, None].expand(height, width)
+    depth = (2.0 + 30.0 * rows**2).expand(batch, height, width).clone()
+    instances = torch.zeros(batch, height, width, dtype=torch.long)
+    instances[:, height // 2 :, : width // 2] = 1
+    instances[:, height // 2 :, width // 2 :] = 2
+    image = torch.rand(batch, 3, height, width)
+    return {"image": image, "depth": depth, "valid": depth > 0, "instances": instances,
+            "index": torch.arange(batch), "name": [f"img{i}" for i in range(batch)], "skipped": []}
+
+
+def lora_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
+def test_augmentation_with_every_step_off_is_the_identity() -> None:
+    images = torch.rand(2, 3, 16, 16)
+    assert PhotometricAugmentation()(images) is images
+    with pytest.raises(ValueError, match="blur_p"):
+        PhotometricAugmentation(blur_p=1.5)
+
+
+def test_strong_view_changes_colours_but_not_geometry() -> None:
+    torch.manual_seed(0)
+    images = torch.zeros(8, 3, 32, 32)
+    images[..., 13:] = 0.9  # a vertical edge between columns 12 and 13
+    views = PhotometricAugmentation(**STRONG_AUGMENTATION)(images)
+    assert views.shape == images.shape and views.min() >= 0 and views.max() <= 1
+    assert (views - images).abs().mean() > 0.02  # colours do change
+    edge_column = (views[..., 1:] - views[..., :-1]).abs().mean(dim=(1, 2)).argmax(dim=1)
+    assert (edge_column == 12).all()  # the edge stays where it was in every view
+
+
+def test_add_lora_trains_only_adapters_on_qkv() -> None:
+    model = add_lora(build_depth_model("vitt"))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and ".attn.qkv." in n for n in trainable)
+    assert len(trainable) == 2 * 4  # A and B in each of vitt's 4 blocks
+    with pytest.raises(ValueError, match="not found"):
+        add_lora(build_depth_model("vitt"), target_modules=("to_q",))
+
+
+def test_lora_adapter_export_reloads_with_peft(tmp_path: Path) -> None:
+    from peft import PeftModel
+
+    source = build_depth_model("vitt")
+    source_state = {k: v.clone() for k, v in source.state_dict().items()}
+    model = add_lora(source)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.05)
+    save_lora_adapter(model, tmp_path / "adapter")
+    save_lora_adapter(model, tmp_path / "adapter")  # replacing an existing export works
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    base = build_depth_model("vitt")
+    base.load_state_dict(source_state)
+    reloaded = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    x = torch.randn(1, 3, 28, 42)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x), model.eval()(x))
+
+
+def test_teacher_is_the_ema_of_the_student() -> None:
+    module = WeSTARAdapter(encoder="vitt", ema_decay=0.9)
+    student = dict(module.model.named_parameters())
+    teacher = dict(module.teacher.module.named_parameters())
+    name = next(n for n in student if "lora_B" in n)
+    with torch.no_grad():
+        student[name].fill_(1.0)
+    module.on_train_batch_end(None, None, 0)  # the first update copies the student
+    torch.testing.assert_close(teacher[name], student[name])
+    with torch.no_grad():
+        student[name].fill_(2.0)
+    module.on_train_batch_end(None, None, 1)
+    torch.testing.assert_close(teacher[name], torch.full_like(teacher[name], 0.9 * 1.0 + 0.1 * 2.0))
+    assert not any(p.requires_grad for p in module.teacher.parameters())
+
+
+@pytest.mark.parametrize("context", ["instances", "grid", "depth_range", "global"])
+def test_training_step_sends_gradients_to_lora_only(context: str) -> None:
+    module = WeSTARAdapter(encoder="vitt", context=context, weak_weight=0.5)
+    loss = module.training_step(synthetic_batch(), 0)
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    grads = {n: p.grad for n, p in module.named_parameters() if p.grad is not None}
+    assert grads and all("lora_" in n and not n.startswith("teacher") for n in grads)
+
+
+def test_zero_weights_switch_terms_off() -> None:
+    torch.manual_seed(0)
+    module = WeSTARAdapter(encoder="vitt", self_training_weight=0.0, weak_weight=0.0, regularizer_weight=0.0)
+    loss = module.training_step(synthetic_batch(), 0)
+    assert loss.item() == 0.0
+    batch = synthetic_batch()
+    del batch["instances"], batch["depth"]  # terms that are off need no input
+    assert module.training_step(batch, 0).item() == 0.0
+
+
+def test_missing_weak_labels_fail_with_the_setting_to_change() -> None:
+    batch = synthetic_batch()
+    del batch["instances"]
+    with pytest.raises(ValueError, match="data.instance_source"):
+        WeSTARAdapter(encoder="vitt", weak_weight=0.0).training_step(batch, 0)
+    with pytest.raises(ValueError, match="data.ordinal_file"):
+        WeSTARAdapter(encoder="vitt", context="grid", ordinal_labels="dataset").training_step(batch, 0)
+    with pytest.raises(ValueError, match="model.context"):
+        WeSTARAdapter(encoder="vitt", context="superpixel")
+    with pytest.raises(ValueError, match="corruption"):
+        WeSTARAdapter(encoder="vitt", eval_corruptions=("smog",))
+
+
+def test_ordinal_pairs_come_from_the_dataset_when_asked() -> None:
+    batch = synthetic_batch()
+    batch["ordinal"] = torch.tensor([[[0.0, 0, 27, 0, 1]], [[-1.0, -1, -1, -1, 0]]])
+    module = WeSTARAdapter(encoder="vitt", ordinal_labels="dataset")
+    assert module.ordinal_pairs(batch) is batch["ordinal"]
+    simulated = WeSTARAdapter(encoder="vitt").ordinal_pairs(batch)
+    assert simulated.shape == (2, 15, 5)
+    # Simulated labels agree with the ground truth: label +1 means point 1 is farther.
+    real = simulated[0][simulated[0, :, 4] != 0]
+    y1, x1, y2, x2 = real[:, :4].long().unbind(1)
+    farther = batch["depth"][0, y1, x1] > batch["depth"][0, y2, x2]
+    assert torch.equal(farther, real[:, 4] > 0)
+
+
+def run_fit(tmp_path: Path, *args: str):
+    return cli.main(["fit", "--config", str(CONFIG), "--data.cache_dir", str(tmp_path / "cache"), *args])
+
+
+def test_cli_fit_exports_adapted_model_and_test_prints_source_vs_adapted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from peft import PeftModel
+
+    monkeypatch.chdir(tmp_path)
+    run = run_fit(tmp_path, "--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger",
+                  "--trainer.logger.save_dir", "outputs")
+    assert run.trainer.global_step == 2
+    out = capsys.readouterr().out
+    assert "source clean" in out and "adapted fog-3" in out
+    export = tmp_path / "outputs" / "westar" / "checkpoints"
+    merged = load_checkpoint(build_depth_model("vitt"), export / "adapted_model.pth")
+    adapted = PeftModel.from_pretrained(build_depth_model("vitt"), export / "lora_adapter")
+    student = run.model.model.eval()
+    x = torch.randn(1, 3, 28, 84)
+    with torch.no_grad():
+        torch.testing.assert_close(merged.eval()(x), student(x), rtol=1e-4, atol=1e-5)
+    assert any("lora_A" in n for n, _ in adapted.named_parameters())
+    events = list((tmp_path / "outputs").rglob("events.out.tfevents*"))
+    assert events  # scalars and the image panel went to TensorBoard
+
+    run = cli.main(["test", "--config", str(CONFIG), "--data.cache_dir", str(tmp_path / "cache"),
+                    "--ckpt_path", str(export / "last.ckpt")])
+    out = capsys.readouterr().out
+    for row in ("source clean", "adapted clean", "source fog-3", "adapted fog-3"):
+        assert row in out
+    metrics = run.trainer.callback_metrics
+    assert {"test/d1", "test_source/d1", "test/fog-3/abs_rel"} <= set(metrics)
+
+
+def test_resume_restores_lora_teacher_optimizer_and_scheduler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    first = run_fit(tmp_path, "--trainer.logger", "false")
+    checkpoint_path = tmp_path / "outputs" / "westar" / "checkpoints" / "last.ckpt"
+    saved = torch.load(checkpoint_path, weights_only=False)
+    assert saved["global_step"] == 2
+
+    restored: dict = {}
+
+    def capture(module: WeSTARAdapter) -> None:
+        restored["lora"] = lora_parameters(module.model)
+        restored["teacher"] = lora_parameters(module.teacher.module)
+        restored["averaged"] = int(module.teacher.n_averaged)
+        optimizer = module.trainer.optimizers[0]
+        restored["exp_avg"] = [optimizer.state[p]["exp_avg"].clone() for p in optimizer.param_groups[0]["params"]]
+        restored["scheduler_step"] = module.trainer.lr_scheduler_configs[0].scheduler.last_epoch
+        restored["global_step"] = module.trainer.global_step
+
+    monkeypatch.setattr(WeSTARAdapter, "on_train_start", capture, raising=False)
+    second = run_fit(tmp_path, "--trainer.logger", "false", "--trainer.max_epochs", "2",
+                     "--ckpt_path", str(checkpoint_path))
+    assert restored["global_step"] == 2 and second.trainer.global_step == 4
+    assert restored["scheduler_step"] == 2
+    assert restored["averaged"] == 2  # the EMA teacher kept its history
+    for name, value in lora_parameters(first.model.model).items():
+        torch.testing.assert_close(restored["lora"][name], value)
+    for name, value in lora_parameters(first.model.teacher.module).items():
+        torch.testing.assert_close(restored["teacher"][name], value)
+    lora_b = [n for n in restored["lora"] if "lora_B" in n]
+    assert any(restored["lora"][n].abs().sum() > 0 for n in lora_b)  # the student did train
+    assert any(not torch.equal(restored["teacher"][n], restored["lora"][n]) for n in lora_b)  # and the EMA lags
+    saved_state = saved["optimizer_states"][0]["state"]
+    for index, exp_avg in enumerate(restored["exp_avg"]):
+        torch.testing.assert_close(exp_avg, saved_state[index]["exp_avg"])
