@@ -132,7 +132,7 @@ class SyntheticDataset(Dataset):
 
 
 class SyntheticDataModule(LightningDataModule):
-    """A synthetic domain for fit / validate / test / predict (predict uses the test range).
+    """A synthetic domain for fit / validate / test / predict (``predict_range``, by default the test range).
 
     ``height`` / ``width`` default to 196 x 644 for ``street`` and 266 x 350 for ``room``. Index ranges are
     [start, stop); the training range may not overlap the validation or test range. ``hflip`` randomly
@@ -151,6 +151,7 @@ class SyntheticDataModule(LightningDataModule):
         train_range: tuple[int, int] = (0, 2000),
         val_range: tuple[int, int] = (2000, 2100),
         test_range: tuple[int, int] = (2100, 2300),
+        predict_range: tuple[int, int] | None = None,
         seed: int = 0,
         haze_beta: float = 0.0,
         cache_dir: str | None = None,
@@ -168,6 +169,9 @@ class SyntheticDataModule(LightningDataModule):
         self.train_range = _check_range("data.train_range", train_range)
         self.val_range = _check_range("data.val_range", val_range)
         self.test_range = _check_range("data.test_range", test_range)
+        self.predict_range = self.test_range
+        if predict_range is not None:
+            self.predict_range = _check_range("data.predict_range", predict_range)
         for name, other in (("data.val_range", self.val_range), ("data.test_range", self.test_range)):
             if self.train_range[0] < other[1] and other[0] < self.train_range[1]:
                 raise ValueError(
@@ -204,8 +208,10 @@ class SyntheticDataModule(LightningDataModule):
             self.datasets["train"] = HorizontalFlip(train) if self.hflip else train
         if stage in ("fit", "validate"):
             self.datasets["val"] = self.dataset(self.val_range)
-        if stage in ("test", "predict"):
+        if stage == "test":
             self.datasets["test"] = self.dataset(self.test_range)
+        if stage == "predict":
+            self.datasets["predict"] = self.dataset(self.predict_range)
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         if split not in self.datasets:
@@ -225,5 +231,5 @@ class SyntheticDataModule(LightningDataModule):
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        """The test range's batches in index order."""
-        return self._loader("test")
+        """The prediction range's batches (default: the test range) in index order."""
+        return self._loader("predict")

@@ -262,3 +262,13 @@ def test_cache_round_trip(tmp_path):
         assert torch.equal(first[key], reference[key]) and torch.equal(again[key], reference[key]), key
         assert again[key].dtype == reference[key].dtype
     assert again["name"] == "room/simulator/000011" and again["index"] == 11
+
+
+def test_predict_range_may_cover_the_training_images() -> None:
+    data = SyntheticDataModule(height=14, width=28, train_range=(0, 4), val_range=(4, 5), test_range=(5, 6),
+                               predict_range=(0, 3), batch_size=3)
+    data.setup("predict")
+    batch = next(iter(data.predict_dataloader()))
+    assert batch["index"].tolist() == [0, 1, 2]
+    data.setup("test")
+    assert next(iter(data.test_dataloader()))["index"].tolist() == [5]
