@@ -33,11 +33,12 @@ test-all: $(STAMP) ## run every test, the slow ones included
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .
 
-demo: $(STAMP) ## set up and run the main job on the built-in synthetic domain with the tiny models
+demo: $(STAMP) ## set up and run the main job (WeSTAR) on the built-in synthetic domain with the tiny models
 	$(PY) cli.py test --config config_yaml/demo.yaml --data.style source
-	$(PY) cli.py test --config config_yaml/demo.yaml --data.style target
+	$(PY) cli.py fit --config config_yaml/westar.yaml --trainer.enable_progress_bar false
 	$(PY) cli.py predict --config config_yaml/demo.yaml --data.style target
-	@echo "depth maps of the target domain: outputs/demo/street/target/"
+	@echo "adapted model: outputs/westar/checkpoints/ (adapted_model.pth, lora_adapter/, last.ckpt)"
+	@echo "zero-shot depth maps of the target domain: outputs/demo/street/target/"
 
 benchmark: $(STAMP) ## papers' tables on the synthetic domain and speed tables, into benchmarks/results/
 	$(PY) benchmarks/run_all.py
