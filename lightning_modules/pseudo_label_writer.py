@@ -47,10 +47,10 @@ class PseudoLabelWriter(BasePredictionWriter):
     - ``<output_dir>/<name>.json``: the fit record (method, fit space, scale, shift, inlier ratio, support
       count, fallback, teachers' checkpoints), written last: it marks the image done.
 
-    Every file is written atomically. Images whose sidecar exists are dropped from the batch before the
-    teachers run, so a killed job resumes where it stopped, with any datamodule. Under DDP each process
-    writes the images of its own shard (Lightning's unrepeated sampler: none twice, none missed) and logs
-    its counts.
+    Every file is written atomically, and no label is kept in memory once written. Images whose sidecar
+    exists are dropped from the batch before the teachers run, so a killed job resumes where it stopped,
+    with any datamodule. Under DDP each process writes the images of its own shard (Lightning's unrepeated
+    sampler: none twice, none missed) and logs its counts.
     """
 
     def __init__(self, output_dir: str = "outputs/pseudo_labels/labels", image_dir: str | None = None) -> None:
@@ -60,6 +60,11 @@ class PseudoLabelWriter(BasePredictionWriter):
         self.written = 0
         self.already_done = 0
         self.fallbacks = 0
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Labels go to disk only: ``trainer.predict`` keeps none in memory (a whole dataset would not fit)."""
+        if stage == "predict":
+            trainer.predict_loop.return_predictions = False
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Start this run's counts at zero."""

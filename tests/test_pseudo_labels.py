@@ -215,7 +215,8 @@ def test_cli_predict_writes_every_image_and_resumes(tmp_path: Path, monkeypatch,
     args = ["predict", "--config", TINY, "--trainer.callbacks.init_args.output_dir", str(output),
             "--trainer.callbacks.init_args.image_dir", str(images)]
     with caplog.at_level(logging.INFO):
-        cli.main(args)
+        run = cli.main(args)
+    assert run.trainer.predict_loop.predictions == []  # written, not accumulated in memory
     names = [f"street/source/{i:06d}" for i in range(4000, 4006)]
     assert label_names(output) == names
     for name in names:
