@@ -13,6 +13,9 @@ BENCHMARKS = [
     "benchmarks.sa_hdn_speed",
     "benchmarks.ransac_speed",
     "benchmarks.inference_speed",
+    "benchmarks.westar_speed",
+    "benchmarks.westar_ablation",
+    "benchmarks.pseudo_label_tables",
 ]
 
 

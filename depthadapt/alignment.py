@@ -147,7 +147,7 @@ class ScaleShiftFit:
         return iter((self.scale, self.shift, self.inliers))
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     """Raise a ValueError naming the argument when ``value`` is not one of ``choices``."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
@@ -163,9 +163,9 @@ def _check_fit_args(
     residual_threshold: float,
 ) -> None:
     """Validate the options of ``fit_scale_shift``; every error names the offending argument."""
-    _check_choice("method", method, _METHODS)
-    _check_choice("support", support, _SUPPORTS)
-    _check_choice("backend", backend, _BACKENDS)
+    check_choice("method", method, _METHODS)
+    check_choice("support", support, _SUPPORTS)
+    check_choice("backend", backend, _BACKENDS)
     if len(percentiles) != 2 or not 0 <= percentiles[0] < percentiles[1] <= 100:
         raise ValueError(f"percentiles must be (low, high) with 0 <= low < high <= 100, got {percentiles!r}")
     if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from depthadapt.alignment import ScaleShiftFit, fit_scale_shift
+from depthadapt.alignment import ScaleShiftFit, check_choice, fit_scale_shift
 
 __all__ = ["FIT_SPACES", "METHODS", "TABLE_COLUMNS", "PseudoLabels", "metric_pseudo_labels"]
 
@@ -86,12 +86,6 @@ class PseudoLabels:
         ]
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    """Raise a ValueError naming the argument when ``value`` is not one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-
-
 def metric_pseudo_labels(
     relative: Tensor,
     metric: Tensor,
@@ -113,8 +107,8 @@ def metric_pseudo_labels(
     elsewhere the label is 0. The fit options are those of ``fit_scale_shift``; see the module docstring for
     the methods, fit spaces and the units of ``residual_threshold``.
     """
-    _check_choice("method", method, METHODS)
-    _check_choice("fit_space", fit_space, FIT_SPACES)
+    check_choice("method", method, METHODS)
+    check_choice("fit_space", fit_space, FIT_SPACES)
     if relative.shape != metric.shape or relative.ndim != 3:
         raise ValueError(
             f"relative and metric must be B x H x W of one shape, got {tuple(relative.shape)} and {tuple(metric.shape)}"

@@ -69,7 +69,7 @@ class DepthMapWriter(BasePredictionWriter):
     ) -> None:
         if prediction["prediction"] is None:  # every image of the batch was unreadable
             return
-        metric = getattr(pl_module.hparams, "head", "relative") == "metric"
+        metric = getattr(pl_module, "head", "relative") == "metric"
         for name, output in zip(prediction["name"], prediction["prediction"], strict=True):
             output = output.numpy()
             paths = self.paths(name)

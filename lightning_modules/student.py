@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from depthadapt.metrics import format_comparison_table
 from depthadapt.pseudo_labels import TABLE_COLUMNS
 from lightning_modules.supervised import SupervisedDepth
@@ -41,12 +39,6 @@ class PseudoLabelStudent(SupervisedDepth):
             weight_decay=weight_decay, warmup_steps=warmup_steps, silog_lambda=silog_lambda,
             eval_min_depth=eval_min_depth, eval_max_depth=eval_max_depth, eval_crop=eval_crop,
         )
-        # LightningCLI records only the config's arguments as hyper-parameters; SupervisedDepth reads the head there.
-        self.save_hyperparameters({"head": "metric"})
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep ``head`` (fixed by this class, not an argument) out of the saved hyper-parameters."""
-        checkpoint["hyper_parameters"].pop("head", None)
 
     def on_test_epoch_end(self) -> None:
         """Log ``test/<metric>`` and print the paper's Table 3 row of this student."""

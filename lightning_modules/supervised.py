@@ -45,7 +45,9 @@ class SupervisedDepth(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=list(self.hparams_ignore))
-        # An attribute, not only a hyper-parameter: subclasses fix it without exposing it in their config.
+        # Attributes, not only hyper-parameters: subclasses fix them without exposing them in their config (and
+        # LightningCLI records only the config's arguments as hyper-parameters).
+        self.head = head
         self.decoder_lr_factor = decoder_lr_factor
         self.model = build_depth_model(encoder, head, max_depth, checkpoint, checkpoint_prefix)
         if checkpoint is None:
@@ -76,7 +78,7 @@ class SupervisedDepth(LightningModule):
         if self._take_skipped(batch):
             return None
         pred, depth, valid = self(batch["image"]), batch["depth"], batch["valid"]
-        if self.hparams.head == "relative":
+        if self.head == "relative":
             loss = ssi_loss(pred, torch.where(valid, 1.0 / depth.clamp_min(1e-6), 0.0), valid)
         else:
             loss = silog_loss(pred, depth, valid, self.hparams.silog_lambda)
@@ -106,7 +108,7 @@ class SupervisedDepth(LightningModule):
     def on_test_epoch_end(self) -> None:
         values = self._log_metrics(self.test_metrics, "test")
         if self.trainer.is_global_zero:
-            kind = "affine-invariant" if self.hparams.head == "relative" else "metric"
+            kind = "affine-invariant" if self.head == "relative" else "metric"
             print(format_metrics_table(values, title=f"test ({kind}, {self.hparams.encoder})"))
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:

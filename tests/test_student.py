@@ -31,7 +31,7 @@ def test_defaults_are_the_papers_student() -> None:
     assert defaults["encoder"] == "vits" and defaults["input_size"] == 196  # Depth Anything V2 Small, 196 x 644
     assert defaults["lr"] == 5e-6 and defaults["decoder_lr_factor"] == 10.0 and defaults["silog_lambda"] == 0.5
     student = PseudoLabelStudent(encoder="vitt")
-    assert student.hparams.head == "metric" and student.model.head == "metric"
+    assert student.head == "metric" and student.model.head == "metric"
 
 
 def test_cli_fit_on_labels_then_test_on_ground_truth(tmp_path: Path, monkeypatch, capsys) -> None:
