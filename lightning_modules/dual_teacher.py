@@ -8,6 +8,7 @@ import torch
 from lightning import LightningModule
 from torch import nn
 
+from depthadapt.alignment import check_choice
 from depthadapt.metrics import DepthMetrics, format_comparison_table
 from depthadapt.models import build_depth_model, infer
 from depthadapt.pseudo_labels import FIT_SPACES, METHODS, TABLE_COLUMNS, PseudoLabels, metric_pseudo_labels
@@ -45,9 +46,8 @@ class DualTeacherLabeler(LightningModule):
         eval_crop: str | None = None,
     ) -> None:
         super().__init__()
-        for name, value, choices in (("model.method", method, METHODS), ("model.fit_space", fit_space, FIT_SPACES)):
-            if value not in choices:
-                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        check_choice("model.method", method, METHODS)
+        check_choice("model.fit_space", fit_space, FIT_SPACES)
         self.save_hyperparameters()
         self.relative = build_depth_model(relative_encoder, "relative", checkpoint=relative_checkpoint)
         self.metric = build_depth_model(metric_encoder, "metric", max_depth, metric_checkpoint)

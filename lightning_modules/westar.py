@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from depthadapt.alignment import check_choice
 from depthadapt.augmentation import STRONG_AUGMENTATION, WEAK_AUGMENTATION, PhotometricAugmentation
 from depthadapt.corruptions import check_corruption, corrupt
 from depthadapt.io import atomic_path
@@ -96,13 +97,9 @@ class WeSTARAdapter(SupervisedDepth):
         panel_images: int = 2,
         export: bool = True,
     ) -> None:
-        for name, value, choices in (
-            ("context", context, CONTEXTS),
-            ("ordinal_labels", ordinal_labels, ORDINAL_LABELS),
-            ("eval_model", eval_model, ("student", "teacher")),
-        ):
-            if value not in choices:
-                raise ValueError(f"model.{name} must be one of {', '.join(choices)}, got {value!r}")
+        check_choice("model.context", context, CONTEXTS)
+        check_choice("model.ordinal_labels", ordinal_labels, ORDINAL_LABELS)
+        check_choice("model.eval_model", eval_model, ("student", "teacher"))
         for corruption in eval_corruptions:
             check_corruption(corruption, eval_severity)
         if not 0.0 <= ema_decay < 1.0:
