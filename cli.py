@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,10 @@ def with_default_config(args: list[str]) -> list[str]:
 
 def main(args: ArgsType = None, run: bool = True) -> DepthAdaptCLI:
     """Entry point; `args` as a list (tests) or None (sys.argv). Without `--config`: config_yaml/westar.yaml."""
-    if args is None or isinstance(args, list):
-        args = with_default_config(sys.argv[1:] if args is None else args)
+    if args is None:
+        sys.argv[1:] = with_default_config(sys.argv[1:])
+    elif isinstance(args, list):
+        args = with_default_config(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_float32_matmul_precision("high")
     return DepthAdaptCLI(
@@ -68,5 +71,17 @@ def main(args: ArgsType = None, run: bool = True) -> DepthAdaptCLI:
     )
 
 
+def run_from_shell() -> None:
+    """``python cli.py ...``: a bad argument, file or checkpoint ends with one clear line, not a traceback
+    (``DEPTHADAPT_TRACEBACK=1`` shows it)."""
+    try:
+        main()
+    except (ValueError, OSError) as err:
+        if os.environ.get("DEPTHADAPT_TRACEBACK"):
+            raise
+        print(f"error: {err}\n(DEPTHADAPT_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    main()
+    run_from_shell()

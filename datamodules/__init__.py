@@ -1,8 +1,9 @@
 """Datasets and LightningDataModules."""
 
+from datamodules.base import HorizontalFlip, SampleDataset, collate_samples, sample_loader
 from datamodules.benchmarks import DIODEDataModule, DrivingStereoDataModule, ETH3DDataModule, SintelDataModule
 from datamodules.corrupted import Corrupted
-from datamodules.image_folder import ImageFolderDataModule, ImageFolderDataset, collate_samples
+from datamodules.image_folder import ImageFolderDataModule, ImageFolderDataset
 from datamodules.kitti import KITTIDataModule, VKITTI2DataModule
 from datamodules.nyu import NYUv2DataModule, NYUv2FolderDataModule
 from datamodules.synthetic import SyntheticDataModule
@@ -15,15 +16,18 @@ __all__ = [
     "DIODEDataModule",
     "DrivingStereoDataModule",
     "ETH3DDataModule",
+    "HorizontalFlip",
     "ImageFolderDataModule",
     "ImageFolderDataset",
     "KITTIDataModule",
     "NYUv2DataModule",
     "NYUv2FolderDataModule",
+    "SampleDataset",
     "SintelDataModule",
     "SyntheticDataModule",
     "TargetDomainDataModule",
     "VKITTI2DataModule",
     "WeakLabels",
     "collate_samples",
+    "sample_loader",
 ]

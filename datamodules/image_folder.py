@@ -8,7 +8,6 @@ so one bad file never kills a long run; images lacking ground truth are counted 
 from __future__ import annotations
 
 import logging
-import os
 import posixpath
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -16,75 +15,15 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from datamodules.base import HorizontalFlip, list_image_files, make_sample, preview, read_split_file, sample_loader
 from depthadapt.io import IMAGE_SUFFIXES, UnreadableFileError, read_depth, read_image
 
-__all__ = [
-    "HorizontalFlip",
-    "ImageFolderDataModule",
-    "ImageFolderDataset",
-    "collate_samples",
-    "read_split_file",
-]
+__all__ = ["ImageFolderDataModule", "ImageFolderDataset"]
 
 log = logging.getLogger(__name__)
-
-_SHOWN = 10  # how many names a warning lists before it only counts
-
-
-def _preview(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:_SHOWN])
-    return shown + (f", ... ({len(names) - _SHOWN} more)" if len(names) > _SHOWN else "")
-
-
-def _list_images(root: Path, skip: Path | None) -> list[str]:
-    """Relative posix paths of the images under ``root``, sorted; hidden entries and ``skip`` excluded."""
-    names = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [
-            d
-            for d in dirnames
-            if not d.startswith(".") and (skip is None or Path(dirpath, d).resolve() != skip)
-        ]
-        rel = Path(dirpath).relative_to(root)
-        names += [
-            (rel / f).as_posix()
-            for f in filenames
-            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES
-        ]
-    return sorted(names)
-
-
-def read_split_file(path: str | Path) -> list[str]:
-    """Relative image paths listed in a text file, one per line; blank lines and ``#`` lines skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"split file {path} does not exist")
-    names = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            names.append(line.removeprefix("./"))
-    return names
-
-
-def make_sample(image: np.ndarray, depth: np.ndarray | None, name: str, index: int) -> dict[str, Any]:
-    """Sample dict from an H x W x 3 uint8 RGB image and H x W depth: image 3 x H x W in [0, 1], depth, valid."""
-    sample: dict[str, Any] = {
-        "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0),
-        "name": name,
-        "index": index,
-    }
-    if depth is not None:
-        depth = np.array(depth, dtype=np.float32)
-        depth[~np.isfinite(depth) | (depth < 0)] = 0.0
-        sample["depth"] = torch.from_numpy(depth)
-        sample["valid"] = sample["depth"] > 0
-    return sample
-
 
 class ImageFolderDataset(Dataset):
     """Images under ``image_dir`` (recursive), optionally with depth maps under ``depth_dir``.
@@ -125,8 +64,8 @@ class ImageFolderDataset(Dataset):
 
         if files is None:
             # A depth folder nested inside the image folder must not be listed as images.
-            skip = None if self.depth_dir is None else self.depth_dir.resolve()
-            self.files = _list_images(self.image_dir, skip)
+            skip = () if self.depth_dir is None else (self.depth_dir,)
+            self.files = list_image_files(self.image_dir, skip)
             if not self.files:
                 suffixes = " ".join(sorted(IMAGE_SUFFIXES))
                 raise ValueError(f"no image ({suffixes}) found under {self.image_dir}")
@@ -135,7 +74,7 @@ class ImageFolderDataset(Dataset):
             absent = [name for name in self.files if not (self.image_dir / name).is_file()]
             if absent:
                 raise FileNotFoundError(
-                    f"{len(absent)} listed image(s) do not exist under {self.image_dir}: {_preview(absent)}"
+                    f"{len(absent)} listed image(s) do not exist under {self.image_dir}: {preview(absent)}"
                 )
             if not self.files:
                 raise ValueError(f"the file list for {self.image_dir} is empty")
@@ -151,7 +90,7 @@ class ImageFolderDataset(Dataset):
                     self.image_dir,
                     depth_suffix,
                     self.depth_dir,
-                    _preview(self.missing_depth),
+                    preview(self.missing_depth),
                 )
                 missing = set(self.missing_depth)
                 self.files = [name for name in self.files if name not in missing]
@@ -212,81 +151,6 @@ class ImageFolderDataset(Dataset):
                 depth = self._resize(depth, cv2.INTER_NEAREST)
 
         return make_sample(image, depth, name, index)
-
-
-class HorizontalFlip(Dataset):
-    """Flip samples left-right with chance ``p``: image 3 x H x W, depth / valid / instances H x W, the
-    principal point of ``intrinsics`` (fx, fy, cx, cy) and the columns of ``ordinal`` pairs (P x 5) when
-    present; error samples pass unchanged."""
-
-    KEYS = ("image", "depth", "valid", "instances")
-
-    def __init__(self, dataset: Dataset, p: float = 0.5) -> None:
-        self.dataset = dataset
-        self.p = p
-
-    def __len__(self) -> int:
-        """Length of the wrapped dataset."""
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        """Sample ``index`` of the wrapped dataset, flipped at random."""
-        sample = self.dataset[index]
-        if "error" not in sample and torch.rand(()).item() < self.p:
-            sample = {k: v.flip(-1) if k in self.KEYS else v for k, v in sample.items()}
-            width = sample["image"].shape[-1]
-            if "intrinsics" in sample:
-                intrinsics = sample["intrinsics"].clone()
-                intrinsics[2] = width - 1 - intrinsics[2]
-                sample["intrinsics"] = intrinsics
-            if "ordinal" in sample:
-                pairs = sample["ordinal"].clone()
-                real = pairs[:, 0] >= 0
-                pairs[real, 1] = width - 1 - pairs[real, 1]
-                pairs[real, 3] = width - 1 - pairs[real, 3]
-                sample["ordinal"] = pairs
-        return sample
-
-
-def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack samples into a batch: tensors (image B x 3 x H x W, depth / valid / instances B x H x W,
-    intrinsics B x 4) stacked, ``index`` a (B,) tensor, other values (name, corruption, ...) as lists.
-
-    Failed samples go to ``batch["skipped"] = [(name, error), ...]`` (always present); a batch
-    where every sample failed has only ``skipped`` and ``name=[]``.
-    """
-    skipped = [(s["name"], s["error"]) for s in samples if "error" in s]
-    good = [s for s in samples if "error" not in s]
-    if not good:
-        return {"skipped": skipped, "name": []}
-    sizes = {tuple(s["image"].shape[-2:]) for s in good}
-    if len(sizes) > 1:
-        raise ValueError(
-            f"images in one batch must share a size, got {sorted(sizes)} "
-            f"({', '.join(s['name'] for s in good)}): use batch_size 1 or set image_size"
-        )
-    batch: dict[str, Any] = {"skipped": skipped}
-    for key, value in good[0].items():
-        values = [s[key] for s in good]
-        if isinstance(value, torch.Tensor):
-            batch[key] = torch.stack(values)
-        elif key == "index":
-            batch[key] = torch.tensor(values, dtype=torch.long)
-        else:
-            batch[key] = values
-    return batch
-
-
-def sample_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool = False) -> DataLoader:
-    """A DataLoader of dict samples batched by ``collate_samples`` (workers kept alive across epochs)."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=num_workers,
-        collate_fn=collate_samples,
-        persistent_workers=num_workers > 0,
-    )
 
 
 class ImageFolderDataModule(LightningDataModule):

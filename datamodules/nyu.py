@@ -14,7 +14,8 @@ from typing import Any
 import h5py
 from torch.utils.data import Dataset
 
-from datamodules.image_folder import ImageFolderDataModule, make_sample
+from datamodules.base import make_sample
+from datamodules.image_folder import ImageFolderDataModule
 from datamodules.real import SPLITS_DIR, PairedDepthDataModule, read_split
 from depthadapt.io import UnreadableFileError
 

@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 
 from torch.utils.data import Dataset
 
-from datamodules.image_folder import ImageFolderDataModule, ImageFolderDataset, read_split_file
+from datamodules.base import read_split_file
+from datamodules.image_folder import ImageFolderDataModule, ImageFolderDataset
 from depthadapt.io import IMAGE_SUFFIXES
 
 __all__ = [

@@ -7,7 +7,8 @@ from pathlib import Path
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.image_folder import HorizontalFlip, ImageFolderDataset, read_split_file, sample_loader
+from datamodules.base import HorizontalFlip, read_split_file, sample_loader
+from datamodules.image_folder import ImageFolderDataset
 from datamodules.weak_labels import WeakLabels, check_instance_source
 
 __all__ = ["TargetDomainDataModule"]

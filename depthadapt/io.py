@@ -6,7 +6,9 @@ Framework-free: numpy, OpenCV and torch only. Depth is metres, float32, 0 where 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +22,10 @@ import torch  # noqa: E402
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "MANIFEST_NAME",
+    "OutputManifestError",
+    "check_output_manifest",
+    "file_sha256",
     "UnreadableFileError",
     "atomic_path",
     "atomic_write",
@@ -76,6 +82,50 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], object]) ->
     with atomic_path(path) as tmp:
         write_fn(tmp)
     return Path(path)
+
+
+MANIFEST_NAME = "depthadapt_manifest.json"
+"""The file that marks a folder as a job's output and records what wrote it (model, checkpoint, settings)."""
+
+
+class OutputManifestError(ValueError):
+    """An output folder holds results of another model or other settings than the job about to write there."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_output_manifest(directory: str | os.PathLike, manifest: dict, overwrite: bool = False) -> bool:
+    """Record ``manifest`` (JSON-able: model, checkpoint hash, head, input size, ...) in ``directory``.
+
+    Returns True when the folder already holds outputs of this very manifest (a resume: finished items may be
+    skipped), False for a new folder or with ``overwrite`` (everything is written anew). A folder whose manifest
+    differs is an error naming the differing fields, unless ``overwrite``.
+    """
+    path = Path(directory) / MANIFEST_NAME
+    manifest = json.loads(json.dumps(manifest))  # the JSON form, as it will be read back
+    if path.is_file() and not overwrite:
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise OutputManifestError(f"{path} is unreadable ({err}): remove it, or set overwrite: true") from err
+        differing = sorted(k for k in set(previous) | set(manifest) if previous.get(k) != manifest.get(k))
+        if not differing:
+            return True
+        shown = "; ".join(f"{k}: {previous.get(k)!r} -> {manifest.get(k)!r}" for k in differing[:6])
+        raise OutputManifestError(
+            f"{directory} holds outputs written with other settings ({shown}): choose another output folder, "
+            "or set the writer's overwrite: true to write them anew"
+        )
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return False
 
 
 def _to_numpy(values: ArrayLike) -> np.ndarray:

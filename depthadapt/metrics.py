@@ -21,7 +21,9 @@ __all__ = [
     "METRIC_NAMES",
     "DepthMetrics",
     "affine_invariant_metrics",
+    "align_affine",
     "depth_metrics",
+    "depth_to_disparity",
     "eval_crop_mask",
     "format_metrics_table",
 ]
@@ -164,6 +166,26 @@ def depth_metrics(
     return {k: v.to(out_dtype) for k, v in _masked_metrics(pred, gt, valid, min_depth).items()}
 
 
+def depth_to_disparity(depth: Tensor, valid: Tensor | None = None) -> Tensor:
+    """1 / depth where ``valid`` (default: depth > 0), 0 elsewhere: any shape -> same shape."""
+    valid = depth > 0 if valid is None else valid
+    return torch.where(valid, 1.0 / torch.where(valid, depth, torch.ones_like(depth)), torch.zeros_like(depth))
+
+
+def align_affine(disparity: Tensor, gt: Tensor, valid: Tensor, max_depth: float = 80.0) -> Tensor:
+    """Depth of a relative model aligned to the ground truth: B x H x W disparity, gt metres, valid -> B x H x W.
+
+    Least-squares scale and shift fit ``disparity`` to ``1 / gt`` on ``valid`` per image (float64); the aligned
+    disparity is clamped to >= 1 / max_depth and inverted. Degenerate images get ``lstsq_scale_shift``'s fallback
+    (constant mean disparity).
+    """
+    gt64 = gt.to(torch.float64)
+    disp = disparity.to(device=gt.device, dtype=torch.float64)
+    scale, shift, _ = lstsq_scale_shift(disp, depth_to_disparity(gt64, valid), valid)
+    aligned = (scale[:, None, None] * disp + shift[:, None, None]).clamp_min(1.0 / max_depth)
+    return 1.0 / aligned
+
+
 def affine_invariant_metrics(
     pred_disparity: Tensor,
     gt: Tensor,
@@ -175,19 +197,12 @@ def affine_invariant_metrics(
 ) -> dict[str, Tensor]:
     """Metrics of a relative model: disparity, gt (metres), mask B x H x W -> {name in METRIC_NAMES: (B,)}.
 
-    Per image, least-squares scale and shift fit ``pred_disparity`` to ``1 / gt`` on the valid mask (as in
-    ``depth_metrics``); the aligned disparity is clamped to >= 1 / max_depth and inverted to depth, then
-    evaluated with ``depth_metrics``. Images whose fit is degenerate (fewer than 2 valid pixels or a
-    constant prediction) are evaluated with the fallback of ``lstsq_scale_shift`` (constant mean disparity).
+    The prediction is aligned per image on the valid mask (as in ``depth_metrics``) by ``align_affine``, then
+    evaluated with ``depth_metrics``.
     """
     _check_depth_args(pred_disparity, gt, mask, min_depth, max_depth)
     valid = _valid_mask(gt, mask, min_depth, max_depth, crop)
-    gt64 = gt.to(torch.float64)
-    target = 1.0 / torch.where(valid, gt64, torch.ones_like(gt64))
-    disp = pred_disparity.to(device=gt.device, dtype=torch.float64)
-    scale, shift, _ = lstsq_scale_shift(disp, target, valid)
-    aligned = (scale[:, None, None] * disp + shift[:, None, None]).clamp_min(1.0 / max_depth)
-    metrics = _masked_metrics(1.0 / aligned, gt, valid, min_depth)
+    metrics = _masked_metrics(align_affine(pred_disparity, gt, valid, max_depth), gt, valid, min_depth)
     out_dtype = _out_dtype(pred_disparity)
     return {k: v.to(out_dtype) for k, v in metrics.items()}
 

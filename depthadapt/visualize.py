@@ -5,19 +5,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from depthadapt.alignment import lstsq_scale_shift
 from depthadapt.io import colorize_depth
+from depthadapt.metrics import align_affine, depth_to_disparity
 
 
-def relative_error_map(disparity: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """|aligned depth - gt| / gt after a least-squares scale/shift of the disparity to 1 / gt: H x W -> H x W.
-
-    0 where the ground truth is invalid; the aligned disparity is clamped positive before inversion.
-    """
-    target = torch.where(valid, 1.0 / depth.clamp_min(1e-6), 0.0)
-    scale, shift, _ = lstsq_scale_shift(disparity[None].double(), target[None].double(), valid[None])
-    aligned = (scale * disparity.double() + shift).clamp_min(1e-6)
-    error = (1.0 / aligned - depth).abs() / depth.clamp_min(1e-6)
+def relative_error_map(
+    disparity: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, max_depth: float = 80.0
+) -> torch.Tensor:
+    """|aligned depth - gt| / gt after ``metrics.align_affine`` of the disparity: H x W -> H x W, 0 where invalid."""
+    aligned = align_affine(disparity[None], depth[None], valid[None], max_depth)[0]
+    error = (aligned - depth).abs() / depth.clamp_min(1e-6)
     return torch.where(valid, error, 0.0).float()
 
 
@@ -44,7 +41,7 @@ def depth_panel(
         rgb,
         colorize_depth(teacher.detach().float().cpu().numpy()),
         colorize_depth(student.numpy()),
-        colorize_depth(torch.where(valid, 1.0 / depth.clamp_min(1e-6), 0.0).numpy(), valid=valid.numpy()),
+        colorize_depth(depth_to_disparity(depth, valid).numpy(), valid=valid.numpy()),
         colorize_depth(error),
     ]
     return np.concatenate(tiles, axis=1)

@@ -1,34 +1,25 @@
-"""The SAM2 mask job: automatic instance masks per image, cached on disk (atomic, resumable, shardable)."""
+"""The SAM2 mask job: automatic instance masks per image (written by ``writers.InstanceMaskWriter``)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
-from lightning import LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
 
-from depthadapt.masks import (
-    DEFAULT_SAM2_CONFIG,
-    build_sam2_mask_generator,
-    mask_cache_path,
-    masks_to_instance_map,
-    write_instance_map,
-)
+from depthadapt.masks import DEFAULT_SAM2_CONFIG, build_sam2_mask_generator, masks_to_instance_map
+from lightning_modules.base import DepthTask
 
 log = logging.getLogger(__name__)
 
 
-class SAM2MaskPredictor(LightningModule):
+class SAM2MaskPredictor(DepthTask):
     """Run the SAM2 automatic mask generator on each predicted image -> H x W instance maps (ids 1..N).
 
     Masks go through ``masks_to_instance_map`` (larger masks painted first, fewer than ``min_area`` visible
-    pixels dropped). Resume: ``InstanceMaskWriter`` sets ``is_cached`` in its ``setup``, and images it
-    reports as cached are skipped before SAM2 runs. Sharding: with DDP (``trainer.devices``, strategy
+    pixels dropped). Resume: ``InstanceMaskWriter`` drops cached images from the batch before SAM2 runs.
+    Sharding: with DDP (``trainer.devices``, strategy
     ``ddp``) Lightning gives each image to one rank; independent processes split the images with
     ``num_shards`` / ``shard`` (by a hash of the image name). SAM2 settings default to SAM2's own (the
     WeSTAR paper gives none); ``min_area`` 64 (an 8 x 8 patch) is our choice: smaller contexts give noisy
@@ -68,9 +59,7 @@ class SAM2MaskPredictor(LightningModule):
         self.sam2 = self.generator.predictor.model  # a submodule, so Lightning moves it to the device
         if checkpoint is None:
             log.warning("SAM2 has random weights (allow_random_weights=True): the masks are meaningless")
-        self.is_cached: Callable[[str], bool] | None = None
         self.counts: dict[str, int] = {}
-        self.skipped: list[tuple[str, str]] = []
 
     def in_shard(self, name: str) -> bool:
         """True when image ``name`` belongs to this process's shard (stable across runs and machines)."""
@@ -90,18 +79,16 @@ class SAM2MaskPredictor(LightningModule):
         return torch.from_numpy(masks_to_instance_map(masks, height, width, self.hparams.min_area))
 
     def on_predict_start(self) -> None:
-        self.counts = {"masked": 0, "masks": 0, "cached": 0, "other_shard": 0}
-        self.skipped = []
+        self.counts = {"masked": 0, "masks": 0, "other_shard": 0}
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Batch (``image`` B x 3 x H x W, ``name``) -> ``{"name": [...], "instances": [H x W int64, ...]}``."""
-        self.skipped.extend(batch.get("skipped", []))
         names, instances = [], []
-        for name, image in zip(batch["name"], batch.get("image", []), strict=True):
+        if not self.take_batch(batch):
+            return {"name": names, "instances": instances}
+        for name, image in zip(batch["name"], batch["image"], strict=True):
             if not self.in_shard(name):
                 self.counts["other_shard"] += 1
-            elif self.is_cached is not None and self.is_cached(name):
-                self.counts["cached"] += 1
             else:
                 instance_map = self.instance_map(image)
                 names.append(name)
@@ -114,56 +101,12 @@ class SAM2MaskPredictor(LightningModule):
         counts = self.counts
         per_image = counts["masks"] / max(counts["masked"], 1)
         log.info(
-            "SAM2 masks (rank %d): %d images masked (%.1f instances per image), %d already cached, "
-            "%d in other shards",
-            self.global_rank, counts["masked"], per_image, counts["cached"], counts["other_shard"],
+            "SAM2 masks (rank %d): %d images masked (%.1f instances per image), %d in other shards",
+            self.global_rank, counts["masked"], per_image, counts["other_shard"],
         )
-        if self.skipped:
-            names = ", ".join(name for name, _ in self.skipped[:10])
-            log.warning("predict: %d unreadable samples skipped: %s", len(self.skipped), names)
+        super().on_predict_end()
 
-
-class InstanceMaskWriter(BasePredictionWriter):
-    """Write each image's instance map to ``mask_cache_path(cache_dir, name)`` (16-bit PNG, atomic).
-
-    In ``setup`` it hands its cache check to the module (``SAM2MaskPredictor.is_cached``), so images
-    already cached are skipped before SAM2 runs and a killed job resumes where it stopped.
-    """
-
-    def __init__(self, cache_dir: str = "outputs/sam2_masks") -> None:
-        super().__init__(write_interval="batch")
-        self.cache_dir = Path(cache_dir)
-        self.written = 0
-
-    def is_cached(self, name: str) -> bool:
-        """True when the instance map of image ``name`` is in the cache."""
-        return mask_cache_path(self.cache_dir, name).is_file()
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Let the module skip cached images (it must have an ``is_cached`` attribute, as SAM2MaskPredictor)."""
-        if stage != "predict":
-            return
-        if not hasattr(pl_module, "is_cached"):
-            raise TypeError(
-                f"InstanceMaskWriter needs a model with an is_cached attribute (SAM2MaskPredictor), "
-                f"got {type(pl_module).__name__}"
-            )
-        pl_module.is_cached = self.is_cached
-        self.written = 0
-
-    def write_on_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        prediction: dict[str, Any],
-        batch_indices: Sequence[int] | None,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        for name, instance_map in zip(prediction["name"], prediction["instances"], strict=True):
-            write_instance_map(mask_cache_path(self.cache_dir, name), instance_map)
-            self.written += 1
-
-    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        log.info("wrote %d instance maps to %s", self.written, self.cache_dir)
+    def manifest(self) -> dict[str, Any]:
+        """What wrote a mask cache: SAM2's config, checkpoint and settings."""
+        settings = {k: v for k, v in self.hparams.items() if k not in ("num_shards", "shard")}  # shards share a cache
+        return {"task": type(self).__name__, "sam2": settings}

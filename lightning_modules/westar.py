@@ -1,9 +1,7 @@
-"""WeSTAR (paper 000): EMA teacher / LoRA student self-training with SA-HDN, ordinal weak labels, LoRA regulariser."""
+"""WeSTAR (paper 000) wiring: EMA teacher / LoRA student self-training; the objective is ``depthadapt.westar``."""
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,61 +11,43 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from depthadapt.alignment import check_choice
 from depthadapt.augmentation import STRONG_AUGMENTATION, WEAK_AUGMENTATION, PhotometricAugmentation
-from depthadapt.corruptions import check_corruption, corrupt
-from depthadapt.io import atomic_path
-from depthadapt.losses import (
-    depth_range_contexts,
-    grid_contexts,
-    instance_contexts,
-    lora_regularizer,
-    ordinal_loss,
-    sa_hdn_loss,
-    ssi_loss,
-)
-from depthadapt.metrics import DepthMetrics, format_comparison_table
-from depthadapt.models import infer, to_official_state_dict
-from depthadapt.models.lora import add_lora, save_lora_adapter
+from depthadapt.conditions import EvaluationConditions
+from depthadapt.metrics import format_comparison_table
+from depthadapt.models.card import DepthModelCard
+from depthadapt.models.lora import add_lora
 from depthadapt.ordinal import simulate_batch
 from depthadapt.visualize import depth_panel
-from lightning_modules.supervised import SupervisedDepth
+from depthadapt.westar import WeSTARLoss
+from lightning_modules.base import DepthTask
 
-log = logging.getLogger(__name__)
-
-CONTEXTS = ("instances", "grid", "depth_range", "global")
 ORDINAL_LABELS = ("simulate", "dataset")
 TABLE_COLUMNS = ("d1", "abs_rel", "rmse", "images")
+MODELS = ("source", "adapted")
 # Defaults of the two views, shown with their arguments by `--print_config` (augmentations hold no state).
 WEAK_VIEW = lazy_instance(PhotometricAugmentation, **WEAK_AUGMENTATION)
 STRONG_VIEW = lazy_instance(PhotometricAugmentation, **STRONG_AUGMENTATION)
 
 
-class WeSTARAdapter(SupervisedDepth):
-    """Adapt a relative Depth Anything V2 model to unlabelled target images (WeSTAR).
+class WeSTARAdapter(DepthTask):
+    """Adapt a relative Depth Anything V2 model (``model``: its card; ``input_size`` overrides the card's network
+    size) to unlabelled target images (WeSTAR).
 
     The student is the model with peft LoRA adapters (only they train); the teacher is its EMA. Each step the
-    teacher labels a weakly augmented view and the student predicts a strongly augmented view of the same
-    images; the loss is ``self_training_weight`` x the self-training loss over ``context`` (``instances``:
-    SA-HDN over the whole image and each instance mask of the batch; ``grid`` / ``depth_range``: HDN;
-    ``global``: plain SSI) + ``weak_weight`` x the ordinal ranking loss on sparse pairs (``simulate``d from
-    ground truth, or read by the datamodule from a JSON Lines file: ``dataset``) + ``regularizer_weight`` x
-    the LoRA weight regulariser. A weight of 0 switches its term off (the paper's ablations).
+    teacher labels a weakly augmented view and the student predicts a strongly augmented view of the same images;
+    the loss is ``depthadapt.westar.WeSTARLoss``: ``self_training_weight`` x the self-training loss over ``context``
+    + ``weak_weight`` x the ordinal ranking loss on sparse pairs (``simulate``d from ground truth, or read by the
+    datamodule from a JSON Lines file: ``dataset``) + ``regularizer_weight`` x the LoRA weight regulariser.
 
-    Validation and test score the source model (adapters off) and the adapted one (``eval_model``: student
-    or EMA teacher), affine-invariantly, on the clean images and under each of ``eval_corruptions`` at
-    ``eval_severity``. At the end of fit the adapted model is exported next to the checkpoints: merged as
-    an official-format ``adapted_model.pth`` and the adapter alone in peft's format (``lora_adapter/``).
+    Validation and test score the source model (adapters off) and the adapted one (``eval_model``: student or EMA
+    teacher), affine-invariantly, clean and under each of ``eval_corruptions`` at ``eval_severity``. Exports at the
+    end of fit are the ``ExportCallback``'s (``lightning_modules.writers``).
     """
-
-    hparams_ignore = ("weak_augmentation", "strong_augmentation")
 
     def __init__(
         self,
-        encoder: str = "vits",
-        checkpoint: str | None = None,
-        checkpoint_prefix: str | None = None,
-        input_size: int = 518,
+        model: DepthModelCard,
+        input_size: int | None = None,
         lora_rank: int = 8,
         lora_alpha: float = 16.0,
         lora_targets: tuple[str, ...] = ("qkv",),
@@ -79,6 +59,7 @@ class WeSTARAdapter(SupervisedDepth):
         ordinal_labels: str = "simulate",
         ordinal_anchors: int = 5,
         ordinal_relative_margin: float = 0.05,
+        ordinal_form: str = "disparity",
         ordinal_margin: float = 0.0,
         self_training_weight: float = 1.0,
         weak_weight: float = 0.001,
@@ -95,90 +76,54 @@ class WeSTARAdapter(SupervisedDepth):
         eval_max_depth: float = 80.0,
         eval_crop: str | None = None,
         panel_images: int = 2,
-        export: bool = True,
     ) -> None:
-        check_choice("model.context", context, CONTEXTS)
-        check_choice("model.ordinal_labels", ordinal_labels, ORDINAL_LABELS)
-        check_choice("model.eval_model", eval_model, ("student", "teacher"))
-        for corruption in eval_corruptions:
-            check_corruption(corruption, eval_severity)
+        if model.head != "relative":
+            raise ValueError(f"WeSTAR adapts a relative model: the model card's head is {model.head}, not relative")
+        for name, value, choices in (("ordinal_labels", ordinal_labels, ORDINAL_LABELS),
+                                     ("eval_model", eval_model, ("student", "teacher"))):
+            if value not in choices:
+                raise ValueError(f"model.{name} must be one of {', '.join(choices)}, got {value!r}")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"model.ema_decay must be in [0, 1), got {ema_decay}")
-        if min(self_training_weight, weak_weight, regularizer_weight) < 0:
-            raise ValueError("model loss weights must be >= 0 (0 switches a term off)")
-        super().__init__(
-            encoder=encoder,
-            head="relative",
-            checkpoint=checkpoint,
-            checkpoint_prefix=checkpoint_prefix,
-            input_size=input_size,
-            lr=lr,
-            decoder_lr_factor=1.0,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            eval_min_depth=eval_min_depth,
-            eval_max_depth=eval_max_depth,
-            eval_crop=eval_crop,
-        )
-        self.model = add_lora(self.model, lora_rank, lora_alpha, lora_targets, lora_dropout)
+        super().__init__(lr, weight_decay, warmup_steps, eval_min_depth, eval_max_depth, eval_crop)
+        self.save_hyperparameters(ignore=["weak_augmentation", "strong_augmentation"])
+        self.card = self.run_at(model, input_size)
+        self.objective = WeSTARLoss(context, self_training_weight, weak_weight, regularizer_weight,
+                                    min_instance_fraction, hdn_levels, ordinal_form, ordinal_margin)
+        self.model = add_lora(self.build_model(self.card), lora_rank, lora_alpha, lora_targets, lora_dropout)
         self.teacher = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
         self.teacher.requires_grad_(False)
         self.weak_augmentation = weak_augmentation
         self.strong_augmentation = strong_augmentation
-        self.conditions = {"clean": None} | {f"{c}-{eval_severity}": c for c in eval_corruptions}
-        metric_args = dict(affine_invariant=True, min_depth=eval_min_depth, max_depth=eval_max_depth, crop=eval_crop)
+        self.ordinal_labels, self.eval_model = ordinal_labels, eval_model
+        self.ordinal_anchors, self.ordinal_relative_margin = ordinal_anchors, ordinal_relative_margin
+        self.panel_images = panel_images
+        self.conditions = EvaluationConditions(eval_corruptions, eval_severity)
         self.eval_metrics = nn.ModuleDict(
-            {
-                f"{stage}_{model}_{condition}": DepthMetrics(**metric_args)
-                for stage in ("val", "test")
-                for model in ("source", "adapted")
-                for condition in self.conditions
-            }
+            {f"{stage}_{m}_{c}": self.make_metrics(affine_invariant=True)
+             for stage in ("val", "test") for m in MODELS for c in self.conditions}
         )
         self.source_val_scores: dict[str, dict[str, float]] | None = None
-        self.last_val_scores: dict[str, dict[str, float]] = {}
+        self.last_val_scores: dict[str, dict[str, dict[str, float]]] = {}
 
     # --- models -------------------------------------------------------------------------------------------
-    def normalise(self, image: torch.Tensor) -> torch.Tensor:
-        """ImageNet normalisation of B x 3 x H x W images in [0, 1]."""
-        return (image - self.mean) / self.std
-
-    def adapted_model(self) -> nn.Module:
+    def export_model(self) -> nn.Module:
         """The model that validation, test, prediction and export use: the LoRA student or its EMA teacher."""
-        return self.model if self.hparams.eval_model == "student" else self.teacher.module
+        return self.model if self.eval_model == "student" else self.teacher.module
 
     def predict_depth(self, image: torch.Tensor) -> torch.Tensor:
-        """B x 3 x H x W image in [0, 1] -> B x H x W disparity of the adapted model at `input_size`."""
-        return infer(self.adapted_model(), image, self.hparams.input_size)
+        """B x 3 x H x W image in [0, 1] -> B x H x W disparity of the adapted model at the card's input size."""
+        return self.card.infer(self.export_model(), image)
 
     def source_depth(self, image: torch.Tensor) -> torch.Tensor:
         """The same with the adapters off: the source model."""
         with self.model.disable_adapter():
-            return infer(self.model, image, self.hparams.input_size)
+            return self.card.infer(self.model, image)
 
     # --- training -----------------------------------------------------------------------------------------
-    def contexts(self, batch: dict[str, Any], pseudo_label: torch.Tensor) -> torch.Tensor:
-        """Normalisation contexts of the self-training loss: B x K x H x W or K x H x W bool."""
-        height, width = pseudo_label.shape[-2:]
-        context = self.hparams.context
-        if context == "instances":
-            if "instances" not in batch:
-                raise ValueError(
-                    "model.context instances (SA-HDN) needs instance masks: set data.instance_source "
-                    "(sam2 with a mask cache, ground_truth on synthetic data, or superpixels), or choose "
-                    "model.context grid / depth_range / global"
-                )
-            min_area = max(1, round(self.hparams.min_instance_fraction * height * width))
-            return instance_contexts(batch["instances"], min_area)
-        if context == "grid":
-            return grid_contexts(height, width, self.hparams.hdn_levels, device=pseudo_label.device)
-        if context == "depth_range":
-            return depth_range_contexts(pseudo_label, levels=self.hparams.hdn_levels)
-        return torch.ones(1, height, width, dtype=torch.bool, device=pseudo_label.device)
-
     def ordinal_pairs(self, batch: dict[str, Any]) -> torch.Tensor:
         """B x P x 5 ordinal pairs: simulated from the batch's ground truth, or the datamodule's."""
-        if self.hparams.ordinal_labels == "dataset":
+        if self.ordinal_labels == "dataset":
             if "ordinal" not in batch:
                 raise ValueError(
                     "model.ordinal_labels dataset needs weak labels: set data.ordinal_file to a JSON Lines file "
@@ -191,32 +136,23 @@ class WeSTARAdapter(SupervisedDepth):
                 "model.ordinal_labels simulate needs ground-truth depth in the training batches: give the "
                 "datamodule a depth folder, or use ordinal_labels dataset with data.ordinal_file"
             )
-        hp = self.hparams
-        return simulate_batch(
-            batch["depth"], batch["valid"], hp.ordinal_anchors, hp.ordinal_relative_margin, seed=batch["index"]
-        )
+        return simulate_batch(batch["depth"], batch["valid"], self.ordinal_anchors, self.ordinal_relative_margin,
+                              seed=batch["index"])
+
+    def views(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's (weak) and the student's (strong) views of B x 3 x H x W images in [0, 1]."""
+        return self.weak_augmentation(image), self.strong_augmentation(image)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        if self._take_skipped(batch):
+        if not self.take_batch(batch):
             return None
-        hp = self.hparams
-        image = batch["image"]
+        teacher_view, student_view = self.views(batch["image"])
         with torch.no_grad():
-            pseudo_label = self.teacher(self.normalise(self.weak_augmentation(image)))
-        pred = self(self.strong_augmentation(image))
-        terms: dict[str, torch.Tensor] = {}
-        if hp.self_training_weight > 0:
-            if hp.context == "global":
-                terms["self_training"] = ssi_loss(pred, pseudo_label, torch.ones_like(pred, dtype=torch.bool))
-            else:
-                terms["self_training"] = sa_hdn_loss(pred, pseudo_label, self.contexts(batch, pseudo_label))
-        if hp.weak_weight > 0:
-            terms["ordinal"] = ordinal_loss(pred, self.ordinal_pairs(batch), hp.ordinal_margin)
-        if hp.regularizer_weight > 0:
-            terms["lora_regularizer"] = lora_regularizer(self.model)
-        weights = {"self_training": hp.self_training_weight, "ordinal": hp.weak_weight,
-                   "lora_regularizer": hp.regularizer_weight}
-        loss = sum((weights[k] * v for k, v in terms.items()), pred.sum() * 0.0)
+            pseudo_label = self.teacher(self.card.normalise(teacher_view))
+        pred = self.model(self.card.normalise(student_view))
+        ordinal = self.ordinal_pairs(batch) if self.objective.needs("ordinal") else None
+        terms = self.objective(pred, pseudo_label, batch.get("instances"), ordinal, self.model)
+        loss = terms.pop("loss")
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=len(pred))
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=len(pred))
         return loss
@@ -226,23 +162,14 @@ class WeSTARAdapter(SupervisedDepth):
         self.teacher.update_parameters(self.model)
 
     # --- evaluation ---------------------------------------------------------------------------------------
-    def _condition_images(self, batch: dict[str, Any], corruption: str | None) -> torch.Tensor:
-        if corruption is None:
-            return batch["image"]
-        return corrupt(batch["image"], corruption, self.hparams.eval_severity, seed=batch["index"].to(torch.long))
-
     def _evaluate_conditions(self, batch: dict[str, Any], stage: str, with_source: bool) -> None:
-        if self._take_skipped(batch):
+        if not self.take_batch(batch):
             return
-        for condition, corruption in self.conditions.items():
-            images = self._condition_images(batch, corruption)
-            self.eval_metrics[f"{stage}_adapted_{condition}"].update(
-                self.predict_depth(images), batch["depth"], batch["valid"]
-            )
+        for condition in self.conditions:
+            images = self.conditions.apply(condition, batch["image"], batch["index"])
+            self.evaluate(self.eval_metrics[f"{stage}_adapted_{condition}"], self.predict_depth(images), batch)
             if with_source:
-                self.eval_metrics[f"{stage}_source_{condition}"].update(
-                    self.source_depth(images), batch["depth"], batch["valid"]
-                )
+                self.evaluate(self.eval_metrics[f"{stage}_source_{condition}"], self.source_depth(images), batch)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate_conditions(batch, "val", with_source=self.source_val_scores is None)
@@ -253,13 +180,8 @@ class WeSTARAdapter(SupervisedDepth):
         self._evaluate_conditions(batch, "test", with_source=True)
 
     def _collect(self, stage: str, model: str) -> dict[str, dict[str, float]]:
-        scores = {}
-        for condition in self.conditions:
-            metrics = self.eval_metrics[f"{stage}_{model}_{condition}"]
-            if metrics.update_called:
-                scores[condition] = {k: float(v) for k, v in metrics.compute().items()}
-            metrics.reset()
-        return scores
+        scores = {c: self.scores(self.eval_metrics[f"{stage}_{model}_{c}"]) for c in self.conditions}
+        return {c: v for c, v in scores.items() if v}
 
     def _log_scores(self, stage: str, scores: dict[str, dict[str, dict[str, float]]]) -> None:
         values = {}
@@ -270,13 +192,9 @@ class WeSTARAdapter(SupervisedDepth):
                 values |= {f"{prefix}/{k}": metrics[k] for k in ("d1", "abs_rel", "rmse")}
         self.log_dict(values)
 
-    def _table(self, scores: dict[str, dict[str, dict[str, float]]], title: str) -> str:
-        rows = {
-            f"{model} {condition}": scores[model][condition]
-            for condition in self.conditions
-            for model in ("source", "adapted")
-            if condition in scores.get(model, {})
-        }
+    def table(self, scores: dict[str, dict[str, dict[str, float]]], title: str) -> str:
+        """Source vs adapted rows per condition."""
+        rows = {f"{m} {c}": scores[m][c] for c in self.conditions for m in MODELS if c in scores.get(m, {})}
         return format_comparison_table(rows, TABLE_COLUMNS, title)
 
     def on_validation_epoch_end(self) -> None:
@@ -289,21 +207,26 @@ class WeSTARAdapter(SupervisedDepth):
             self.last_val_scores = scores
 
     def on_test_epoch_end(self) -> None:
-        scores = {model: self._collect("test", model) for model in ("source", "adapted")}
+        scores = {model: self._collect("test", model) for model in MODELS}
         self._log_scores("test", scores)
         if self.trainer.is_global_zero:
-            title = f"WeSTAR test ({self.hparams.encoder}, affine-invariant, adapted = {self.hparams.eval_model})"
-            print(self._table(scores, title))
+            title = f"WeSTAR test ({self.card.encoder}, affine-invariant, adapted = {self.eval_model})"
+            print(self.table(scores, title))
+
+    def on_fit_end(self) -> None:
+        """Print source vs adapted validation scores of the last validation."""
+        if self.trainer.is_global_zero and self.last_val_scores.get("adapted"):
+            print(self.table(self.last_val_scores, f"WeSTAR validation after step {self.global_step}"))
 
     @torch.no_grad()
     def _log_panels(self, batch: dict[str, Any]) -> None:
         """RGB | teacher | student | ground truth | error of the first validation images, to TensorBoard."""
-        count = min(self.hparams.panel_images, len(batch["image"]))
+        count = min(self.panel_images, len(batch["image"]))
         if count == 0 or not isinstance(self.logger, TensorBoardLogger) or not self.trainer.is_global_zero:
             return
         images = batch["image"][:count]
-        teacher = infer(self.teacher.module, images, self.hparams.input_size)
-        student = infer(self.model, images, self.hparams.input_size)
+        teacher = self.card.infer(self.teacher.module, images)
+        student = self.card.infer(self.model, images)
         panels = [
             depth_panel(images[i], teacher[i], student[i], batch["depth"][i], batch["valid"][i]) for i in range(count)
         ]
@@ -312,24 +235,14 @@ class WeSTARAdapter(SupervisedDepth):
             self.global_step, dataformats="HWC",
         )
 
-    # --- end of fit -----------------------------------------------------------------------------------------
-    def export_dir(self) -> Path:
-        """Where the exports go: the checkpoint folder, else the run's log folder."""
-        callback = self.trainer.checkpoint_callback
-        if callback is not None and getattr(callback, "dirpath", None):
-            return Path(callback.dirpath)
-        return Path(self.trainer.log_dir or self.trainer.default_root_dir)
+    # --- prediction -----------------------------------------------------------------------------------------
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """``{"name": [...], "kind": "relative", "depth": B x H x W disparity of the adapted model}``."""
+        if not self.take_batch(batch):
+            return {"name": [], "kind": "relative", "depth": None}
+        return {"name": batch["name"], "kind": "relative", "depth": self.predict_depth(batch["image"]).float().cpu()}
 
-    def on_fit_end(self) -> None:
-        """Print source vs adapted validation scores; export the merged model and the LoRA adapter."""
-        if not self.trainer.is_global_zero:
-            return
-        if self.last_val_scores.get("adapted"):
-            print(self._table(self.last_val_scores, f"WeSTAR validation after step {self.global_step}"))
-        if self.hparams.export:
-            directory = self.export_dir()
-            model = self.adapted_model()
-            with atomic_path(directory / "adapted_model.pth") as tmp:
-                torch.save(to_official_state_dict(model), tmp)
-            save_lora_adapter(model, directory / "lora_adapter")
-            log.info("exported %s/adapted_model.pth (official format, LoRA merged) and lora_adapter/", directory)
+    def manifest(self) -> dict[str, Any]:
+        """What wrote a prediction folder: the source card and the adapted weights' identity."""
+        return {"task": type(self).__name__, "model": self.card.describe(), "eval_model": self.eval_model,
+                "global_step": int(self.global_step)}

@@ -81,7 +81,7 @@ def test_test_prints_table_and_counts_unreadable(dataset, capsys, caplog) -> Non
         assert name in header
     assert "metric" in out
     assert run.trainer.callback_metrics["test/d1"] >= 0
-    assert "1 unreadable samples skipped: broken.png" in caplog.text
+    assert "test: 1 samples skipped: broken.png (cannot read" in caplog.text
 
 
 def test_predict_writes_every_image_atomically_and_resumes(dataset, caplog) -> None:
@@ -102,7 +102,7 @@ def test_predict_writes_every_image_atomically_and_resumes(dataset, caplog) -> N
         assert (output / f"{name}_color.png").is_file()
     assert not list(output.rglob("*tmp*"))
     assert not (output / "broken.npy").exists()
-    assert "1 unreadable samples skipped: broken.png" in caplog.text
+    assert "predict: 1 samples skipped: broken.png (cannot read" in caplog.text
 
     first = output / f"{names[0]}.npy"
     first.unlink()
@@ -112,7 +112,7 @@ def test_predict_writes_every_image_atomically_and_resumes(dataset, caplog) -> N
         cli.main(args)
     assert first.is_file()
     assert (output / f"{names[1]}.npy").stat().st_mtime_ns == stamp
-    assert "skipping 3 images already written" in caplog.text
+    assert "wrote 1 items to predictions (3 already done)" in caplog.text
 
 
 def test_explicit_precision_is_kept(dataset) -> None:

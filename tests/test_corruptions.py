@@ -251,7 +251,7 @@ def test_corrupted_dataset_validates_up_front(corruptions: list[str], severities
 def test_corrupted_batches_keep_their_condition() -> None:
     from torch.utils.data import DataLoader
 
-    from datamodules.image_folder import collate_samples
+    from datamodules.base import collate_samples
 
     base = [{"image": torch.rand(3, 14, 28), "name": f"img{i}", "index": i} for i in range(2)]
     loader = DataLoader(Corrupted(base, ["fog", "pixelate"], [1, 5]), batch_size=8, collate_fn=collate_samples)

@@ -5,13 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.image_folder import (
-    HorizontalFlip,
-    ImageFolderDataModule,
-    ImageFolderDataset,
-    collate_samples,
-    read_split_file,
-)
+from datamodules.base import HorizontalFlip, collate_samples, read_split_file
+from datamodules.image_folder import ImageFolderDataModule, ImageFolderDataset
 from depthadapt.io import write_depth_png16
 
 H, W = 6, 8
@@ -227,12 +222,47 @@ def test_hflip_flips_image_and_depth_together(folder):
 
     dm = ImageFolderDataModule(str(images), str(depths), depth_scale=1 / 256, hflip=True)
     dm.setup("fit")
-    torch.manual_seed(0)
     seen = set()
-    for _ in range(20):
-        sample = dm.train_dataset[0]
+    n = len(dm.train_dataset)
+    for epoch in range(20):
+        sample = dm.train_dataset[epoch * n]  # sample 0 in each epoch (the EpochShuffle key)
+        assert torch.equal(dm.train_dataset[epoch * n]["image"], sample["image"])  # one coin per (sample, epoch)
         is_flipped = torch.equal(sample["image"], plain["image"].flip(-1))
         assert is_flipped or torch.equal(sample["image"], plain["image"])
         assert torch.equal(sample["depth"], plain["depth"].flip(-1) if is_flipped else plain["depth"])
         seen.add(is_flipped)
     assert seen == {True, False}
+
+
+def test_epoch_shuffle_depends_on_seed_and_epoch_only():
+    from datamodules.base import EpochShuffle
+
+    first, again = EpochShuffle(50, seed=3), EpochShuffle(50, seed=3)
+    orders = []
+    for epoch in range(3):
+        first.set_epoch(epoch)
+        again.set_epoch(epoch)
+        orders.append(list(first))
+        assert orders[-1] == list(again) and sorted(orders[-1]) == list(range(50))
+    assert orders[0] != orders[1] != orders[2]
+    other = EpochShuffle(50, seed=4)
+    assert list(other) != orders[0]
+    keyed = EpochShuffle(50, seed=3, epoch_keys=True)
+    keyed.set_epoch(2)
+    assert list(keyed) == [k + 100 for k in orders[2]]
+
+
+def test_listing_survives_symlink_loops_and_refuses_extension_collisions(tmp_path):
+    from datamodules.base import list_image_files
+    from depthadapt.io import MANIFEST_NAME
+
+    _write_image(tmp_path / "a" / "x.png", 0)
+    (tmp_path / "a" / "loop").symlink_to(tmp_path)  # a loop back to the root
+    (tmp_path / "b").symlink_to(tmp_path / "a")  # a second way into the same folder
+    outputs = tmp_path / "a" / "outputs"
+    _write_image(outputs / "x_color.png", 1)
+    (outputs / MANIFEST_NAME).write_text("{}")  # a prediction job's output folder: never listed as input
+    assert list_image_files(tmp_path) == ["a/x.png"]
+    _write_image(tmp_path / "a" / "x.jpg", 2)
+    with pytest.raises(ValueError, match=r"a/x.jpg and a/x.png differ only by their extension"):
+        list_image_files(tmp_path)

@@ -23,7 +23,7 @@ from datamodules.benchmarks import (
     SintelDataModule,
     SintelDataset,
 )
-from datamodules.image_folder import collate_samples
+from datamodules.base import collate_samples
 from datamodules.kitti import (
     KITTI_EIGEN_TEST_SPLIT,
     KITTIDataModule,

@@ -1,8 +1,7 @@
-"""The pseudo-label student: the paper's defaults, the CLI jobs on a label folder, and the method's gain."""
+"""The pseudo-label student (a config of SupervisedDepth): the paper's settings, init, the CLI jobs, the gain."""
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +10,10 @@ import torch
 
 import cli
 from depthadapt.io import read_depth
-from depthadapt.pseudo_labels import TABLE_COLUMNS
-from lightning_modules.student import PseudoLabelStudent
+from lightning_modules.supervised import TABLE_COLUMNS
+from depthadapt.models import build_depth_model, to_official_state_dict
+from depthadapt.models.card import DepthModelCard
+from lightning_modules import SupervisedDepth
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "tests" / "configs"
@@ -26,12 +27,35 @@ def label(output: Path, config: str, method: str, test_range: str, *extra: str) 
     return output / method
 
 
-def test_defaults_are_the_papers_student() -> None:
-    defaults = {k: p.default for k, p in inspect.signature(PseudoLabelStudent).parameters.items()}
-    assert defaults["encoder"] == "vits" and defaults["input_size"] == 196  # Depth Anything V2 Small, 196 x 644
-    assert defaults["lr"] == 5e-6 and defaults["decoder_lr_factor"] == 10.0 and defaults["silog_lambda"] == 0.5
-    student = PseudoLabelStudent(encoder="vitt")
-    assert student.head == "metric" and student.model.head == "metric"
+def test_kitti_config_is_the_papers_student(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import yaml
+
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit):
+        cli.main(["fit", "--config", "config_yaml/student_kitti.yaml", "--print_config"])
+    args = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    card = args["model"]
+    assert (card["encoder"], card["head"], card["input_size"], card["max_depth"]) == ("vits", "metric", 196, 80.0)
+    assert args["init"] == "encoder" and args["lr"] == 5e-6 and args["decoder_lr_factor"] == 10.0
+    assert args["silog_lambda"] == 0.5
+
+
+def test_init_encoder_loads_the_encoder_only(tmp_path: Path) -> None:
+    source = build_depth_model("vitt")
+    torch.nn.init.normal_(source.depth_head.scratch.output_conv2[0].weight)
+    torch.save(to_official_state_dict(source), tmp_path / "relative.pth")
+    card = DepthModelCard("vitt", head="metric", checkpoint=str(tmp_path / "relative.pth"))
+    full, encoder = SupervisedDepth(card, init="full").model, SupervisedDepth(card, init="encoder").model
+    fresh = build_depth_model("vitt", head="metric")
+    for key, value in source.state_dict().items():
+        if key.startswith("pretrained."):
+            assert torch.equal(encoder.state_dict()[key], value), key
+        assert torch.equal(full.state_dict()[key], value), key
+    head = "depth_head.scratch.output_conv2.0.weight"
+    assert not torch.equal(encoder.state_dict()[head], source.state_dict()[head])
+    assert encoder.state_dict()[head].std() == pytest.approx(fresh.state_dict()[head].std(), rel=0.5)
+    with pytest.raises(ValueError, match="model.init must be one of full, encoder"):
+        SupervisedDepth(card, init="head")
 
 
 def test_cli_fit_on_labels_then_test_on_ground_truth(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -50,13 +74,13 @@ def test_cli_fit_on_labels_then_test_on_ground_truth(tmp_path: Path, monkeypatch
     assert 1.0 < float(sample["depth"][sample["valid"]].median()) < 80.0
 
     checkpoint = next((tmp_path / "run").rglob("*.ckpt"))
-    assert PseudoLabelStudent.load_from_checkpoint(checkpoint).hparams.labels == "masked_ransac"
+    assert SupervisedDepth.load_from_checkpoint(checkpoint).hparams.table_row == "masked_ransac"
     capsys.readouterr()
     test = cli.main(["test", *config, *data, "--config", "config_yaml/student_test.yaml", "--data.height", "56",
                      "--data.width", "182", "--data.test_range", "[3100, 3104]", "--data.num_workers", "0",
                      "--ckpt_path", str(checkpoint)])
     lines = capsys.readouterr().out.splitlines()
-    title = next(i for i, line in enumerate(lines) if line.startswith("student (vitt) against ground truth"))
+    title = next(i for i, line in enumerate(lines) if line.startswith("vitt (metric) against ground truth"))
     assert "4 images" in lines[title] and lines[title + 1].split() == list(TABLE_COLUMNS)
     assert lines[title + 2].split()[0] == "masked_ransac"
     assert torch.isfinite(test.trainer.callback_metrics["test/abs_rel"])

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules import ImageFolderDataModule, SyntheticDataModule, TargetDomainDataModule, WeakLabels
-from datamodules.image_folder import HorizontalFlip
+from datamodules.base import HorizontalFlip
 from depthadapt.masks import MissingMaskError, mask_cache_path, write_instance_map
 from depthadapt.ordinal import write_ordinal_jsonl
 

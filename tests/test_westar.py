@@ -11,10 +11,12 @@ import cli
 from depthadapt.augmentation import STRONG_AUGMENTATION, PhotometricAugmentation
 from depthadapt.models import build_depth_model, load_checkpoint
 from depthadapt.models.lora import add_lora, save_lora_adapter
+from depthadapt.models.card import DepthModelCard
 from lightning_modules import WeSTARAdapter
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "tests" / "configs" / "westar.yaml"
+TINY = DepthModelCard("vitt", input_size=28)
 
 
 def synthetic_batch(batch: int = 2, height: int = 28, width: int = 56) -> dict:
@@ -81,7 +83,7 @@ def test_lora_adapter_export_reloads_with_peft(tmp_path: Path) -> None:
 
 
 def test_teacher_is_the_ema_of_the_student() -> None:
-    module = WeSTARAdapter(encoder="vitt", ema_decay=0.9)
+    module = WeSTARAdapter(TINY, ema_decay=0.9)
     student = dict(module.model.named_parameters())
     teacher = dict(module.teacher.module.named_parameters())
     name = next(n for n in student if "lora_B" in n)
@@ -98,7 +100,7 @@ def test_teacher_is_the_ema_of_the_student() -> None:
 
 @pytest.mark.parametrize("context", ["instances", "grid", "depth_range", "global"])
 def test_training_step_sends_gradients_to_lora_only(context: str) -> None:
-    module = WeSTARAdapter(encoder="vitt", context=context, weak_weight=0.5)
+    module = WeSTARAdapter(TINY, context=context, weak_weight=0.5)
     loss = module.training_step(synthetic_batch(), 0)
     assert torch.isfinite(loss) and loss > 0
     loss.backward()
@@ -108,7 +110,7 @@ def test_training_step_sends_gradients_to_lora_only(context: str) -> None:
 
 def test_zero_weights_switch_terms_off() -> None:
     torch.manual_seed(0)
-    module = WeSTARAdapter(encoder="vitt", self_training_weight=0.0, weak_weight=0.0, regularizer_weight=0.0)
+    module = WeSTARAdapter(TINY, self_training_weight=0.0, weak_weight=0.0, regularizer_weight=0.0)
     loss = module.training_step(synthetic_batch(), 0)
     assert loss.item() == 0.0
     batch = synthetic_batch()
@@ -120,21 +122,69 @@ def test_missing_weak_labels_fail_with_the_setting_to_change() -> None:
     batch = synthetic_batch()
     del batch["instances"]
     with pytest.raises(ValueError, match="data.instance_source"):
-        WeSTARAdapter(encoder="vitt", weak_weight=0.0).training_step(batch, 0)
+        WeSTARAdapter(TINY, weak_weight=0.0).training_step(batch, 0)
     with pytest.raises(ValueError, match="data.ordinal_file"):
-        WeSTARAdapter(encoder="vitt", context="grid", ordinal_labels="dataset").training_step(batch, 0)
+        WeSTARAdapter(TINY, context="grid", ordinal_labels="dataset").training_step(batch, 0)
     with pytest.raises(ValueError, match="model.context"):
-        WeSTARAdapter(encoder="vitt", context="superpixel")
+        WeSTARAdapter(TINY, context="superpixel")
     with pytest.raises(ValueError, match="corruption"):
-        WeSTARAdapter(encoder="vitt", eval_corruptions=("smog",))
+        WeSTARAdapter(TINY, eval_corruptions=("smog",))
+
+
+class Marked(torch.nn.Module):
+    """A view that fills the images with one value, to see which model receives which view."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(images, self.value)
+
+
+def test_teacher_sees_the_weak_view_and_the_student_the_strong_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = WeSTARAdapter(TINY, weak_augmentation=Marked(0.25), strong_augmentation=Marked(0.75))
+    seen: dict[str, float] = {}
+
+    def spy(name: str, model: torch.nn.Module):
+        forward = model.forward
+
+        def recorded(x: torch.Tensor, *args, **kwargs):
+            seen[name] = float(x[0, 0, 0, 0])
+            return forward(x, *args, **kwargs)
+
+        monkeypatch.setattr(model, "forward", recorded)
+
+    spy("teacher", module.teacher)
+    spy("student", module.model)
+    module.training_step(synthetic_batch(), 0)
+    normalise = TINY.normalise
+    assert seen["teacher"] == pytest.approx(float(normalise(torch.full((1, 3, 1, 1), 0.25))[0, 0, 0, 0]))
+    assert seen["student"] == pytest.approx(float(normalise(torch.full((1, 3, 1, 1), 0.75))[0, 0, 0, 0]))
+
+
+@pytest.mark.parametrize(("context", "count"), [("instances", 3), ("grid", 21), ("depth_range", 7), ("global", 1)])
+def test_the_context_switch_reaches_the_loss(context: str, count: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import depthadapt.westar
+
+    contexts_seen: list[torch.Tensor] = []
+    original = depthadapt.westar.sa_hdn_loss
+
+    def spy(pred, pseudo_label, contexts, *args, **kwargs):
+        contexts_seen.append(contexts)
+        return original(pred, pseudo_label, contexts, *args, **kwargs)
+
+    monkeypatch.setattr(depthadapt.westar, "sa_hdn_loss", spy)
+    WeSTARAdapter(TINY, context=context).training_step(synthetic_batch(), 0)
+    assert contexts_seen[0].shape[-3] == count  # image + 2 instances; 1 + 4 + 16 cells; 1 + 2 + 4 ranges; 1
 
 
 def test_ordinal_pairs_come_from_the_dataset_when_asked() -> None:
     batch = synthetic_batch()
     batch["ordinal"] = torch.tensor([[[0.0, 0, 27, 0, 1]], [[-1.0, -1, -1, -1, 0]]])
-    module = WeSTARAdapter(encoder="vitt", ordinal_labels="dataset")
+    module = WeSTARAdapter(TINY, ordinal_labels="dataset")
     assert module.ordinal_pairs(batch) is batch["ordinal"]
-    simulated = WeSTARAdapter(encoder="vitt").ordinal_pairs(batch)
+    simulated = WeSTARAdapter(TINY).ordinal_pairs(batch)
     assert simulated.shape == (2, 15, 5)
     # Simulated labels agree with the ground truth: label +1 means point 1 is farther.
     real = simulated[0][simulated[0, :, 4] != 0]

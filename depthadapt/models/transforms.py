@@ -27,8 +27,13 @@ def network_input_size(height: int, width: int, input_size: int = 518) -> tuple[
     return to_multiple(scale * height), to_multiple(scale * width)
 
 
-def preprocess(image: np.ndarray | torch.Tensor, input_size: int = 518) -> torch.Tensor:
-    """Resize and ImageNet-normalise an image for the network.
+def preprocess(
+    image: np.ndarray | torch.Tensor,
+    input_size: int = 518,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """Resize and normalise an image for the network (``mean`` / ``std``: ImageNet's, as Depth Anything V2).
 
     `image`: an H x W x 3 uint8 RGB array (resized with OpenCV bicubic in float64, exactly as the
     official code) or a float tensor in [0, 1], 3 x H x W or B x 3 x H x W (resized with torch bicubic,
@@ -39,7 +44,7 @@ def preprocess(image: np.ndarray | torch.Tensor, input_size: int = 518) -> torch
             raise ValueError(f"expected an H x W x 3 uint8 RGB array, got {image.shape} {image.dtype}")
         height, width = network_input_size(*image.shape[:2], input_size)
         resized = cv2.resize(image / 255.0, (width, height), interpolation=cv2.INTER_CUBIC)
-        normalised = (resized - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+        normalised = (resized - np.array(mean)) / np.array(std)
         return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)).astype(np.float32))[None]
     if image.ndim == 3:
         image = image[None]
@@ -47,22 +52,36 @@ def preprocess(image: np.ndarray | torch.Tensor, input_size: int = 518) -> torch
         raise ValueError(f"expected a float tensor 3 x H x W or B x 3 x H x W, got {tuple(image.shape)}")
     height, width = network_input_size(*image.shape[-2:], input_size)
     resized = F.interpolate(image.float(), (height, width), mode="bicubic", align_corners=False)
-    mean = resized.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = resized.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (resized - mean) / std
+    return (resized - resized.new_tensor(mean).view(1, 3, 1, 1)) / resized.new_tensor(std).view(1, 3, 1, 1)
 
 
 @torch.no_grad()
-def infer(model: nn.Module, image: np.ndarray | torch.Tensor, input_size: int = 518) -> torch.Tensor:
+def infer(
+    model: nn.Module,
+    image: np.ndarray | torch.Tensor,
+    input_size: int = 518,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> torch.Tensor:
     """Run `model` on an image at network resolution and upsample back (bilinear, align_corners=True).
 
-    `image` as for `preprocess`. Returns H x W for an array or a 3 x H x W tensor, B x H x W for a batch,
+    `image`, `mean`, `std` as for `preprocess`. Returns H x W for an array or a 3 x H x W tensor, B x H x W for a batch,
     on the model's device.
     """
     height, width = image.shape[:2] if isinstance(image, np.ndarray) else image.shape[-2:]
     device = next(model.parameters()).device
-    batch = preprocess(image, input_size).to(device)
+    batch = preprocess(image, input_size, mean, std).to(device)
     out = model(batch)
     out = F.interpolate(out[:, None].float(), (height, width), mode="bilinear", align_corners=True)[:, 0]
     single = isinstance(image, np.ndarray) or image.ndim == 3
     return out[0] if single else out
+
+
+@torch.no_grad()
+def infer_flip_tta(model: nn.Module, image: np.ndarray | torch.Tensor, input_size: int = 518) -> torch.Tensor:
+    """Flip test-time augmentation: the mean of `infer` on `image` and, flipped back, on its mirror image.
+
+    `image` and the returned shape as for `infer` (H x W or B x H x W).
+    """
+    mirrored = np.ascontiguousarray(image[:, ::-1]) if isinstance(image, np.ndarray) else image.flip(-1)
+    return 0.5 * (infer(model, image, input_size) + infer(model, mirrored, input_size).flip(-1))

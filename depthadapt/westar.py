@@ -1,0 +1,110 @@
+"""The WeSTAR objective (paper 000): self-training over contexts + ordinal weak labels + LoRA regulariser."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from depthadapt.losses import lora_regularizer, ordinal_loss, sa_hdn_loss
+from depthadapt.masks import depth_range_contexts, grid_contexts, instance_contexts
+
+CONTEXTS = ("instances", "grid", "depth_range", "global")
+"""Self-training contexts: SA-HDN over instance masks, HDN's grid or depth-range hierarchy, or the whole image."""
+ORDINAL_FORMS = ("disparity", "normalised")
+"""The ordinal term on raw disparity (the paper's literal form) or on the prediction normalised like SA-HDN's global
+context, (x - median) / mean |x - median|, so its size does not depend on the model's output scale."""
+TERMS = ("self_training", "ordinal", "lora_regularizer")
+
+
+def normalise_global(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Per-image (x - median) / (mean |x - median| + eps): B x H x W -> B x H x W."""
+    flat = x.flatten(1)
+    median = flat.median(dim=1, keepdim=True).values
+    spread = (flat - median).abs().mean(dim=1, keepdim=True)
+    return ((flat - median) / (spread + eps)).view_as(x)
+
+
+class WeSTARLoss(nn.Module):
+    """WeSTAR's weighted terms from the student's prediction and the teacher's pseudo-label.
+
+    ``context`` chooses the self-training contexts once (``CONTEXTS``); ``min_instance_fraction`` is the smallest
+    instance kept, as a fraction of the image; ``hdn_levels`` the grid cells per side or depth-range groups per level.
+    ``ordinal_form`` / ``ordinal_margin`` define the weak term (``ORDINAL_FORMS``). A weight of 0 switches its term
+    off (the paper's ablations); terms that are off are not computed.
+    """
+
+    def __init__(
+        self,
+        context: str = "instances",
+        self_training_weight: float = 1.0,
+        weak_weight: float = 0.001,
+        regularizer_weight: float = 1.0,
+        min_instance_fraction: float = 0.001,
+        hdn_levels: Sequence[int] = (1, 2, 4),
+        ordinal_form: str = "disparity",
+        ordinal_margin: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if context not in CONTEXTS:
+            raise ValueError(f"model.context must be one of {', '.join(CONTEXTS)}, got {context!r}")
+        if ordinal_form not in ORDINAL_FORMS:
+            raise ValueError(f"model.ordinal_form must be one of {', '.join(ORDINAL_FORMS)}, got {ordinal_form!r}")
+        if min(self_training_weight, weak_weight, regularizer_weight) < 0:
+            raise ValueError("model loss weights must be >= 0 (0 switches a term off)")
+        self.context = context
+        self.weights = {"self_training": self_training_weight, "ordinal": weak_weight,
+                        "lora_regularizer": regularizer_weight}
+        self.min_instance_fraction = min_instance_fraction
+        self.hdn_levels = tuple(hdn_levels)
+        self.ordinal_form = ordinal_form
+        self.ordinal_margin = ordinal_margin
+
+    def needs(self, term: str) -> bool:
+        """True when ``term`` (one of ``TERMS``) has a positive weight."""
+        return self.weights[term] > 0
+
+    def contexts(self, pseudo_label: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
+        """The normalisation contexts for B x H x W pseudo-labels: B x K x H x W or K x H x W bool."""
+        height, width = pseudo_label.shape[-2:]
+        if self.context == "instances":
+            if instances is None:
+                raise ValueError(
+                    "model.context instances (SA-HDN) needs instance masks: set data.instance_source "
+                    "(sam2 with a mask cache, ground_truth on synthetic data, or superpixels), or choose "
+                    "model.context grid / depth_range / global"
+                )
+            return instance_contexts(instances, max(1, round(self.min_instance_fraction * height * width)))
+        if self.context == "grid":
+            return grid_contexts(height, width, self.hdn_levels, device=pseudo_label.device)
+        if self.context == "depth_range":
+            return depth_range_contexts(pseudo_label, levels=self.hdn_levels)
+        return torch.ones(1, height, width, dtype=torch.bool, device=pseudo_label.device)
+
+    def forward(
+        self,
+        pred: torch.Tensor,
+        pseudo_label: torch.Tensor,
+        instances: torch.Tensor | None = None,
+        ordinal: torch.Tensor | None = None,
+        lora_model: nn.Module | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Unweighted terms that are on, and ``loss``, their weighted sum: pred / pseudo_label B x H x W disparity,
+        instances B x H x W ids, ordinal B x P x 5 pairs, lora_model the peft student (for the regulariser)."""
+        terms: dict[str, torch.Tensor] = {}
+        if self.needs("self_training"):
+            terms["self_training"] = sa_hdn_loss(pred, pseudo_label, self.contexts(pseudo_label, instances))
+        if self.needs("ordinal"):
+            if ordinal is None:
+                raise ValueError("the ordinal term (model.weak_weight > 0) needs ordinal pairs")
+            ranked = pred if self.ordinal_form == "disparity" else normalise_global(pred)
+            terms["ordinal"] = ordinal_loss(ranked, ordinal, self.ordinal_margin)
+        if self.needs("lora_regularizer"):
+            if lora_model is None:
+                raise ValueError("the LoRA regulariser (model.regularizer_weight > 0) needs the LoRA model")
+            terms["lora_regularizer"] = lora_regularizer(lora_model)
+        loss = pred.sum() * 0.0  # keeps the graph when every term is off
+        for name, value in terms.items():
+            loss = loss + self.weights[name] * value
+        return terms | {"loss": loss}

@@ -1,0 +1,299 @@
+"""Prediction writers (one resumable mechanism, three kinds of output) and the export callback.
+
+Every writer is a ``ResumableWriter``: ``paths(name)`` names an item's files, ``is_done(name)`` says whether they
+exist, ``write(name, item)`` writes them atomically. Before the model runs on a batch, the items already done are
+dropped from it (any datamodule, synthetic included), so a killed job resumes where it stopped. Each output folder
+holds a manifest (``depthadapt.io.MANIFEST_NAME``: the model cards with checkpoint hashes, the settings); a rerun
+with another model or other settings into the same folder is an error unless ``overwrite`` is set, and folders with
+a manifest are never listed as input images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from depthadapt.io import (
+    atomic_path,
+    check_output_manifest,
+    colorize_depth,
+    write_color_png,
+    write_depth_npy,
+    write_depth_png16,
+    write_relative_png16,
+)
+from depthadapt.masks import mask_cache_path, write_instance_map
+from depthadapt.models import to_official_state_dict
+from depthadapt.models.lora import save_lora_adapter
+
+log = logging.getLogger(__name__)
+
+DEPTH_PNG_SCALE = 256.0
+"""Label PNGs hold metres x 256 (the KITTI convention): read with ``read_depth(path, 1 / 256)``."""
+CONFIDENCE_PNG_SCALE = 65535.0
+"""Confidence PNGs hold confidence x 65535: read with ``read_depth(path, 1 / 65535)``."""
+
+
+def _keep(batch: dict[str, Any], keep: list[bool]) -> dict[str, Any]:
+    """The batch restricted to the samples where ``keep``; ``skipped`` (unreadable samples) unchanged."""
+    if not any(keep):
+        return {"skipped": batch.get("skipped", []), "name": []}
+    kept: dict[str, Any] = {}
+    for key, value in batch.items():
+        if key == "skipped":
+            kept[key] = value
+        elif isinstance(value, torch.Tensor):
+            kept[key] = value[torch.tensor(keep, device=value.device)]
+        else:
+            kept[key] = [v for v, k in zip(value, keep, strict=True) if k]
+    return kept
+
+
+class ResumableWriter(BasePredictionWriter):
+    """The one resumable prediction writer: subclasses define ``paths``, ``write`` and optionally ``settings``.
+
+    ``is_done(name)``: every file of ``paths(name)`` exists (subclasses may check one file written last). Items
+    come from ``predict_step`` as ``{"name": [...], <key>: batched tensors or lists, ...}``; ``write`` gets one
+    item's values. ``trainer.predict`` keeps nothing in memory (``return_predictions`` is switched off here).
+    """
+
+    def __init__(self, output_dir: str, overwrite: bool = False) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+        self.overwrite = overwrite
+        self.resume = True  # until setup reads the manifest: files that exist are this job's
+        self.written = self.already_done = 0
+
+    # --- to define ----------------------------------------------------------------------------------------
+    def paths(self, name: str) -> dict[str, Path]:
+        """Output files of item ``name`` by role."""
+        raise NotImplementedError
+
+    def write(self, name: str, item: dict[str, Any]) -> None:
+        """Write the files of item ``name`` (atomically)."""
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """This writer's options that change its files (recorded in the manifest)."""
+        return {}
+
+    # --- the mechanism ------------------------------------------------------------------------------------
+    def is_done(self, name: str) -> bool:
+        """True when the files of item ``name`` exist."""
+        return all(path.is_file() for path in self.paths(name).values())
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Check or record the output folder's manifest; keep no prediction in memory."""
+        if stage != "predict":
+            return
+        trainer.predict_loop.return_predictions = False
+        manifest = {"writer": type(self).__name__, "settings": self.settings()}
+        if hasattr(pl_module, "manifest"):
+            manifest |= pl_module.manifest()
+        self.resume = check_output_manifest(self.output_dir, manifest, self.overwrite)
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.written = self.already_done = 0
+
+    def on_predict_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Drop the items an earlier run of this job wrote from the batch (in place), before the model runs."""
+        keep = [not (self.resume and self.is_done(name)) for name in batch["name"]]
+        if not all(keep):
+            self.already_done += keep.count(False)
+            kept = _keep(batch, keep)
+            batch.clear()
+            batch.update(kept)
+
+    def write_on_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        prediction: dict[str, Any],
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Write every item of the batch's prediction."""
+        names = prediction["name"]
+        for i, name in enumerate(names):
+            item = {k: v if isinstance(v, str) or v is None else v[i] for k, v in prediction.items() if k != "name"}
+            if "image" in batch and len(batch["image"]) == len(names):
+                item["image"] = batch["image"][i]
+            self.write(name, item)
+            self.written += 1
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        log.info("rank %d: %s wrote %d items to %s (%d already done)", trainer.global_rank, type(self).__name__,
+                 self.written, self.output_dir, self.already_done)
+
+
+FORMATS = ("npy", "png16", "color")
+_SUFFIXES = {"npy": ".npy", "png16": ".png", "color": "_color.png"}
+
+
+class DepthMapWriter(ResumableWriter):
+    """Per image ``a/b.jpg``: ``a/b.npy`` (float32 output), ``a/b.png`` (16 bit) and ``a/b_color.png`` (to look at).
+
+    The 16-bit PNG holds metres x ``png_scale`` for a metric prediction (the KITTI convention, 0 invalid) and the
+    per-image min-max normalised output for a relative one; the kind comes with the prediction.
+    """
+
+    def __init__(
+        self,
+        output_dir: str = "outputs/predictions",
+        formats: Sequence[str] = FORMATS,
+        png_scale: float = 256.0,
+        overwrite: bool = False,
+    ) -> None:
+        unknown = sorted(set(formats) - set(FORMATS))
+        if unknown or not formats:
+            raise ValueError(f"DepthMapWriter.formats must be a non-empty subset of {FORMATS}, got {list(formats)}")
+        super().__init__(output_dir, overwrite)
+        self.formats = tuple(formats)
+        self.png_scale = png_scale
+
+    def settings(self) -> dict[str, Any]:
+        return {"formats": list(self.formats), "png_scale": self.png_scale}
+
+    def paths(self, name: str) -> dict[str, Path]:
+        """Output file of each format for the image with relative path ``name``."""
+        stem = self.output_dir / Path(name).with_suffix("")
+        return {fmt: stem.parent / (stem.name + _SUFFIXES[fmt]) for fmt in self.formats}
+
+    def write(self, name: str, item: dict[str, Any]) -> None:
+        output = item["depth"].numpy()
+        metric = item["kind"] == "metric"
+        paths = self.paths(name)
+        if "npy" in paths:
+            write_depth_npy(paths["npy"], output)
+        if "png16" in paths:
+            if metric:
+                write_depth_png16(paths["png16"], output, self.png_scale)
+            else:
+                write_relative_png16(paths["png16"], output)
+        if "color" in paths:
+            write_color_png(paths["color"], colorize_depth(output, invert=metric))
+
+
+class PseudoLabelWriter(ResumableWriter):
+    """Per image ``name`` (extension dropped), from ``DualTeacherLabeler.predict_step``:
+
+    - ``<output_dir>/<name>.png``: 16-bit metres x 256, 0 invalid (the KITTI convention);
+    - ``<output_dir>/<name>_confidence.png``: 16-bit confidence x 65535, when the labeler gives one;
+    - ``<image_dir>/<name>.png``: the input RGB (8 bit), when ``image_dir`` is set: for datasets rendered in memory
+      (the synthetic domain), so that a student can train from the two folders;
+    - ``<output_dir>/<name>.json``: the fit record (method, fit space, scale, shift, inlier ratio, support count,
+      fallback, teachers' checkpoints), written last: it marks the image done.
+
+    Under DDP each process writes the images of its own shard (Lightning's unrepeated sampler: none twice).
+    """
+
+    def __init__(
+        self, output_dir: str = "outputs/pseudo_labels/labels", image_dir: str | None = None, overwrite: bool = False
+    ) -> None:
+        super().__init__(output_dir, overwrite)
+        self.image_dir = None if image_dir is None else Path(image_dir)
+        self.fallbacks = 0
+
+    def settings(self) -> dict[str, Any]:
+        return {"image_dir": None if self.image_dir is None else str(self.image_dir)}
+
+    def paths(self, name: str) -> dict[str, Path]:
+        """Output files of the image with relative path ``name``: label, confidence, sidecar (and image)."""
+        stem = Path(name).with_suffix("")
+        label = self.output_dir / stem
+        paths = {
+            "label": label.with_name(label.name + ".png"),
+            "confidence": label.with_name(label.name + "_confidence.png"),
+            "sidecar": label.with_name(label.name + ".json"),
+        }
+        if self.image_dir is not None:
+            paths["image"] = self.image_dir / stem.parent / (stem.name + ".png")
+        return paths
+
+    def is_done(self, name: str) -> bool:
+        """True when image ``name`` is labelled (its sidecar, written last, exists)."""
+        return self.paths(name)["sidecar"].is_file()
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_predict_start(trainer, pl_module)
+        self.fallbacks = 0
+
+    def write(self, name: str, item: dict[str, Any]) -> None:
+        paths = self.paths(name)
+        write_depth_png16(paths["label"], item["depth"], DEPTH_PNG_SCALE)
+        if item["confidence"] is not None:
+            write_depth_png16(paths["confidence"], item["confidence"], CONFIDENCE_PNG_SCALE)
+        if "image" in paths:
+            rgb = (item["image"].permute(1, 2, 0) * 255).round().clamp(0, 255).to(torch.uint8)
+            write_color_png(paths["image"], rgb.cpu().numpy())
+        with atomic_path(paths["sidecar"]) as tmp:
+            tmp.write_text(json.dumps(item["records"], indent=1) + "\n")
+        self.fallbacks += bool(item["records"]["fallback"])
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_predict_end(trainer, pl_module)
+        log.info("rank %d: %d fallback fits", trainer.global_rank, self.fallbacks)
+
+
+class InstanceMaskWriter(ResumableWriter):
+    """Write each image's instance map to ``mask_cache_path(cache_dir, name)`` (16-bit PNG, atomic).
+
+    Images already cached are dropped from the batch before SAM2 runs, so a killed job resumes where it stopped.
+    """
+
+    def __init__(self, cache_dir: str = "outputs/sam2_masks", overwrite: bool = False) -> None:
+        super().__init__(cache_dir, overwrite)
+
+    def paths(self, name: str) -> dict[str, Path]:
+        return {"instances": mask_cache_path(self.output_dir, name)}
+
+    def write(self, name: str, item: dict[str, Any]) -> None:
+        write_instance_map(self.paths(name)["instances"], item["instances"])
+
+
+EXPORT_FORMATS = ("official", "peft")
+
+
+class ExportCallback(Callback):
+    """At the end of fit, export the task's model (``pl_module.export_model()``) into ``directory`` (default: the
+    checkpoint folder, else the run's log folder): ``official`` -> ``adapted_model.pth`` (official state dict,
+    LoRA merged), ``peft`` -> ``lora_adapter/`` (peft's format; only for LoRA models)."""
+
+    def __init__(self, formats: Sequence[str] = EXPORT_FORMATS, directory: str | None = None) -> None:
+        unknown = sorted(set(formats) - set(EXPORT_FORMATS))
+        if unknown:
+            raise ValueError(f"ExportCallback.formats must be a subset of {EXPORT_FORMATS}, got {list(formats)}")
+        self.formats = tuple(formats)
+        self.directory = directory
+
+    def export_dir(self, trainer: Trainer) -> Path:
+        """Where the exports go."""
+        if self.directory is not None:
+            return Path(self.directory)
+        callback = trainer.checkpoint_callback
+        if callback is not None and getattr(callback, "dirpath", None):
+            return Path(callback.dirpath)
+        return Path(trainer.log_dir or trainer.default_root_dir)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        model = pl_module.export_model()
+        directory = self.export_dir(trainer)
+        if "official" in self.formats:
+            with atomic_path(directory / "adapted_model.pth") as tmp:
+                torch.save(to_official_state_dict(model), tmp)
+        if "peft" in self.formats and hasattr(model, "peft_config"):
+            save_lora_adapter(model, directory / "lora_adapter")
+        log.info("exported %s to %s", ", ".join(self.formats), directory)
