@@ -7,8 +7,7 @@ of this protocol; everything generic lives here.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from depthadapt.io import IMAGE_SUFFIXES, MANIFEST_NAME
+from depthadapt.io import list_image_files
 
 __all__ = [
     "SAMPLE_KEYS",
@@ -24,7 +23,7 @@ __all__ = [
     "HorizontalFlip",
     "SampleDataset",
     "collate_samples",
-    "list_image_files",
+    "list_image_files",  # re-exported: the listing lives in the core (the annotation tool uses it too)
     "make_sample",
     "preview",
     "read_split_file",
@@ -77,51 +76,6 @@ def read_split_file(path: str | Path) -> list[str]:
         line = line.strip()
         if line and not line.startswith("#"):
             names.append(line.removeprefix("./"))
-    return names
-
-
-def list_image_files(root: Path, skip: Iterable[Path] = ()) -> list[str]:
-    """Relative posix paths of the images under ``root``, sorted; hidden entries and the ``skip`` folders excluded.
-
-    Directory symlinks are followed, but every real folder is visited once, so a symlink loop (``loop -> .``)
-    neither hangs the listing nor lists an image twice. Folders holding an output manifest (``MANIFEST_NAME``: a
-    prediction job wrote them) are outputs, never inputs, and are left out. Two images whose names differ only by
-    extension (``x.jpg``, ``x.png``) would write the same outputs: that is an error naming both.
-    """
-    skipped = {Path(p).resolve() for p in skip}
-    seen: set[str] = set()
-    names = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        if MANIFEST_NAME in filenames and Path(dirpath).resolve() != Path(root).resolve():
-            log.info("not listing %s: it holds the outputs of a job (%s)", dirpath, MANIFEST_NAME)
-            dirnames[:] = []
-            continue
-        dirnames[:] = sorted(
-            d for d in dirnames
-            if not d.startswith(".") and Path(dirpath, d).resolve() not in skipped
-            and os.path.realpath(os.path.join(dirpath, d)) not in seen
-        )
-        rel = Path(dirpath).relative_to(root)
-        names += [
-            (rel / f).as_posix()
-            for f in filenames
-            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES
-        ]
-    names.sort()
-    stems: dict[str, str] = {}
-    for name in names:
-        stem = os.path.splitext(name)[0]
-        if stem in stems:
-            raise ValueError(
-                f"{root}: {stems[stem]} and {name} differ only by their extension, so their outputs (depth maps, "
-                "labels, masks) would overwrite each other: rename one, or list one of them in a split file"
-            )
-        stems[stem] = name
     return names
 
 

@@ -13,7 +13,7 @@ Randomness is drawn per image from a CPU ``torch.Generator`` seeded by a stable 
 severity), so an image's corruption does not depend on the batch it is in nor on the device.
 
 Where this differs from the references: ``frost`` blends a procedurally generated frost layer (ice needles over
-patchy rime, see ``_frost_layer``) because ImageNet-C's frost photographs are not shipped here; ``glass_blur``
+patchy rime, see ``fields.frost_layer``) because ImageNet-C's frost photographs are not shipped here; ``glass_blur``
 scrambles pixels with one vectorised gather per iteration instead of sequential swaps; outputs stay float
 (the references round to 8 bits, except where the operation itself is 8-bit: JPEG, colour quantisation).
 The deterministic types (brightness, contrast, defocus and zoom blur, colour quantisation, JPEG) match the
@@ -22,7 +22,6 @@ references to 1e-5 and pixelate to 1 / 255 (PIL's 8-bit box filter).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 from collections.abc import Callable
@@ -32,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.io import decode_jpeg, encode_jpeg
+
+from depthadapt import corruption_fields as fields
 
 __all__ = ["CORRUPTIONS", "NYU_CORRUPTIONS", "SEVERITIES", "check_corruption", "corrupt"]
 
@@ -74,157 +75,6 @@ _ISO_READ = tuple(0.7 * s for s in _GAUSSIAN)
 _PIXELATE = (0.6, 0.5, 0.4, 0.3, 0.25)
 _JPEG = (25, 18, 15, 10, 7)
 
-_LUMA = (0.299, 0.587, 0.114)
-
-
-def _generators(seeds: Tensor, corruption: str, severity: int) -> list[torch.Generator]:
-    """One CPU generator per image, seeded from a hash of (seed, corruption, severity) stable across runs."""
-    gens = []
-    for seed in seeds.tolist():
-        digest = hashlib.blake2b(f"{seed}/{corruption}/{severity}".encode(), digest_size=8).digest()
-        gens.append(torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1))
-    return gens
-
-
-def _draw(gens: list[torch.Generator], like: Tensor, sample: Callable[[torch.Generator], Tensor]) -> Tensor:
-    """Stack one CPU draw per image (B x ...) and move it to `like`'s device and dtype."""
-    return torch.stack([sample(g) for g in gens]).to(like.device, like.dtype)
-
-
-def _poisson(rates: Tensor, gens: list[torch.Generator]) -> Tensor:
-    """Per-image Poisson counts of B x ... `rates`, sampled on the CPU for device-independent results."""
-    cpu = rates.detach().to("cpu", torch.float32)
-    counts = torch.stack([torch.poisson(r, generator=g) for r, g in zip(cpu, gens, strict=True)])
-    return counts.to(rates.device, rates.dtype)
-
-
-def _per_image(x: Tensor, reduce: Callable[..., Tensor]) -> Tensor:
-    """A per-image statistic of B x C x H x W `x`, shaped B x 1 x 1 x 1 for broadcasting."""
-    return reduce(x.flatten(1), dim=1).view(-1, 1, 1, 1)
-
-
-def _gray(x: Tensor) -> Tensor:
-    """B x 1 x H x W luma (ITU-R 601, as OpenCV's RGB2GRAY) of B x 3 x H x W RGB."""
-    r, g, b = x.unbind(1)
-    return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(1)
-
-
-def _skimage_gaussian(x: Tensor, sigma: tuple[float, float], truncate: float, border: str) -> Tensor:
-    """Gaussian blur of B x C x H x W with skimage's kernel extent (radius = int(truncate * sigma + 0.5))."""
-    ksize = tuple(2 * int(truncate * s + 0.5) + 1 for s in sigma)
-    return kornia.filters.gaussian_blur2d(x, ksize, sigma, border_type=border)
-
-
-def _clipped_zoom(x: Tensor, zoom: float) -> Tensor:
-    """Zoom B x C x H x W into its centre by `zoom` >= 1, as scipy.ndimage.zoom(order=1) on the centre crop."""
-    h, w = x.shape[-2:]
-    ch, cw = math.ceil(h / zoom), math.ceil(w / zoom)
-    top, left = (h - ch) // 2, (w - cw) // 2
-    crop = x[..., top : top + ch, left : left + cw]
-    out = F.interpolate(crop, size=(round(ch * zoom), round(cw * zoom)), mode="bilinear", align_corners=True)
-    return out[..., :h, :w]
-
-
-def _trail_blur(x: Tensor, radius: int, sigma: float, angle_deg: Tensor) -> Tensor:
-    """ImageNet-C motion blur of B x C x H x W: a one-sided, Gaussian-weighted trail of 2 r + 1 taps per image.
-
-    Tap i reads the image i pixels along the per-image `angle_deg` (B,), rounded to the pixel grid, with edge
-    replication; weights exp(-i^2 / 2 sigma^2), normalised. Computed as one FFT correlation per image with its
-    sparse trail kernel (2x faster than summing shifted copies on the CPU).
-    """
-    b, c, h, w = x.shape
-    taps = torch.arange(2 * radius + 1, device=x.device, dtype=torch.float64)
-    weights = torch.exp(-(taps**2) / (2 * sigma**2))
-    weights = (weights / weights.sum()).to(x.dtype).expand(b, -1).contiguous()
-    theta = torch.deg2rad(angle_deg.to(x.device, torch.float64))[:, None]
-    dy = torch.ceil(taps * torch.sin(theta) - 0.5).long()  # B x taps
-    dx = torch.ceil(taps * torch.cos(theta) - 0.5).long()
-    # replicate padding by the longest trail makes the FFT's circular wrap-around land in the cropped border
-    pad = 2 * radius
-    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    hp, wp = padded.shape[-2:]
-    kernel = torch.zeros(b, hp, wp, device=x.device, dtype=x.dtype)
-    image_index = torch.arange(b, device=x.device)[:, None].expand_as(dy)
-    kernel.index_put_((image_index, dy % hp, dx % wp), weights, accumulate=True)
-    spectrum = torch.fft.rfft2(padded) * torch.fft.rfft2(kernel).conj()[:, None]
-    return torch.fft.irfft2(spectrum, s=(hp, wp))[..., pad : pad + h, pad : pad + w]
-
-
-def _plasma_fractal(gens: list[torch.Generator], like: Tensor, size: int, decay: float) -> Tensor:
-    """B x size x size diamond-square height maps in [0, 1] on a torus (`size` a power of two), as ImageNet-C."""
-    steps = []
-    step = size
-    while step >= 2:
-        steps.append(step)
-        step //= 2
-    counts = [3 * (size // s) ** 2 for s in steps]
-    noise = _draw(gens, like, lambda g: torch.rand(sum(counts), generator=g) * 2 - 1)
-    b = len(gens)
-    hmap = torch.zeros(b, size, size, device=like.device, dtype=like.dtype)
-    wibble, offset = 100.0, 0
-    for step, count in zip(steps, counts, strict=True):
-        half, n = step // 2, size // step
-        jitter = (wibble**2 * noise[:, offset : offset + count]).view(b, 3, n, n)
-        offset += count
-        corners = hmap[:, ::step, ::step]
-        square = corners + corners.roll(-1, 1)
-        square = square + square.roll(-1, 2)
-        hmap[:, half::step, half::step] = square / 4 + jitter[:, 0]
-        centres = hmap[:, half::step, half::step]
-        hmap[:, ::step, half::step] = (centres + centres.roll(1, 1) + corners + corners.roll(-1, 2)) / 4 + jitter[:, 1]
-        hmap[:, half::step, ::step] = (centres + centres.roll(1, 2) + corners + corners.roll(-1, 1)) / 4 + jitter[:, 2]
-        wibble /= decay
-    hmap = hmap - hmap.amin(dim=(1, 2), keepdim=True)
-    return hmap / hmap.amax(dim=(1, 2), keepdim=True)
-
-
-def _line_responses(noise: Tensor, angles: Tensor, sigma_along: float, sigma_across: float) -> Tensor:
-    """Ridge-filter B x K x h x w white noise along per-(image, k) `angles` (B x K); unit-variance responses."""
-    b, k, h, w = noise.shape
-    half = math.ceil(3 * sigma_along)
-    r = torch.arange(-half, half + 1, device=noise.device, dtype=noise.dtype)
-    cos, sin = angles.cos()[..., None, None], angles.sin()[..., None, None]
-    along = r[None, :] * cos + r[:, None] * sin
-    across = r[:, None] * cos - r[None, :] * sin
-    gaussian = torch.exp(-(along**2) / (2 * sigma_along**2) - across**2 / (2 * sigma_across**2))
-    kernel = (1 - across**2 / sigma_across**2) * gaussian  # Gaussian along, Mexican hat across
-    kernel = kernel - kernel.mean(dim=(-2, -1), keepdim=True)
-    kernel = kernel / kernel.square().sum(dim=(-2, -1), keepdim=True).sqrt()
-    out = kornia.filters.filter2d(noise.reshape(b * k, 1, h, w), kernel.reshape(b * k, 2 * half + 1, 2 * half + 1))
-    return out.view(b, k, h, w)
-
-
-def _frost_layer(gens: list[torch.Generator], like: Tensor, h: int, w: int) -> Tensor:
-    """B x 3 x H x W procedural frost in [0, 1], bluish white: hexagonal ice needles over patchy rime.
-
-    Needles: white noise ridge-filtered along a random base angle and +-60 degrees (ice's hexagonal symmetry) at
-    two scales (1/2 and 1/4 resolution), thresholded to sparse streaks. Rime: smooth noise at 1/8 resolution; it
-    whitens the image and makes needles denser where it is thick.
-    """
-    b = len(gens)
-    sizes = [((h + s - 1) // s, (w + s - 1) // s) for s in (2, 4, 8)]
-    fine = _draw(gens, like, lambda g: torch.randn(3, *sizes[0], generator=g))
-    coarse = _draw(gens, like, lambda g: torch.randn(3, *sizes[1], generator=g))
-    rime = _draw(gens, like, lambda g: torch.randn(1, *sizes[2], generator=g))
-    base = _draw(gens, like, lambda g: torch.rand(2, generator=g)) * math.pi
-    hexagonal = torch.tensor([0.0, math.pi / 3, 2 * math.pi / 3], device=like.device, dtype=like.dtype)
-    needles = torch.zeros(b, 1, h, w, device=like.device, dtype=like.dtype)
-    for scale, (noise, width) in enumerate(((fine, 0.8), (coarse, 1.1))):
-        lines = _line_responses(noise, base[:, scale : scale + 1] + hexagonal, 3.0, width)
-        # threshold after upsampling: thresholding first leaves blocky, dotted streaks
-        lines = F.interpolate(lines, size=(h, w), mode="bilinear", align_corners=False)
-        needles = needles + (lines - 1.0).clamp(min=0).sum(1, keepdim=True)
-    rime = kornia.filters.gaussian_blur2d(rime, (13, 13), (3.0, 3.0), border_type="reflect")
-    rime = rime - rime.amin(dim=(-2, -1), keepdim=True)
-    rime = rime / rime.amax(dim=(-2, -1), keepdim=True).clamp(min=1e-6)
-    rime = F.interpolate(rime, size=(h, w), mode="bilinear", align_corners=False)
-    frost = (0.3 + 0.35 * rime + 0.35 * needles * (0.4 + rime)).clamp(0, 1)
-    tint = torch.tensor([0.86, 0.93, 1.0], device=like.device, dtype=like.dtype).view(1, 3, 1, 1)
-    return frost * tint
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The corruptions: B x 3 x H x W float in [0, 1] -> same, unclamped (corrupt() clamps).
 
 
 def _brightness(x: Tensor, severity: int, gens: list[torch.Generator]) -> Tensor:
@@ -238,11 +88,11 @@ def _brightness(x: Tensor, severity: int, gens: list[torch.Generator]) -> Tensor
 
 def _dark(x: Tensor, severity: int, gens: list[torch.Generator]) -> Tensor:
     """RoboDepth low light: stretch to [0, 1], gamma 2, scale to [0, c], then Poisson + Gaussian sensor noise."""
-    lo, hi = _per_image(x, torch.amin), _per_image(x, torch.amax)
+    lo, hi = fields.per_image(x, torch.amin), fields.per_image(x, torch.amax)
     x = ((x - lo) / (hi - lo).clamp(min=1e-6)) ** 2 * _DARK[severity - 1]
     photons = _DARK_PHOTONS[severity - 1]
-    x = (_poisson(x * photons, gens) / photons).clamp(0, 1)
-    return x + _DARK_READ[severity - 1] * _draw(gens, x, lambda g: torch.randn(x.shape[1:], generator=g))
+    x = (fields.poisson(x * photons, gens) / photons).clamp(0, 1)
+    return x + _DARK_READ[severity - 1] * fields.draw(gens, x, lambda g: torch.randn(x.shape[1:], generator=g))
 
 
 def _fog(x: Tensor, severity: int, gens: list[torch.Generator]) -> Tensor:
@@ -250,15 +100,15 @@ def _fog(x: Tensor, severity: int, gens: list[torch.Generator]) -> Tensor:
     strength, decay = _FOG[severity - 1]
     h, w = x.shape[-2:]
     size = 1 << (max(h, w) - 1).bit_length()
-    haze = _plasma_fractal(gens, x, size, decay)[:, None, :h, :w]
-    peak = _per_image(x, torch.amax)
+    haze = fields.plasma_fractal(gens, x, size, decay)[:, None, :h, :w]
+    peak = fields.per_image(x, torch.amax)
     return (x + strength * haze) * peak / (peak + strength)
 
 
 def _frost(x: Tensor, severity: int, gens: list[torch.Generator]) -> Tensor:
-    """Blend with a frost layer (ImageNet-C weights; procedural frost instead of its photographs, see _frost_layer)."""
+    """Blend with a frost layer (ImageNet-C weights; procedural frost, ``fields.frost_layer``)."""
     image_weight, frost_weight = _FROST[severity - 1]
-    return image_weight * x + frost_weight * _frost_layer(gens, x, *x.shape[-2:])
+    return image_weight * x + frost_weight * fields.frost_layer(gens, x, *x.shape[-2:])
 
 
 def _snow(x: Tensor, severity: int, gens: list[torch.Generator]) -> Tensor:
@@ -267,13 +117,13 @@ def _snow(x: Tensor, severity: int, gens: list[torch.Generator]) -> Tensor:
     h, w = x.shape[-2:]
     # The flakes are the centre crop of an H x W noise field zoomed in: drawing just the crop is equivalent.
     ch, cw = math.ceil(h / zoom), math.ceil(w / zoom)
-    flakes = mean + std * _draw(gens, x, lambda g: torch.randn(1, ch, cw, generator=g))
-    angle = _draw(gens, x, lambda g: torch.rand((), generator=g)) * 90 - 135
+    flakes = mean + std * fields.draw(gens, x, lambda g: torch.randn(1, ch, cw, generator=g))
+    angle = fields.draw(gens, x, lambda g: torch.rand((), generator=g)) * 90 - 135
     flakes = F.interpolate(flakes, size=(round(ch * zoom), round(cw * zoom)), mode="bilinear", align_corners=True)
     flakes = flakes[..., :h, :w]
     flakes = torch.where(flakes < threshold, 0.0, flakes).clamp(0, 1)
-    flakes = torch.round(_trail_blur(flakes, radius, sigma, angle) * 255) / 255
-    x = blend * x + (1 - blend) * torch.maximum(x, _gray(x) * 1.5 + 0.5)
+    flakes = torch.round(fields.trail_blur(flakes, radius, sigma, angle) * 255) / 255
+    x = blend * x + (1 - blend) * torch.maximum(x, fields.gray(x) * 1.5 + 0.5)
     return x + flakes + flakes.flip(-2, -1)
 
 
@@ -303,8 +153,8 @@ def _glass_blur(x: Tensor, severity: int, gens: list[torch.Generator]) -> Tensor
     """
     sigma, shift, iterations = _GLASS[severity - 1]
     b, c, h, w = x.shape
-    x = _skimage_gaussian(x, (sigma, sigma), 4.0, "replicate")
-    offsets = _draw(gens, x, lambda g: torch.randint(-shift, shift, (iterations, 2, h, w), generator=g)).long()
+    x = fields.skimage_gaussian(x, (sigma, sigma), 4.0, "replicate")
+    offsets = fields.draw(gens, x, lambda g: torch.randint(-shift, shift, (iterations, 2, h, w), generator=g)).long()
     rows = torch.arange(h, device=x.device)[:, None]
     cols = torch.arange(w, device=x.device)[None, :]
     interior = (rows > shift) & (rows <= h - shift) & (cols > shift) & (cols <= w - shift)
@@ -312,14 +162,14 @@ def _glass_blur(x: Tensor, severity: int, gens: list[torch.Generator]) -> Tensor
         dy, dx = (offsets[:, i] * interior).unbind(1)
         index = ((rows + dy) * w + cols + dx).flatten(1)[:, None, :].expand(b, c, -1)
         x = x.flatten(2).gather(2, index).view(b, c, h, w)
-    return _skimage_gaussian(x, (sigma, sigma), 4.0, "replicate")
+    return fields.skimage_gaussian(x, (sigma, sigma), 4.0, "replicate")
 
 
 def _motion_blur(x: Tensor, severity: int, gens: list[torch.Generator]) -> Tensor:
     """Gaussian-weighted trail at a random angle in [-45, 45) degrees (ImageNet-C motion blur)."""
     radius, sigma = _MOTION[severity - 1]
-    angle = _draw(gens, x, lambda g: torch.rand((), generator=g)) * 90 - 45
-    return _trail_blur(x, radius, sigma, angle)
+    angle = fields.draw(gens, x, lambda g: torch.rand((), generator=g)) * 90 - 45
+    return fields.trail_blur(x, radius, sigma, angle)
 
 
 def _zoom_blur(x: Tensor, severity: int, gens: list[torch.Generator]) -> Tensor:
@@ -328,7 +178,7 @@ def _zoom_blur(x: Tensor, severity: int, gens: list[torch.Generator]) -> Tensor:
     step = (1 + step) - 1  # numpy.arange's rounded step: the factors, and the zoomed sizes, match it exactly
     out = x.clone()
     for i in range(count):
-        out += _clipped_zoom(x, 1 + i * step)
+        out += fields.clipped_zoom(x, 1 + i * step)
     return out / (count + 1)
 
 
@@ -340,8 +190,8 @@ def _elastic_transform(x: Tensor, severity: int, gens: list[torch.Generator]) ->
     """
     b, c, h, w = x.shape
     max_shift = 0.005 * h  # pixels, for both axes, as the reference
-    noise = _draw(gens, x, lambda g: torch.rand(2, h, w, generator=g)) * (2 * max_shift) - max_shift
-    disp = _skimage_gaussian(noise, (0.01 * h, 0.01 * w), 3.0, "reflect") * _ELASTIC[severity - 1]
+    noise = fields.draw(gens, x, lambda g: torch.rand(2, h, w, generator=g)) * (2 * max_shift) - max_shift
+    disp = fields.skimage_gaussian(noise, (0.01 * h, 0.01 * w), 3.0, "reflect") * _ELASTIC[severity - 1]
     ys = torch.arange(h, device=x.device, dtype=x.dtype)[:, None] + disp[:, 0]
     xs = torch.arange(w, device=x.device, dtype=x.dtype)[None, :] + disp[:, 1]
     grid = torch.stack([(2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1], dim=-1)
@@ -358,26 +208,26 @@ def _color_quant(x: Tensor, severity: int, gens: list[torch.Generator]) -> Tenso
 
 def _gaussian_noise(x: Tensor, severity: int, gens: list[torch.Generator]) -> Tensor:
     """Additive white Gaussian noise (ImageNet-C)."""
-    return x + _GAUSSIAN[severity - 1] * _draw(gens, x, lambda g: torch.randn(x.shape[1:], generator=g))
+    return x + _GAUSSIAN[severity - 1] * fields.draw(gens, x, lambda g: torch.randn(x.shape[1:], generator=g))
 
 
 def _impulse_noise(x: Tensor, severity: int, gens: list[torch.Generator]) -> Tensor:
     """Salt and pepper on a fraction of the values, half each (ImageNet-C, skimage random_noise s&p)."""
     amount = _IMPULSE[severity - 1]
-    u = _draw(gens, x, lambda g: torch.rand(x.shape[1:], generator=g))
+    u = fields.draw(gens, x, lambda g: torch.rand(x.shape[1:], generator=g))
     return torch.where(u < amount / 2, 0.0, torch.where(u < amount, 1.0, x))
 
 
 def _shot_noise(x: Tensor, severity: int, gens: list[torch.Generator]) -> Tensor:
     """Poisson photon noise with c photons at full scale (ImageNet-C)."""
     photons = _SHOT[severity - 1]
-    return _poisson(x * photons, gens) / photons
+    return fields.poisson(x * photons, gens) / photons
 
 
 def _iso_noise(x: Tensor, severity: int, gens: list[torch.Generator]) -> Tensor:
     """RoboDepth ISO noise: signal-dependent Poisson noise (25 photons at full scale) plus Gaussian read noise."""
-    x = (_poisson(x * _ISO_PHOTONS, gens) / _ISO_PHOTONS).clamp(0, 1)
-    return x + _ISO_READ[severity - 1] * _draw(gens, x, lambda g: torch.randn(x.shape[1:], generator=g))
+    x = (fields.poisson(x * _ISO_PHOTONS, gens) / _ISO_PHOTONS).clamp(0, 1)
+    return x + _ISO_READ[severity - 1] * fields.draw(gens, x, lambda g: torch.randn(x.shape[1:], generator=g))
 
 
 def _box_downsample(x: Tensor, size: int, dim: int) -> Tensor:
@@ -459,5 +309,5 @@ def corrupt(images: Tensor, corruption: str, severity: int, seed: int | Tensor =
         return images.clone()
     work_dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
     x = images.to(work_dtype)
-    out = _CORRUPT_FNS[corruption](x, severity, _generators(seeds, corruption, severity))
+    out = _CORRUPT_FNS[corruption](x, severity, fields.generators(seeds, corruption, severity))
     return out.clamp(0, 1).to(images.dtype)

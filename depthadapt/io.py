@@ -9,8 +9,9 @@ import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 # OpenCV reads this on first EXR access; builds without OpenEXR ignore it.
@@ -26,6 +27,7 @@ __all__ = [
     "OutputManifestError",
     "check_output_manifest",
     "file_sha256",
+    "list_image_files",
     "UnreadableFileError",
     "atomic_path",
     "atomic_write",
@@ -44,6 +46,7 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".t
 ArrayLike = np.ndarray | torch.Tensor
 
 _tmp_counter = itertools.count()
+_log = logging.getLogger(__name__)
 
 
 class UnreadableFileError(ValueError):
@@ -90,6 +93,51 @@ MANIFEST_NAME = "depthadapt_manifest.json"
 
 class OutputManifestError(ValueError):
     """An output folder holds results of another model or other settings than the job about to write there."""
+
+
+def list_image_files(root: Path, skip: Iterable[Path] = ()) -> list[str]:
+    """Relative posix paths of the images under ``root``, sorted; hidden entries and the ``skip`` folders excluded.
+
+    Directory symlinks are followed, but every real folder is visited once, so a symlink loop (``loop -> .``)
+    neither hangs the listing nor lists an image twice. Folders holding an output manifest (``MANIFEST_NAME``: a
+    prediction job wrote them) are outputs, never inputs, and are left out. Two images whose names differ only by
+    extension (``x.jpg``, ``x.png``) would write the same outputs: that is an error naming both.
+    """
+    skipped = {Path(p).resolve() for p in skip}
+    seen: set[str] = set()
+    names = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        if MANIFEST_NAME in filenames and Path(dirpath).resolve() != Path(root).resolve():
+            _log.info("not listing %s: it holds the outputs of a job (%s)", dirpath, MANIFEST_NAME)
+            dirnames[:] = []
+            continue
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if not d.startswith(".") and Path(dirpath, d).resolve() not in skipped
+            and os.path.realpath(os.path.join(dirpath, d)) not in seen
+        )
+        rel = Path(dirpath).relative_to(root)
+        names += [
+            (rel / f).as_posix()
+            for f in filenames
+            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES
+        ]
+    names.sort()
+    stems: dict[str, str] = {}
+    for name in names:
+        stem = os.path.splitext(name)[0]
+        if stem in stems:
+            raise ValueError(
+                f"{root}: {stems[stem]} and {name} differ only by their extension, so their outputs (depth maps, "
+                "labels, masks) would overwrite each other: rename one, or list one of them in a split file"
+            )
+        stems[stem] = name
+    return names
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -18,26 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "tests" / "configs"
 
 
-def make_dataset(root: Path, count: int = 4, size: tuple[int, int] = (48, 64)) -> tuple[Path, Path]:
-    """Images whose brightness falls with depth (a ground plane receding upwards), plus depth .npy files."""
-    import cv2
-
-    images, depths = root / "images", root / "depth"
-    height, width = size
-    rows = np.linspace(0, 1, height, dtype=np.float32)[:, None].repeat(width, 1)
-    for i in range(count):
-        depth = 2.0 + 18.0 * (1.0 - rows) ** 2 * (1 + 0.1 * i)
-        depth[: height // 6] = 0.0  # sky: invalid
-        image = np.clip(255 * (1.0 - depth / 25.0), 0, 255).astype(np.uint8)
-        name = f"seq{i % 2}/frame_{i:03d}"
-        (images / name).parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(images / f"{name}.png"), np.stack([image, image // 2, 255 - image], -1))
-        write_depth_npy(depths / f"{name}.npy", depth)
-    return images, depths
-
-
 @pytest.fixture
-def dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+def dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_dataset) -> tuple[Path, Path]:
     monkeypatch.chdir(tmp_path)  # default logger and outputs land under tmp_path
     return make_dataset(tmp_path)
 

@@ -206,10 +206,11 @@ def test_mask_job_shards_writes_the_cache_and_resumes(
         cli.main(args)
     assert len(inputs) == 2  # everything cached: SAM2 never ran
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.png")} == stamps
-    assert "0 images masked" in caplog.text and "2 already cached" in caplog.text
+    assert "0 images masked" in caplog.text and "InstanceMaskWriter wrote 0 items" in caplog.text
+    assert "(2 already done)" in caplog.text
 
 
-def test_predictor_skips_cached_other_shard_and_unreadable_images(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predictor_skips_other_shard_and_unreadable_images(monkeypatch: pytest.MonkeyPatch) -> None:
     from lightning_modules.instance_masks import SAM2MaskPredictor
 
     module = SAM2MaskPredictor(points_per_side=2, min_area=4, allow_random_weights=True, num_shards=2, shard=0)
@@ -220,10 +221,9 @@ def test_predictor_skips_cached_other_shard_and_unreadable_images(monkeypatch: p
         return [box(6, 8, 0, 0, 6, 8), box(6, 8, 1, 1, 3, 3), box(6, 8, 4, 4, 5, 5)]  # 1 px: under min_area
 
     monkeypatch.setattr(module.generator, "generate", generate)
-    names = ["street/target/000001", "street/target/000006", "street/target/000000"]  # shards 0, 0, 1
-    assert [module.in_shard(name) for name in names] == [True, True, False]
-    module.is_cached = lambda name: name == names[1]
-    image = torch.rand(3, 3, 6, 8)
+    names = ["street/target/000001", "street/target/000000"]  # shards 0, 1
+    assert [module.in_shard(name) for name in names] == [True, False]
+    image = torch.rand(2, 3, 6, 8)
     module.on_predict_start()
     out = module.predict_step({"image": image, "name": names, "skipped": [("broken.png", "not an image")]}, 0)
     assert out["name"] == [names[0]]
@@ -231,6 +231,6 @@ def test_predictor_skips_cached_other_shard_and_unreadable_images(monkeypatch: p
     expected = np.ones((6, 8), np.int64)
     expected[1:3, 1:3] = 2
     np.testing.assert_array_equal(out["instances"][0].numpy(), expected)
-    assert module.counts == {"masked": 1, "masks": 2, "cached": 1, "other_shard": 1}
-    assert module.skipped == [("broken.png", "not an image")]
+    assert module.counts == {"masked": 1, "masks": 2, "other_shard": 1}
+    assert list(module.skipped.entries) == [("broken.png", "not an image")]
     assert module.predict_step({"name": [], "skipped": [("a.png", "x")]}, 1) == {"name": [], "instances": []}

@@ -16,9 +16,10 @@ import pytest
 import torch
 
 import cli
-from depthadapt.io import read_depth, read_image
+from depthadapt.alignment import ScaleShiftFitOptions
+from depthadapt.io import MANIFEST_NAME, read_depth, read_image
 from depthadapt.pseudo_labels import METHODS, TABLE_COLUMNS, metric_pseudo_labels
-from lightning_modules.pseudo_label_writer import PseudoLabelWriter
+from lightning_modules.writers import PseudoLabelWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "tests" / "configs" / "pseudo_label_tiny.yaml")
@@ -69,6 +70,28 @@ def test_ransac_ignores_a_wrong_metric_teacher_where_least_squares_does_not(fit_
     torch.testing.assert_close(ransac.depth, depth, rtol=1e-4, atol=0)
     assert ransac.fit.inlier_ratio.item() == pytest.approx(1 - wrong.float().mean().item(), abs=1e-6)
     assert (lstsq.depth - depth).abs().max() > 1.0
+
+
+@pytest.mark.parametrize("fit_space", ["disparity", "depth"])
+def test_masked_ransac_is_ransac_on_the_support_points_not_least_squares(fit_space: str) -> None:
+    depth = scene(batch=2)
+    scale, shift = torch.tensor([2.0, 0.7]), torch.tensor([0.005, 0.02])
+    relative = relative_for(depth, scale, shift, fit_space)
+    wrong = torch.rand(depth.shape, generator=torch.Generator().manual_seed(2)) < 0.15
+    metric = torch.where(wrong, depth * 2.0, depth)
+    threshold = 0.005 if fit_space == "disparity" else 0.5
+    options = ScaleShiftFitOptions(min_samples=10, residual_threshold=threshold, seed=1)
+    ransac = metric_pseudo_labels(relative, metric, method="masked_ransac", fit_space=fit_space, options=options)
+    lstsq = metric_pseudo_labels(relative, metric, method="masked_lstsq", fit_space=fit_space, options=options)
+    torch.testing.assert_close(ransac.depth, depth, rtol=1e-4, atol=0)
+    assert (lstsq.depth - depth).abs().max() > 1.0
+    support = metric_pseudo_labels(relative, metric, method="masked_lstsq", fit_space=fit_space).fit.inliers
+    assert not (ransac.fit.inliers & ~support).any() and not (ransac.fit.inliers & wrong).any()
+    assert torch.equal(ransac.fit.inliers, support & ~wrong)
+    assert ransac.fit.trials.gt(0).all() and lstsq.fit.trials.eq(0).all()
+    keywords = metric_pseudo_labels(relative, metric, method="masked_ransac", fit_space=fit_space, min_samples=10,
+                                    residual_threshold=threshold, seed=1)
+    assert torch.equal(keywords.depth, ransac.depth) and torch.equal(keywords.confidence, ransac.confidence)
 
 
 def test_support_points_are_the_metric_depth_extremes_in_both_spaces() -> None:
@@ -134,6 +157,10 @@ def test_bad_options_name_the_argument() -> None:
         metric_pseudo_labels(depth, depth, method="ransac_masked")
     with pytest.raises(ValueError, match="fit_space must be one of"):
         metric_pseudo_labels(depth, depth, fit_space="log")
+    with pytest.raises(ValueError, match="support is set by method"):
+        metric_pseudo_labels(depth, depth, support="all")
+    with pytest.raises(ValueError, match="max_trials must be an int >= 1"):
+        metric_pseudo_labels(depth, depth, max_trials=0)
 
 
 def fake_prediction(names: list[str]) -> tuple[dict, dict]:
@@ -143,7 +170,8 @@ def fake_prediction(names: list[str]) -> tuple[dict, dict]:
     records = [{"method": "masked_ransac", "fit_space": "disparity", "scale": 0.5 + i, "shift": 0.01,
                 "inlier_ratio": 0.9, "support_count": 48, "fallback": i == 1,
                 "relative_checkpoint": "rel.pth", "metric_checkpoint": "met.pth"} for i in range(count)]
-    prediction = {"name": names, "depth": depth, "confidence": torch.rand(count, 12, 20), "records": records}
+    prediction = {"name": names, "kind": "metric", "depth": depth, "confidence": torch.rand(count, 12, 20),
+                  "records": records}
     batch = {"name": list(names), "image": torch.rand(count, 3, 12, 20), "index": torch.arange(count),
              "skipped": []}
     return prediction, batch
@@ -180,7 +208,7 @@ def test_writer_failure_leaves_the_image_undone_and_no_temporary_file(tmp_path: 
             raise OSError("disk full")
         return write_png(path, values, scale)
 
-    import lightning_modules.pseudo_label_writer as module
+    import lightning_modules.writers as module
 
     write_png = module.write_depth_png16
     monkeypatch.setattr(module, "write_depth_png16", fail_on_confidence)
@@ -193,8 +221,8 @@ def test_writer_failure_leaves_the_image_undone_and_no_temporary_file(tmp_path: 
 def test_writer_drops_done_images_from_the_batch_before_the_teachers_run(tmp_path: Path) -> None:
     writer = PseudoLabelWriter(str(tmp_path / "labels"))
     prediction, batch = fake_prediction(["x/0", "x/1", "x/2"])
-    writer.write_on_batch_end(None, None, {k: v[1:2] if k != "confidence" else None for k, v in prediction.items()},
-                              None, batch, 0)
+    one = {k: v if k == "kind" else v[1:2] if k != "confidence" else None for k, v in prediction.items()}
+    writer.write_on_batch_end(None, None, one, None, batch, 0)
     writer.on_predict_batch_start(None, None, batch, 0)
     assert batch["name"] == ["x/0", "x/2"] and batch["index"].tolist() == [0, 2]
     assert batch["image"].shape[0] == 2 and writer.already_done == 1
@@ -206,7 +234,9 @@ def test_writer_drops_done_images_from_the_batch_before_the_teachers_run(tmp_pat
 
 
 def label_names(output: Path) -> list[str]:
-    return sorted(p.relative_to(output).with_suffix("").as_posix() for p in output.rglob("*.json"))
+    """The images with a sidecar (the folder's manifest is not one)."""
+    sidecars = [p for p in output.rglob("*.json") if p.name != MANIFEST_NAME]
+    return sorted(p.relative_to(output).with_suffix("").as_posix() for p in sidecars)
 
 
 def test_cli_predict_writes_every_image_and_resumes(tmp_path: Path, monkeypatch, caplog) -> None:
@@ -227,7 +257,7 @@ def test_cli_predict_writes_every_image_and_resumes(tmp_path: Path, monkeypatch,
         label = read_depth(output / f"{name}.png", 1 / 256)
         assert label.shape == (56, 182) and 1.0 < np.median(label) < 80.0
         assert (output / f"{name}_confidence.png").is_file() and (images / f"{name}.png").is_file()
-    assert "wrote pseudo-labels of 6 images" in caplog.text
+    assert "PseudoLabelWriter wrote 6 items" in caplog.text
 
     (output / f"{names[2]}.json").unlink()
     kept = output / f"{names[4]}.png"
@@ -236,7 +266,7 @@ def test_cli_predict_writes_every_image_and_resumes(tmp_path: Path, monkeypatch,
     with caplog.at_level(logging.INFO):
         cli.main(args)
     assert label_names(output) == names and kept.stat().st_mtime_ns == stamp
-    assert "wrote pseudo-labels of 1 images" in caplog.text and "(5 already done, 0 fallback fits)" in caplog.text
+    assert "PseudoLabelWriter wrote 1 items" in caplog.text and "(5 already done)" in caplog.text
 
 
 def test_two_processes_write_every_image_exactly_once(tmp_path: Path) -> None:
@@ -249,7 +279,7 @@ def test_two_processes_write_every_image_exactly_once(tmp_path: Path) -> None:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    counts = re.findall(r"rank (\d): wrote pseudo-labels of (\d+) images", result.stderr)
+    counts = re.findall(r"rank (\d): PseudoLabelWriter wrote (\d+) items", result.stderr)
     assert sorted(rank for rank, _ in counts) == ["0", "1"], result.stderr[-3000:]
     assert [int(n) for _, n in sorted(counts)] == [6, 5]  # 11 images: shards of 6 and 5, none padded
     assert label_names(output) == [f"street/source/{i:06d}" for i in range(4000, 4011)]
@@ -264,7 +294,7 @@ def test_cli_test_prints_table_2_and_masked_ransac_beats_the_metric_teacher(monk
     lines = capsys.readouterr().out.splitlines()
     title = next(i for i, line in enumerate(lines) if line.startswith("pseudo-labels against ground truth"))
     assert "disparity fit space, 16 images" in lines[title]
-    assert lines[title + 1].split() == list(TABLE_COLUMNS)
+    assert lines[title + 1].split() == [*TABLE_COLUMNS, "skipped"]
     assert [line.split()[0] for line in lines[title + 2 : title + 7]] == list(METHODS)
     abs_rel = {m: run.trainer.callback_metrics[f"test/{m}/abs_rel"].item() for m in METHODS}
     assert abs_rel["masked_ransac"] < 0.85 * abs_rel["baseline"], abs_rel

@@ -86,10 +86,8 @@ def test_instance_sources_are_explicit() -> None:
         SyntheticDataModule(instance_source="grid")
 
 
-def test_target_domain_trains_on_unlabelled_images_and_evaluates_elsewhere(tmp_path: Path) -> None:
+def test_target_domain_trains_on_unlabelled_images_and_evaluates_elsewhere(tmp_path: Path, make_dataset) -> None:
     import cv2
-
-    from tests.test_cli import make_dataset
 
     images, depths = make_dataset(tmp_path / "labelled", count=2)
     unlabelled = tmp_path / "unlabelled"

@@ -10,25 +10,13 @@ import torch
 import cli
 from depthadapt.augmentation import STRONG_AUGMENTATION, PhotometricAugmentation
 from depthadapt.models import build_depth_model, load_checkpoint
-from depthadapt.models.lora import add_lora, save_lora_adapter
 from depthadapt.models.card import DepthModelCard
+from depthadapt.models.lora import add_lora, save_lora_adapter
 from lightning_modules import WeSTARAdapter
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "tests" / "configs" / "westar.yaml"
 TINY = DepthModelCard("vitt", input_size=28)
-
-
-def synthetic_batch(batch: int = 2, height: int = 28, width: int = 56) -> dict:
-    """A batch with a depth ramp, two instances and indices, as the synthetic datamodule yields it."""
-    rows = torch.linspace(1, 0, height)[:, None].expand(height, width)
-    depth = (2.0 + 30.0 * rows**2).expand(batch, height, width).clone()
-    instances = torch.zeros(batch, height, width, dtype=torch.long)
-    instances[:, height // 2 :, : width // 2] = 1
-    instances[:, height // 2 :, width // 2 :] = 2
-    image = torch.rand(batch, 3, height, width)
-    return {"image": image, "depth": depth, "valid": depth > 0, "instances": instances,
-            "index": torch.arange(batch), "name": [f"img{i}" for i in range(batch)], "skipped": []}
 
 
 def lora_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -99,7 +87,7 @@ def test_teacher_is_the_ema_of_the_student() -> None:
 
 
 @pytest.mark.parametrize("context", ["instances", "grid", "depth_range", "global"])
-def test_training_step_sends_gradients_to_lora_only(context: str) -> None:
+def test_training_step_sends_gradients_to_lora_only(context: str, synthetic_batch) -> None:
     module = WeSTARAdapter(TINY, context=context, weak_weight=0.5)
     loss = module.training_step(synthetic_batch(), 0)
     assert torch.isfinite(loss) and loss > 0
@@ -108,7 +96,7 @@ def test_training_step_sends_gradients_to_lora_only(context: str) -> None:
     assert grads and all("lora_" in n and not n.startswith("teacher") for n in grads)
 
 
-def test_zero_weights_switch_terms_off() -> None:
+def test_zero_weights_switch_terms_off(synthetic_batch) -> None:
     torch.manual_seed(0)
     module = WeSTARAdapter(TINY, self_training_weight=0.0, weak_weight=0.0, regularizer_weight=0.0)
     loss = module.training_step(synthetic_batch(), 0)
@@ -118,7 +106,7 @@ def test_zero_weights_switch_terms_off() -> None:
     assert module.training_step(batch, 0).item() == 0.0
 
 
-def test_missing_weak_labels_fail_with_the_setting_to_change() -> None:
+def test_missing_weak_labels_fail_with_the_setting_to_change(synthetic_batch) -> None:
     batch = synthetic_batch()
     del batch["instances"]
     with pytest.raises(ValueError, match="data.instance_source"):
@@ -142,7 +130,7 @@ class Marked(torch.nn.Module):
         return torch.full_like(images, self.value)
 
 
-def test_teacher_sees_the_weak_view_and_the_student_the_strong_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_teacher_sees_the_weak_view_and_the_student_the_strong_one(monkeypatch, synthetic_batch) -> None:
     module = WeSTARAdapter(TINY, weak_augmentation=Marked(0.25), strong_augmentation=Marked(0.75))
     seen: dict[str, float] = {}
 
@@ -164,7 +152,7 @@ def test_teacher_sees_the_weak_view_and_the_student_the_strong_one(monkeypatch: 
 
 
 @pytest.mark.parametrize(("context", "count"), [("instances", 3), ("grid", 21), ("depth_range", 7), ("global", 1)])
-def test_the_context_switch_reaches_the_loss(context: str, count: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_context_switch_reaches_the_loss(context: str, count: int, monkeypatch, synthetic_batch) -> None:
     import depthadapt.westar
 
     contexts_seen: list[torch.Tensor] = []
@@ -179,7 +167,7 @@ def test_the_context_switch_reaches_the_loss(context: str, count: int, monkeypat
     assert contexts_seen[0].shape[-3] == count  # image + 2 instances; 1 + 4 + 16 cells; 1 + 2 + 4 ranges; 1
 
 
-def test_ordinal_pairs_come_from_the_dataset_when_asked() -> None:
+def test_ordinal_pairs_come_from_the_dataset_when_asked(synthetic_batch) -> None:
     batch = synthetic_batch()
     batch["ordinal"] = torch.tensor([[[0.0, 0, 27, 0, 1]], [[-1.0, -1, -1, -1, 0]]])
     module = WeSTARAdapter(TINY, ordinal_labels="dataset")

@@ -18,12 +18,10 @@ def westar_scores(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("westar")
     run = cli.main([
         "fit", "--config", str(ROOT / "config_yaml" / "westar.yaml"),
-        "--model.checkpoint", str(ROOT / "checkpoints" / "tiny_relative_street.pth"),
         "--trainer.default_root_dir", str(root), "--trainer.logger", "false", "--trainer.callbacks", "[]",
         "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",
-        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "100", "--model.export", "false",
-        "--data.height", "70", "--data.width", "224", "--model.input_size", "70",
-        "--data.train_range", "[0, 400]", "--data.val_range", "[3000, 3032]",
+        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "100",
+        "--data.val_range", "[3000, 3032]",
         "--data.cache_dir", str(root / "cache"), "--data.num_workers", "0",
     ])
     return run.model.last_val_scores
