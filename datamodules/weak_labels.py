@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from depthadapt.masks import mask_cache_path, read_instance_map, superpixel_instances
-from depthadapt.ordinal import pad_pairs, read_ordinal_jsonl
+from depthadapt.ordinal import OrdinalFileError, image_key, pad_pairs, read_ordinal_records
 
-__all__ = ["INSTANCE_SOURCES", "WeakLabels", "check_instance_source"]
+__all__ = ["INSTANCE_SOURCES", "WeakLabels", "check_instance_source", "match_ordinal_file"]
+
+log = logging.getLogger(__name__)
 
 INSTANCE_SOURCES = ("ground_truth", "sam2", "superpixels")
 """Where a sample's ``instances`` map comes from: the dataset's own (synthetic scenes), the SAM2 mask
@@ -32,14 +35,68 @@ def check_instance_source(instance_source: str | None, mask_cache_dir: str | Non
         )
 
 
+def _sample_names(dataset: Dataset) -> list[str] | None:
+    """The names of a dataset's samples without loading them: its ``files`` (the sample protocol), through
+    ``Subset``s and wrappers that expose ``dataset``; None when the dataset does not list them."""
+    if isinstance(dataset, Subset):
+        names = _sample_names(dataset.dataset)
+        return None if names is None else [names[i] for i in dataset.indices]
+    files = getattr(dataset, "files", None)
+    if files is None and isinstance(getattr(dataset, "dataset", None), Dataset):
+        return _sample_names(dataset.dataset)
+    return None if files is None else [str(name) for name in files]
+
+
+def match_ordinal_file(
+    path: str | Path, names: list[str] | None, root: str | Path | None = None
+) -> dict[str, torch.Tensor]:
+    """Read a weak-label file and key its pairs by ``image_key`` -> {key: P x 5 float32}, checked against the
+    sample ``names``: a file that labels none of them is an error showing one expected and one found key;
+    the images it labels are counted in a log line and the lines for unknown images in a warning.
+
+    Keys match with or without the image suffix, with "./" or backslashes, and relative to ``root`` (the image
+    folder). ``names`` None (a dataset that does not list its samples) skips the check, with a warning.
+    """
+    records = read_ordinal_records(path)
+    if not records:
+        raise OrdinalFileError(f"{path} holds no labelled image: label some (python -m depthadapt.annotate) or "
+                               "unset data.ordinal_file")
+    pairs: dict[str, torch.Tensor] = {}
+    spelling: dict[str, str] = {}
+    for record in records:
+        key = image_key(record.image, root)
+        if key in pairs:
+            raise OrdinalFileError(f"{path}: {spelling[key]!r} and {record.image!r} name the same image")
+        pairs[key] = torch.tensor(record.pairs, dtype=torch.float32).reshape(-1, 5)
+        spelling[key] = record.image
+    if names is None:
+        log.warning("%s: the dataset does not list its samples (no `files`), so which of them it labels is not "
+                    "checked before they load", path)
+        return pairs
+    known = {image_key(name) for name in names}
+    unknown = [record.image for record in records if image_key(record.image, root) not in known]
+    if len(unknown) == len(records):
+        raise OrdinalFileError(
+            f"{path} labels none of the {len(names)} images of the dataset: expected keys like {names[0]!r} "
+            f"(paths relative to the image folder, with or without extension), found {records[0].image!r}"
+        )
+    labelled = [key for key in pairs if key in known and len(pairs[key])]
+    log.info("%s: ordinal pairs for %d of %d images (%d pairs)", path, len(labelled), len(names),
+             sum(len(pairs[key]) for key in labelled))
+    if unknown:
+        log.warning("%s: %d of its %d images are not in the dataset and are ignored, e.g. %r (expected keys like "
+                    "%r)", path, len(unknown), len(records), unknown[0], names[0])
+    return pairs
+
+
 class WeakLabels(Dataset):
     """Wrap a dataset to set ``instances`` (H x W int64) from ``instance_source`` and ``ordinal`` pairs.
 
     ``instance_source``: one of INSTANCE_SOURCES, or None to drop any ``instances`` (a loss that needs them
     then fails and says so). ``ordinal_file``: JSON Lines of weak labels (``depthadapt.ordinal``), matched to
-    samples by ``name``; every sample gets ``ordinal`` P x 5 padded with y1 = -1 rows to the file's longest
-    list (all padding for an image without labels: sparse annotation is normal). Samples that failed to load
-    (``error``) pass unchanged.
+    samples by ``name`` as ``match_ordinal_file`` does (relative to the dataset's ``image_dir`` if it has one);
+    every sample gets ``ordinal`` P x 5 padded with y1 = -1 rows to the file's longest list (all padding for an
+    image without labels: sparse annotation is normal). Samples that failed to load (``error``) pass unchanged.
     """
 
     def __init__(
@@ -58,7 +115,8 @@ class WeakLabels(Dataset):
         self.ordinal_file = None if ordinal_file is None else Path(ordinal_file)
         self.pairs: dict[str, torch.Tensor] = {}
         if self.ordinal_file is not None:
-            self.pairs = read_ordinal_jsonl(self.ordinal_file)
+            root = getattr(dataset, "image_dir", None)
+            self.pairs = match_ordinal_file(self.ordinal_file, _sample_names(dataset), root)
             self.max_pairs = max((len(p) for p in self.pairs.values()), default=0)
 
     def __len__(self) -> int:
@@ -88,7 +146,7 @@ class WeakLabels(Dataset):
         return None
 
     def _ordinal(self, sample: dict[str, Any]) -> torch.Tensor:
-        pairs = self.pairs.get(sample["name"], torch.zeros(0, 5))
+        pairs = self.pairs.get(image_key(sample["name"]), torch.zeros(0, 5))
         height, width = sample["image"].shape[-2:]
         if len(pairs) and (int(pairs[:, 0].max()) >= height or int(pairs[:, 2].max()) >= height
                            or int(pairs[:, 1].max()) >= width or int(pairs[:, 3].max()) >= width):

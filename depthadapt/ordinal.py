@@ -3,28 +3,37 @@
 A pair row is (y1, x1, y2, x2, label), label +1 if point 1 is farther, -1 if closer, 0 if equal. Batches
 hold B x P x 5 float tensors padded with `PADDING_ROW` (y1 = -1), which `depthadapt.losses.ordinal_loss`
 skips. On disk: one JSON object per line, `{"image": "relative/path.png", "pairs": [[y1, x1, y2, x2, label],
-...]}`, integers only.
+...]}`, integers only (the annotation tool adds `"skipped": true` to images its annotator skipped). Images are
+matched to samples by `image_key`, which ignores the suffix, "./" and the path separator.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+import posixpath
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from depthadapt.io import UnreadableFileError, atomic_path
+from depthadapt.io import IMAGE_SUFFIXES, UnreadableFileError, atomic_path
 
 __all__ = [
     "PADDING_ROW",
     "OrdinalFileError",
+    "OrdinalRecord",
+    "check_pairs",
+    "image_key",
     "pad_pairs",
     "read_ordinal_jsonl",
+    "read_ordinal_records",
     "simulate_batch",
     "simulate_ordinal_pairs",
     "write_ordinal_jsonl",
+    "write_ordinal_records",
 ]
 
 PADDING_ROW: tuple[float, ...] = (-1.0, -1.0, -1.0, -1.0, 0.0)
@@ -124,8 +133,48 @@ def simulate_batch(
     return pad_pairs(pairs, 3 * num_anchors).to(depth.device)
 
 
-def _parse_pairs(pairs: object) -> torch.Tensor:
-    """Validate `[[y1, x1, y2, x2, label], ...]` (integers, coordinates >= 0, label -1/0/1) -> P x 5 float32."""
+def image_key(name: str, root: str | os.PathLike | None = None) -> str:
+    """The key that matches an image name across spellings: "/" separators, no "./", no image suffix.
+
+    With ``root`` (the image folder), an absolute name under it, or one that starts with ``root`` as written,
+    becomes relative to it: ``.\\street\\target\\000000.PNG``, ``street/target/000000`` and
+    ``/data/frames/street/target/000000.png`` (root ``/data/frames``) all give ``street/target/000000``.
+    """
+    text = name.strip().replace("\\", "/")
+    if root is not None:
+        root_path = Path(root)
+        if posixpath.isabs(text):
+            with contextlib.suppress(ValueError):
+                text = Path(text).resolve().relative_to(root_path.resolve()).as_posix()
+        else:
+            text = posixpath.normpath(text)
+            prefix = posixpath.normpath(root_path.as_posix()) + "/"
+            if prefix != "./" and text.startswith(prefix):
+                text = text[len(prefix):]
+    text = posixpath.normpath(text)
+    stem, suffix = posixpath.splitext(text)
+    return stem if suffix.lower() in IMAGE_SUFFIXES else text
+
+
+@dataclass
+class OrdinalRecord:
+    """One line of a weak-label file: the image's relative path, its integer pair rows and whether an annotator
+    skipped it (``"skipped": true`` on disk, written only when true; readers of pairs ignore it)."""
+
+    image: str
+    pairs: list[list[int]] = field(default_factory=list)
+    skipped: bool = False
+
+    def to_json(self) -> str:
+        """The record as one JSON object (no newline)."""
+        line: dict[str, object] = {"image": self.image, "pairs": self.pairs}
+        if self.skipped:
+            line["skipped"] = True
+        return json.dumps(line)
+
+
+def check_pairs(pairs: object) -> list[list[int]]:
+    """Validate ``[[y1, x1, y2, x2, label], ...]`` (integers, coordinates >= 0, label -1/0/1) -> integer rows."""
     if not isinstance(pairs, list):
         raise ValueError(f"'pairs' must be a list of [y1, x1, y2, x2, label] rows, got {type(pairs).__name__}")
     for index, row in enumerate(pairs):
@@ -137,38 +186,56 @@ def _parse_pairs(pairs: object) -> torch.Tensor:
             raise ValueError(f"pair {index}: negative pixel coordinate in {row!r}")
         if row[4] not in (-1, 0, 1):
             raise ValueError(f"pair {index}: label {row[4]!r} is not -1 (closer), 0 (equal) or 1 (farther)")
-    return torch.tensor(pairs, dtype=torch.float32).reshape(-1, 5)
+    return [[int(v) for v in row] for row in pairs]
+
+
+def write_ordinal_records(path: str | os.PathLike, records: Iterable[OrdinalRecord]) -> Path:
+    """Write records as JSON Lines atomically and durably (temporary file, fsync, rename, fsync of the folder)."""
+    path = Path(path)
+    lines = []
+    for record in records:
+        try:
+            check_pairs(record.pairs)
+        except ValueError as err:
+            raise ValueError(f"cannot write {path}: image {record.image!r}: {err}") from None
+        lines.append(record.to_json() + "\n")
+    with atomic_path(path) as tmp:
+        with tmp.open("w", encoding="utf-8") as file:
+            file.write("".join(lines))
+            file.flush()
+            os.fsync(file.fileno())
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    return path
 
 
 def write_ordinal_jsonl(path: str | os.PathLike, records: Mapping[str, torch.Tensor | Sequence]) -> Path:
     """Write {image relative path: P x 5 pairs} as JSON Lines, atomically; padding rows (y1 < 0) are left out."""
-    path = Path(path)
     lines = []
     for image, pairs in records.items():
         rows = torch.as_tensor(pairs, dtype=torch.float64).reshape(-1, 5)
         rows = [[int(v) if float(v).is_integer() else v for v in row] for row in rows[rows[:, 0] >= 0].tolist()]
-        try:
-            _parse_pairs(rows)
-        except ValueError as err:
-            raise ValueError(f"cannot write {path}: image {image!r}: {err}") from None
-        lines.append(json.dumps({"image": image, "pairs": rows}) + "\n")
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(lines))
-    return path
+        lines.append(OrdinalRecord(image, rows))
+    return write_ordinal_records(path, lines)
 
 
-def read_ordinal_jsonl(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a weak-label JSON Lines file -> {image relative path: P x 5 float32 pairs}; blank lines are skipped.
+def read_ordinal_records(path: str | os.PathLike) -> list[OrdinalRecord]:
+    """Read a weak-label JSON Lines file -> its records in file order; blank lines are skipped.
 
     Raises `OrdinalFileError` naming the file and line for bad JSON, a missing or wrong "image" or "pairs",
-    a row that is not 5 integers, a negative coordinate, a label outside {-1, 0, 1} or a repeated image;
-    `UnreadableFileError` if the file does not exist.
+    a row that is not 5 integers, a negative coordinate, a label outside {-1, 0, 1}, a "skipped" that is not
+    a boolean or an image given twice (also under two spellings, see `image_key`); `UnreadableFileError` if
+    the file does not exist.
     """
     path = Path(path)
     if not path.is_file():
         raise UnreadableFileError(path, "file does not exist")
-    records: dict[str, torch.Tensor] = {}
-    first_line: dict[str, int] = {}
+    records: list[OrdinalRecord] = []
+    first_line: dict[str, tuple[int, str]] = {}
     with path.open(encoding="utf-8") as file:
         for number, line in enumerate(file, start=1):
             if not line.strip():
@@ -178,12 +245,26 @@ def read_ordinal_jsonl(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 if not isinstance(record, dict) or not isinstance(record.get("image"), str) or not record["image"]:
                     raise ValueError('expected an object {"image": "relative/path.png", "pairs": [...]}')
                 image = record["image"]
-                if image in first_line:
-                    raise ValueError(f"duplicate image {image!r} (first on line {first_line[image]})")
+                key = image_key(image)
+                if key in first_line:
+                    seen_line, seen = first_line[key]
+                    spelling = "" if seen == image else f" as {seen!r}"
+                    raise ValueError(f"duplicate image {image!r} (first on line {seen_line}{spelling})")
                 if "pairs" not in record:
                     raise ValueError(f'image {image!r} has no "pairs"')
-                records[image] = _parse_pairs(record["pairs"])
+                skipped = record.get("skipped", False)
+                if not isinstance(skipped, bool):
+                    raise ValueError(f'"skipped" of image {image!r} must be true or false, got {skipped!r}')
+                records.append(OrdinalRecord(image, check_pairs(record["pairs"]), skipped))
             except ValueError as err:  # json.JSONDecodeError is a ValueError
                 raise OrdinalFileError(f"{path}, line {number}: {err}") from None
-            first_line[image] = number
+            first_line[key] = (number, image)
     return records
+
+
+def read_ordinal_jsonl(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a weak-label JSON Lines file -> {image relative path: P x 5 float32 pairs} (`read_ordinal_records`)."""
+    return {
+        record.image: torch.tensor(record.pairs, dtype=torch.float32).reshape(-1, 5)
+        for record in read_ordinal_records(path)
+    }

@@ -130,6 +130,24 @@ class DepthTask(LightningModule):
     def on_predict_end(self) -> None:
         self.skipped.report("predict")
 
+    # --- resume -------------------------------------------------------------------------------------------
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resume an epoch-end checkpoint as "that epoch is complete", so a fit with ``max_steps`` continues.
+
+        Lightning (2.6) saves epoch-end checkpoints with the epoch processed but not yet completed; resumed in a
+        step-limited run, it processes that epoch a second time and stops early with "max_epochs reached"
+        (measured: step 8 of 12). Checkpoints are taken at epoch ends (see README): mark those epochs complete.
+        """
+        loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        epoch, batches = loop.get("epoch_progress"), loop.get("epoch_loop.batch_progress")
+        if not epoch or not batches or not batches.get("is_last_batch"):
+            return
+        for part in ("total", "current"):
+            if epoch[part]["completed"] == epoch[part]["processed"] - 1:
+                epoch[part]["completed"] = epoch[part]["processed"]
+        batches["current"] = dict.fromkeys(batches["current"], 0)
+        batches["is_last_batch"] = False
+
     # --- randomness and optimisation ----------------------------------------------------------------------
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Seed this step's random draws (augmentations) by (initial seed, global step)."""

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from depthadapt.gradient_matching import gradient_matching_loss
 from depthadapt.losses import silog_loss, ssi_loss
 from depthadapt.metrics import METRIC_NAMES, depth_to_disparity, format_comparison_table, format_metrics_table
 from depthadapt.models.card import DepthModelCard
@@ -19,12 +20,15 @@ TABLE_COLUMNS = ("d1", "abs_rel", "rmse", "rmse_log", "images", "skipped")
 class SupervisedDepth(DepthTask):
     """Train on depth labels (SSI on disparity for a relative head, SiLog for a metric head), evaluate, predict.
 
-    ``model`` is the model card (encoder, head, checkpoint, input size; ``input_size`` overrides the card's). ``init``: ``full`` loads the whole
-    checkpoint; ``encoder`` loads only its encoder (``pretrained.*``) and starts the DPT head fresh, as the official
-    metric fine-tuning does from a relative checkpoint. AdamW with the encoder at ``lr`` and the decoder at
-    ``lr * decoder_lr_factor`` (Depth Anything V2 fine-tuning). Evaluation and prediction run at the card's input
-    size (aspect kept) and upsample to the image; relative models are scored affine-invariantly. With ``table_row``
-    the test prints a comparison-table row of that name (the dual-teacher paper's Table 3 for a student).
+    ``model`` is the model card (encoder, head, checkpoint, input size; ``input_size`` overrides the card's).
+    ``init``: ``full`` loads the whole checkpoint; ``encoder`` loads only its encoder (``pretrained.*``) and starts
+    the DPT head fresh, as the official metric fine-tuning does from a relative checkpoint. A relative head adds
+    ``gradient_matching_weight`` x the multi-scale gradient-matching loss to SSI (Depth Anything V2 / MiDaS recipe;
+    0 switches it off); ``flip_tta`` averages each evaluation and prediction with its mirrored pass. AdamW with the
+    encoder at ``lr`` and the decoder at ``lr * decoder_lr_factor`` (Depth Anything V2 fine-tuning). Evaluation and
+    prediction run at the card's input size (aspect kept) and upsample to the image; relative models are scored
+    affine-invariantly. With ``table_row`` the test prints a comparison-table row of that name (the dual-teacher
+    paper's Table 3 for a student).
     """
 
     def __init__(
@@ -37,6 +41,8 @@ class SupervisedDepth(DepthTask):
         weight_decay: float = 0.01,
         warmup_steps: int = 0,
         silog_lambda: float = 0.5,
+        gradient_matching_weight: float = 0.0,
+        flip_tta: bool = False,
         eval_min_depth: float = 1e-3,
         eval_max_depth: float = 80.0,
         eval_crop: str | None = None,
@@ -54,6 +60,7 @@ class SupervisedDepth(DepthTask):
             self.model = fresh
         self.decoder_lr_factor = decoder_lr_factor
         self.silog_lambda = silog_lambda
+        self.gradient_matching_weight, self.flip_tta = gradient_matching_weight, flip_tta
         self.table_row = table_row
         self.val_metrics = self.make_metrics(affine_invariant=model.head == "relative")
         self.test_metrics = self.make_metrics(affine_invariant=model.head == "relative")
@@ -64,14 +71,17 @@ class SupervisedDepth(DepthTask):
 
     def predict_depth(self, image: torch.Tensor) -> torch.Tensor:
         """B x 3 x H x W image in [0, 1], any size -> B x H x W output at the card's input size, upsampled back."""
-        return self.card.infer(self.model, image)
+        return self.card.infer(self.model, image, self.flip_tta)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         if not self.take_batch(batch):
             return None
         pred, depth, valid = self(batch["image"]), batch["depth"], batch["valid"]
         if self.card.head == "relative":
-            loss = ssi_loss(pred, depth_to_disparity(depth, valid), valid)
+            disparity = depth_to_disparity(depth, valid)
+            loss = ssi_loss(pred, disparity, valid)
+            if self.gradient_matching_weight > 0:
+                loss = loss + self.gradient_matching_weight * gradient_matching_loss(pred, disparity, valid)
         else:
             loss = silog_loss(pred, depth, valid, self.silog_lambda)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(pred))

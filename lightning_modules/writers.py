@@ -20,6 +20,8 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from depthadapt.export import EXPORT_FORMATS as MODEL_FORMATS
+from depthadapt.export import export_all
 from depthadapt.io import (
     atomic_path,
     check_output_manifest,
@@ -30,7 +32,6 @@ from depthadapt.io import (
     write_relative_png16,
 )
 from depthadapt.masks import mask_cache_path, write_instance_map
-from depthadapt.models import to_official_state_dict
 from depthadapt.models.lora import save_lora_adapter
 
 log = logging.getLogger(__name__)
@@ -262,13 +263,15 @@ class InstanceMaskWriter(ResumableWriter):
         write_instance_map(self.paths(name)["instances"], item["instances"])
 
 
-EXPORT_FORMATS = ("official", "peft")
+EXPORT_FORMATS = (*MODEL_FORMATS, "peft")
 
 
 class ExportCallback(Callback):
     """At the end of fit, export the task's model (``pl_module.export_model()``) into ``directory`` (default: the
-    checkpoint folder, else the run's log folder): ``official`` -> ``adapted_model.pth`` (official state dict,
-    LoRA merged), ``peft`` -> ``lora_adapter/`` (peft's format; only for LoRA models)."""
+    checkpoint folder, else the run's log folder), LoRA merged: ``official`` -> ``adapted_model.pth`` (official state
+    dict, with an ``adapted_model.json`` sidecar naming encoder and head), ``hf`` -> ``adapted_model_hf/`` (a
+    transformers folder), ``onnx`` -> ``adapted_model.onnx``; ``peft`` -> ``lora_adapter/`` (the adapter alone, in
+    peft's format; only for LoRA models)."""
 
     def __init__(self, formats: Sequence[str] = EXPORT_FORMATS, directory: str | None = None) -> None:
         unknown = sorted(set(formats) - set(EXPORT_FORMATS))
@@ -291,9 +294,7 @@ class ExportCallback(Callback):
             return
         model = pl_module.export_model()
         directory = self.export_dir(trainer)
-        if "official" in self.formats:
-            with atomic_path(directory / "adapted_model.pth") as tmp:
-                torch.save(to_official_state_dict(model), tmp)
+        export_all(model, [f for f in self.formats if f != "peft"], directory)
         if "peft" in self.formats and hasattr(model, "peft_config"):
             save_lora_adapter(model, directory / "lora_adapter")
         log.info("exported %s to %s", ", ".join(self.formats), directory)

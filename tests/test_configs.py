@@ -65,7 +65,7 @@ def test_data_fragment_swaps_the_domain_of_an_experiment(fragment: str, monkeypa
 def test_trainer_fragment_merges_with_the_experiment(monkeypatch, capsys) -> None:
     full = resolved(monkeypatch, capsys, "config_yaml/trainer/westar_real.yaml", "config_yaml/westar_kitti.yaml")
     trainer = full["trainer"]
-    assert trainer["max_steps"] == 5000 and trainer["deterministic"] is True  # from the fragment
+    assert trainer["max_steps"] == 5000 and trainer["deterministic"] == "warn"  # fragment, CLI default
     assert trainer["default_root_dir"] == "outputs/westar_kitti"  # from the experiment
     assert [c["class_path"] for c in trainer["callbacks"]][-1] == "lightning_modules.ExportCallback"
 

@@ -16,6 +16,7 @@ from depthadapt.models import (
     CheckpointMismatchError,
     build_depth_model,
     infer,
+    infer_flip_tta,
     interpolate_pos_embed,
     load_checkpoint,
     network_input_size,
@@ -258,3 +259,21 @@ def test_bf16_autocast_runs_close_to_fp32() -> None:
             half = model(x)
     assert half.dtype == torch.bfloat16
     assert ((half.float() - full).abs().mean() / full.abs().mean()).item() < 0.05
+
+
+def test_flip_tta_is_the_mean_of_both_passes_and_flip_equivariant() -> None:
+    model = build_depth_model("vitt").eval()
+    torch.nn.init.constant_(model.depth_head.scratch.output_conv2[2].bias, 1.0)
+    images = torch.rand(2, 3, 40, 60)
+    got = infer_flip_tta(model, images, input_size=56)
+    expected = 0.5 * (infer(model, images, 56) + infer(model, images.flip(-1), 56).flip(-1))
+    assert got.shape == (2, 40, 60)
+    torch.testing.assert_close(got, expected)
+    mirrored = infer_flip_tta(model, images.flip(-1), input_size=56)
+    torch.testing.assert_close(mirrored, got.flip(-1), rtol=1e-4, atol=1e-5)
+    plain = infer(model, images, 56)
+    assert (infer(model, images.flip(-1), 56) - plain.flip(-1)).abs().max() > 1e-3  # the model alone is not
+    rgb = (images[0].permute(1, 2, 0) * 255).to(torch.uint8).numpy()
+    array = infer_flip_tta(model, rgb, input_size=56)
+    torch.testing.assert_close(infer_flip_tta(model, np.ascontiguousarray(rgb[:, ::-1]), 56), array.flip(-1),
+                               rtol=1e-4, atol=1e-5)

@@ -10,10 +10,10 @@ import torch
 
 import cli
 from depthadapt.io import read_depth
-from lightning_modules.supervised import TABLE_COLUMNS
 from depthadapt.models import build_depth_model, to_official_state_dict
 from depthadapt.models.card import DepthModelCard
 from lightning_modules import SupervisedDepth
+from lightning_modules.supervised import TABLE_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "tests" / "configs"
@@ -120,3 +120,26 @@ def test_shipped_configs_parse(config: str, expected: str, monkeypatch, capsys) 
     with pytest.raises(SystemExit):
         cli.main(["fit", "--config", f"config_yaml/{config}", "--print_config"])
     assert expected in capsys.readouterr().out
+
+
+def test_gradient_matching_and_flip_tta_switches_reach_the_model(synthetic_batch) -> None:
+    from depthadapt.gradient_matching import gradient_matching_loss
+    from depthadapt.metrics import depth_to_disparity
+
+    card = DepthModelCard("vitt", input_size=28)
+    batch = synthetic_batch()
+    plain, matched = SupervisedDepth(card), SupervisedDepth(card, gradient_matching_weight=2.0)
+    matched.model.load_state_dict(plain.model.state_dict())
+    with torch.no_grad():
+        pred = plain(batch["image"])
+        extra = gradient_matching_loss(pred, depth_to_disparity(batch["depth"], batch["valid"]), batch["valid"])
+        assert extra > 0
+        difference = matched.training_step(batch, 0) - plain.training_step(batch, 0)
+    torch.testing.assert_close(difference, 2.0 * extra)
+    flipped = SupervisedDepth(card, flip_tta=True)
+    flipped.model.load_state_dict(plain.model.state_dict())
+    image = batch["image"]
+    with torch.no_grad():
+        expected = 0.5 * (plain.predict_depth(image) + plain.predict_depth(image.flip(-1)).flip(-1))
+        torch.testing.assert_close(flipped.predict_depth(image), expected)
+        assert not torch.allclose(plain.predict_depth(image), expected)

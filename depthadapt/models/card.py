@@ -10,7 +10,7 @@ import torch
 from depthadapt.io import file_sha256
 from depthadapt.models.depth_anything import ENCODER_CONFIGS, HEADS, DepthAnythingV2
 from depthadapt.models.dinov2 import PATCH_SIZE
-from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD, infer
+from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD, infer, infer_flip_tta
 
 
 @dataclass
@@ -54,8 +54,11 @@ class DepthModelCard:
 
         return build_depth_model(self.encoder, self.head, self.max_depth, self.checkpoint, self.checkpoint_prefix)
 
-    def infer(self, model: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
-        """B x 3 x H x W images in [0, 1], any size -> B x H x W output at the card's input size, upsampled back."""
+    def infer(self, model: torch.nn.Module, image: torch.Tensor, flip_tta: bool = False) -> torch.Tensor:
+        """B x 3 x H x W images in [0, 1], any size -> B x H x W output at the card's input size, upsampled back;
+        ``flip_tta``: the mean with the flipped-back output of the mirrored images."""
+        if flip_tta:
+            return infer_flip_tta(model, image, self.input_size, self.mean, self.std)
         return infer(model, image, self.input_size, self.mean, self.std)
 
     def normalise(self, image: torch.Tensor) -> torch.Tensor:

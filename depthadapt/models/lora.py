@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from torch import nn
+
+from depthadapt.models.checkpoint import CheckpointMismatchError, atomic_directory
 
 
 def add_lora(
@@ -40,14 +40,20 @@ def save_lora_adapter(model: nn.Module, directory: str | os.PathLike) -> Path:
     """
     if not hasattr(model, "save_pretrained"):
         raise TypeError(f"{type(model).__name__} is not a peft model: nothing to save as an adapter")
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as staging:
         model.save_pretrained(staging)
-        if directory.exists():
-            shutil.rmtree(directory)
-        staging.rename(directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
+    return Path(directory)
+
+
+def merge_lora_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
+    """`model` (the adapter's base, weights loaded) with the peft adapter folder `directory` merged in."""
+    from peft import PeftModel
+
+    directory = Path(directory)
+    if not (directory / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{directory} is not a peft adapter folder (no adapter_config.json)")
+    try:
+        adapted = PeftModel.from_pretrained(model, directory)
+    except (KeyError, RuntimeError, ValueError) as error:
+        raise CheckpointMismatchError(f"the LoRA adapter {directory} does not fit this base model: {error}") from error
+    return adapted.merge_and_unload()

@@ -78,10 +78,16 @@ def infer(
 
 
 @torch.no_grad()
-def infer_flip_tta(model: nn.Module, image: np.ndarray | torch.Tensor, input_size: int = 518) -> torch.Tensor:
+def infer_flip_tta(
+    model: nn.Module,
+    image: np.ndarray | torch.Tensor,
+    input_size: int = 518,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> torch.Tensor:
     """Flip test-time augmentation: the mean of `infer` on `image` and, flipped back, on its mirror image.
 
-    `image` and the returned shape as for `infer` (H x W or B x H x W).
+    `image`, the other arguments and the returned shape as for `infer` (H x W or B x H x W).
     """
     mirrored = np.ascontiguousarray(image[:, ::-1]) if isinstance(image, np.ndarray) else image.flip(-1)
-    return 0.5 * (infer(model, image, input_size) + infer(model, mirrored, input_size).flip(-1))
+    return 0.5 * (infer(model, image, input_size, mean, std) + infer(model, mirrored, input_size, mean, std).flip(-1))

@@ -1,0 +1,49 @@
+"""``python -m depthadapt.annotate --images DIR --output labels.jsonl``: label ordinal depth pairs in a browser."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from depthadapt.annotate.server import open_session, serve
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line of the annotation server."""
+    parser = argparse.ArgumentParser(
+        prog="python -m depthadapt.annotate",
+        description="Serve a web page to label ordinal depth pairs (WeSTAR weak labels) for a folder of images.",
+    )
+    parser.add_argument("--images", required=True, help="folder of images to label (recursive)")
+    parser.add_argument("--output", required=True,
+                        help="JSON Lines labels file (data.ordinal_file); an existing one is resumed")
+    parser.add_argument("--pairs-per-image", type=int, default=5,
+                        help="structured samples per image (anchor + farther + closer point = 3 pairs each); "
+                             "default 5, the paper's")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 shares it on the LAN)")
+    parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
+    parser.add_argument("--depth-dir", help="folder of depth maps named like the images, shown as an overlay")
+    parser.add_argument("--force", action="store_true",
+                        help="accept an --output that also holds labels of other images (those lines are kept)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server; bad input prints what to change and returns 2."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        session = open_session(args.images, args.output, args.pairs_per_image, args.depth_dir, args.force)
+        serve(session, args.host, args.port)
+    except ValueError as err:  # bad input: a folder, a labels file, a port
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
