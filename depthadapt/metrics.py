@@ -26,6 +26,7 @@ __all__ = [
     "depth_to_disparity",
     "eval_crop_mask",
     "format_metrics_table",
+    "suspect_depth_scale",
 ]
 
 METRIC_NAMES: tuple[str, ...] = ("d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog")
@@ -164,6 +165,28 @@ def depth_metrics(
     valid = _valid_mask(gt, mask, min_depth, max_depth, crop)
     out_dtype = _out_dtype(pred)
     return {k: v.to(out_dtype) for k, v in _masked_metrics(pred, gt, valid, min_depth).items()}
+
+
+_SCALE_FACTORS = (256.0, 1 / 256.0, 1000.0, 1 / 1000.0, 100.0, 1 / 100.0)
+_MIN_PLAUSIBLE_MEDIAN = 0.2  # metres: no scene a depth model is evaluated on has half its pixels nearer
+
+
+def suspect_depth_scale(depth: Tensor, valid: Tensor, min_depth: float, max_depth: float) -> str | None:
+    """A message when the valid ground truth's median lies outside ``[max(min_depth, 0.2 m), max_depth]`` (a wrong
+    ``depth_scale``), naming the usual factors that would bring it into range; None when it looks plausible."""
+    values = depth[valid & torch.isfinite(depth) & (depth > 0)]
+    if values.numel() == 0:
+        return None
+    median = float(values.median())
+    low = max(min_depth, _MIN_PLAUSIBLE_MEDIAN)
+    if low <= median <= max_depth:
+        return None
+    fixes = ", ".join(f"x {f:g} -> {median * f:.4g} m" for f in _SCALE_FACTORS if low <= median * f <= max_depth)
+    return (
+        f"the valid ground truth's median is {median:.4g} m, outside the plausible {low:g}..{max_depth:g} m: is the "
+        f"depth scale right? ({fixes or 'no usual factor fits'}; data.depth_scale multiplies every stored value: "
+        "1/256 for KITTI-style 16-bit PNG, 1 for files in metres)"
+    )
 
 
 def depth_to_disparity(depth: Tensor, valid: Tensor | None = None) -> Tensor:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from lightning import LightningModule
 
-from depthadapt.metrics import DepthMetrics, eval_crop_mask
+from depthadapt.metrics import DepthMetrics, eval_crop_mask, suspect_depth_scale
 from depthadapt.models.card import DepthModelCard
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class DepthTask(LightningModule):
         DepthMetrics(**self.eval_settings)  # fails early on a bad range or crop name
         self.skipped = SkippedSamples()
         self.initial_seed = torch.initial_seed()
+        self.scale_checked = False  # the ground truth's scale is checked on the first evaluated batch of a stage
 
     # --- models -------------------------------------------------------------------------------------------
     @staticmethod
@@ -106,6 +107,12 @@ class DepthTask(LightningModule):
         valid &= batch["depth"] <= self.eval_settings["max_depth"]
         if self.eval_settings["crop"] is not None:
             valid &= eval_crop_mask(*valid.shape[-2:], self.eval_settings["crop"]).to(valid.device)
+        if not self.scale_checked:
+            self.scale_checked = True
+            message = suspect_depth_scale(batch["depth"], batch["valid"], **{k: self.eval_settings[k] for k in
+                                                                             ("min_depth", "max_depth")})
+            if message:
+                log.warning("%s (first batch: %s)", message, batch["name"][0])
         empty = (~valid.flatten(1).any(1)).tolist()
         self.skipped.add((name, NO_VALID_PIXEL) for name, e in zip(batch["name"], empty, strict=True) if e)
         metrics.update(prediction, batch["depth"], batch["valid"])
@@ -123,9 +130,11 @@ class DepthTask(LightningModule):
 
     def on_validation_end(self) -> None:
         self.skipped.report("validate")
+        self.scale_checked = False
 
     def on_test_end(self) -> None:
         self.skipped.report("test")
+        self.scale_checked = False
 
     def on_predict_end(self) -> None:
         self.skipped.report("predict")

@@ -130,3 +130,24 @@ def test_default_precision_follows_hardware(monkeypatch: pytest.MonkeyPatch) -> 
     assert cli.default_precision() == "bf16-mixed"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     assert cli.default_precision() == "32-true"
+
+
+def test_bf16_mixed_fit_runs_under_cpu_autocast(dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_modules import SupervisedDepth
+
+    images, depths = dataset
+    seen: dict = {}
+    step = SupervisedDepth.training_step
+
+    def spy(self, batch, batch_idx):
+        seen["autocast"] = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        seen["output"] = self(batch["image"]).dtype
+        loss = step(self, batch, batch_idx)
+        seen["loss"] = float(loss)
+        return loss
+
+    monkeypatch.setattr(SupervisedDepth, "training_step", spy)
+    run = cli.main(["fit", "--config", str(CONFIGS / "fit.yaml"), "--data.image_dir", str(images),
+                    "--data.depth_dir", str(depths), "--trainer.precision", "bf16-mixed"])
+    assert run.trainer.global_step == 2
+    assert seen["autocast"] and seen["output"] == torch.bfloat16 and np.isfinite(seen["loss"])

@@ -331,3 +331,31 @@ def test_format_metrics_table():
         "0",
     ]
     assert len(format_metrics_table({"abs_rel": torch.tensor(0.5)}).splitlines()) == 2
+
+
+def test_a_wrong_depth_scale_is_suspected_and_the_factor_named():
+    from depthadapt.metrics import suspect_depth_scale
+
+    metres = torch.linspace(2.0, 30.0, 200).reshape(1, 10, 20)
+    valid = torch.ones_like(metres, dtype=torch.bool)
+    assert suspect_depth_scale(metres, valid, 1e-3, 80.0) is None
+    message = suspect_depth_scale(metres / 256, valid, 1e-3, 80.0)  # metres read with depth_scale 1/256
+    assert message is not None and "x 256 -> 15.93 m" in message
+    message = suspect_depth_scale(metres * 1000, valid, 1e-3, 80.0)  # millimetres read as metres
+    assert message is not None and "x 0.001 -> 15.93 m" in message and "x 256 " not in message
+    assert suspect_depth_scale(metres * 0, valid, 1e-3, 80.0) is None  # nothing valid: nothing to say
+
+
+def test_evaluation_warns_once_per_stage_about_a_suspect_scale(caplog, synthetic_batch):
+    import logging
+
+    from depthadapt.models.card import DepthModelCard
+    from lightning_modules import SupervisedDepth
+
+    task = SupervisedDepth(DepthModelCard("vitt", input_size=28))
+    batch = synthetic_batch()
+    batch["depth"] = batch["depth"] / 256
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            task.evaluate(task.test_metrics, torch.rand(2, 28, 56), batch)
+    assert caplog.text.count("x 256 -> ") == 1 and "first batch: img0" in caplog.text

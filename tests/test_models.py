@@ -277,3 +277,37 @@ def test_flip_tta_is_the_mean_of_both_passes_and_flip_equivariant() -> None:
     array = infer_flip_tta(model, rgb, input_size=56)
     torch.testing.assert_close(infer_flip_tta(model, np.ascontiguousarray(rgb[:, ::-1]), 56), array.flip(-1),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_official_code_runs_the_merged_lora_export_with_the_adapted_outputs(vits_pair) -> None:
+    """What README promises of adapted_model.pth: it loads into the official code and gives the adapted outputs."""
+    from depthadapt.models.lora import add_lora
+
+    reference, _ = vits_pair
+    ours = build_depth_model("vits").eval()
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    adapted = add_lora(ours, rank=8, alpha=16.0, target_modules=("qkv",))
+    for name, param in adapted.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)
+    official = official_model("vits")
+    official.load_state_dict(to_official_state_dict(adapted), strict=True)
+    x = torch.randn(1, 3, 196, 280)
+    with torch.no_grad():
+        expected, got = adapted(x), official(x)
+        with adapted.disable_adapter():
+            source = adapted(x)
+    assert ((got - expected).abs().max() / expected.abs().max()).item() < 1e-4
+    assert ((source - expected).abs().max() / expected.abs().max()).item() > 1e-3  # the adapters do change it
+
+
+def test_extreme_aspect_ratios_are_warned_about() -> None:
+    from depthadapt.models import network_input_size
+
+    with pytest.warns(UserWarning, match=r"a 50 x 3000 image becomes a 518 x 31080 network input"):
+        assert network_input_size(50, 3000, 518) == (518, 31080)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        network_input_size(375, 1242, 518)  # KITTI: no warning

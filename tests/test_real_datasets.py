@@ -13,6 +13,7 @@ import torch
 from jsonargparse import ArgumentParser
 from torch.utils.data import DataLoader
 
+from datamodules.base import collate_samples
 from datamodules.benchmarks import (
     DIODEDataModule,
     DIODEDataset,
@@ -23,7 +24,6 @@ from datamodules.benchmarks import (
     SintelDataModule,
     SintelDataset,
 )
-from datamodules.base import collate_samples
 from datamodules.kitti import (
     KITTI_EIGEN_TEST_SPLIT,
     KITTIDataModule,

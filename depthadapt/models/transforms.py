@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import cv2
 import numpy as np
@@ -14,6 +15,8 @@ from depthadapt.models.dinov2 import PATCH_SIZE
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+MAX_PIXEL_FACTOR = 16
+"""Inputs with more than this many times the pixels of an input_size x input_size square are warned about."""
 
 
 def network_input_size(height: int, width: int, input_size: int = 518) -> tuple[int, int]:
@@ -24,7 +27,15 @@ def network_input_size(height: int, width: int, input_size: int = 518) -> tuple[
         y = int(np.round(x / PATCH_SIZE) * PATCH_SIZE)
         return y if y >= input_size else int(math.ceil(x / PATCH_SIZE) * PATCH_SIZE)
 
-    return to_multiple(scale * height), to_multiple(scale * width)
+    size = to_multiple(scale * height), to_multiple(scale * width)
+    if size[0] * size[1] > MAX_PIXEL_FACTOR * input_size**2:
+        warnings.warn(
+            f"a {height} x {width} image becomes a {size[0]} x {size[1]} network input at input_size {input_size} "
+            f"(aspect ratio {max(height, width) / min(height, width):.1f}: > {MAX_PIXEL_FACTOR}x the pixels of a "
+            "square input, slow and memory-hungry): crop or tile such images, or lower input_size",
+            stacklevel=2,
+        )
+    return size
 
 
 def preprocess(
