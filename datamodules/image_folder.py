@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from datamodules.base import HorizontalFlip, list_image_files, make_sample, preview, read_split_file, sample_loader
 from depthadapt.io import IMAGE_SUFFIXES, UnreadableFileError, read_depth, read_image
+from depthadapt.sparse_alignment import read_sparse_csv
 
 __all__ = ["ImageFolderDataModule", "ImageFolderDataset"]
 
@@ -112,8 +113,17 @@ class ImageFolderDataset(Dataset):
         return self.depth_dir / (posixpath.splitext(name)[0] + self.depth_suffix)
 
     def read_ground_truth(self, name: str, height: int, width: int) -> np.ndarray:
-        """H x W float32 metres (0 invalid) of image ``name`` (H x W); UnreadableFileError if unreadable."""
-        return read_depth(self.depth_path(name), self.depth_scale)
+        """H x W float32 metres (0 invalid) of image ``name`` (H x W); UnreadableFileError if unreadable.
+
+        ``.csv`` files hold sparse points (columns x, y, metres: ``depthadapt.sparse_alignment.read_sparse_csv``).
+        """
+        path = self.depth_path(name)
+        if path.suffix.lower() == ".csv":
+            try:
+                return read_sparse_csv(path, height, width).numpy() * np.float32(self.depth_scale)
+            except (OSError, ValueError) as err:
+                raise UnreadableFileError(path, str(err)) from None
+        return read_depth(path, self.depth_scale)
 
     def exclude(self, names: Iterable[str]) -> int:
         """Drop the images with these relative paths (e.g. already processed); return how many."""
@@ -160,7 +170,8 @@ class ImageFolderDataModule(LightningDataModule):
     During fit the last ``val_fraction`` of the sorted images is held out for validation
     (none if 0); ``validate`` uses that split, or the whole folder when ``val_fraction`` is 0.
     Fit, validate and test need ``depth_dir``; predict reads images only, so images without
-    ground truth are still predicted. ``hflip`` randomly flips training samples.
+    ground truth are still predicted, unless ``predict_with_depth`` (e.g. sparse metric points for
+    ``SparseAlignedDepth``). ``hflip`` randomly flips training samples.
     """
 
     def __init__(
@@ -175,6 +186,7 @@ class ImageFolderDataModule(LightningDataModule):
         batch_size: int = 1,
         num_workers: int = 0,
         hflip: bool = False,
+        predict_with_depth: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
@@ -193,6 +205,7 @@ class ImageFolderDataModule(LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.hflip = hflip
+        self.predict_with_depth = predict_with_depth
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: ImageFolderDataset | None = None
@@ -250,7 +263,7 @@ class ImageFolderDataModule(LightningDataModule):
         elif stage == "test" and self.test_dataset is None:
             self.test_dataset = self._dataset(with_depth=True, stage="test")
         elif stage == "predict" and self.predict_dataset is None:
-            self.predict_dataset = self._dataset(with_depth=False, stage="predict")
+            self.predict_dataset = self._dataset(with_depth=self.predict_with_depth, stage="predict")
 
     def _loader(self, dataset: Dataset | None, stage: str, shuffle: bool = False) -> DataLoader:
         if dataset is None:

@@ -154,11 +154,12 @@ def check_output_manifest(directory: str | os.PathLike, manifest: dict, overwrit
 
     Returns True when the folder already holds outputs of this very manifest (a resume: finished items may be
     skipped), False for a new folder or with ``overwrite`` (everything is written anew). A folder whose manifest
-    differs is an error naming the differing fields, unless ``overwrite``.
+    differs is an error naming the differing fields, unless ``overwrite`` or the folder holds no output yet.
     """
     path = Path(directory) / MANIFEST_NAME
     manifest = json.loads(json.dumps(manifest))  # the JSON form, as it will be read back
-    if path.is_file() and not overwrite:
+    only_manifest = path.is_file() and all(p.name == MANIFEST_NAME for p in Path(directory).iterdir())
+    if path.is_file() and not overwrite and not only_manifest:  # a folder without outputs is free to take
         try:
             previous = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:

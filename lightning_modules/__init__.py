@@ -3,6 +3,7 @@
 from lightning_modules.base import DepthTask
 from lightning_modules.dual_teacher import DualTeacherLabeler
 from lightning_modules.instance_masks import SAM2MaskPredictor
+from lightning_modules.sparse_alignment import SparseAlignedDepth
 from lightning_modules.supervised import SupervisedDepth
 from lightning_modules.westar import WeSTARAdapter
 from lightning_modules.writers import (
@@ -22,6 +23,7 @@ __all__ = [
     "PseudoLabelWriter",
     "ResumableWriter",
     "SAM2MaskPredictor",
+    "SparseAlignedDepth",
     "SupervisedDepth",
     "WeSTARAdapter",
 ]

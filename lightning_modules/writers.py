@@ -33,6 +33,7 @@ from depthadapt.io import (
 )
 from depthadapt.masks import mask_cache_path, write_instance_map
 from depthadapt.models.lora import save_lora_adapter
+from depthadapt.pointcloud import depth_to_points, make_intrinsics, write_ply
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,9 @@ class ResumableWriter(BasePredictionWriter):
         names = prediction["name"]
         for i, name in enumerate(names):
             item = {k: v if isinstance(v, str) or v is None else v[i] for k, v in prediction.items() if k != "name"}
-            if "image" in batch and len(batch["image"]) == len(names):
-                item["image"] = batch["image"][i]
+            for key in ("image", "intrinsics"):  # what writers may need of the input
+                if key in batch and len(batch[key]) == len(names):
+                    item[key] = batch[key][i]
             self.write(name, item)
             self.written += 1
 
@@ -138,33 +140,56 @@ class ResumableWriter(BasePredictionWriter):
                  self.written, self.output_dir, self.already_done)
 
 
-FORMATS = ("npy", "png16", "color")
-_SUFFIXES = {"npy": ".npy", "png16": ".png", "color": "_color.png"}
+FORMATS = ("npy", "png16", "color", "ply")
+_SUFFIXES = {"npy": ".npy", "png16": ".png", "color": "_color.png", "ply": ".ply"}
 
 
 class DepthMapWriter(ResumableWriter):
-    """Per image ``a/b.jpg``: ``a/b.npy`` (float32 output), ``a/b.png`` (16 bit) and ``a/b_color.png`` (to look at).
+    """Per image ``a/b.jpg``: ``a/b.npy`` (float32 output), ``a/b.png`` (16 bit), ``a/b_color.png`` (to look at) and,
+    for metric predictions, ``a/b.ply`` (a binary point cloud, x y z metres in the camera frame + RGB).
 
     The 16-bit PNG holds metres x ``png_scale`` for a metric prediction (the KITTI convention, 0 invalid) and the
-    per-image min-max normalised output for a relative one; the kind comes with the prediction.
+    per-image min-max normalised output for a relative one; the kind comes with the prediction. Point clouds use
+    ``intrinsics`` (fx, fy, cx, cy in pixels of the image as stored), else ``focal_length`` (principal point at the
+    centre), else the sample's own ``intrinsics`` (synthetic scenes; KITTI's calibration).
     """
 
     def __init__(
         self,
         output_dir: str = "outputs/predictions",
-        formats: Sequence[str] = FORMATS,
+        formats: Sequence[str] = ("npy", "png16", "color"),
         png_scale: float = 256.0,
+        intrinsics: tuple[float, float, float, float] | None = None,
+        focal_length: float | None = None,
         overwrite: bool = False,
     ) -> None:
         unknown = sorted(set(formats) - set(FORMATS))
         if unknown or not formats:
             raise ValueError(f"DepthMapWriter.formats must be a non-empty subset of {FORMATS}, got {list(formats)}")
+        if intrinsics is not None and focal_length is not None:
+            raise ValueError("DepthMapWriter: give intrinsics (fx, fy, cx, cy) or focal_length, not both")
         super().__init__(output_dir, overwrite)
         self.formats = tuple(formats)
         self.png_scale = png_scale
+        self.intrinsics = None if intrinsics is None else tuple(float(v) for v in intrinsics)
+        self.focal_length = focal_length
 
     def settings(self) -> dict[str, Any]:
-        return {"formats": list(self.formats), "png_scale": self.png_scale}
+        return {"formats": list(self.formats), "png_scale": self.png_scale, "intrinsics": self.intrinsics,
+                "focal_length": self.focal_length}
+
+    def camera(self, name: str, item: dict[str, Any], height: int, width: int) -> tuple[float, ...]:
+        """The (fx, fy, cx, cy) of image ``name`` for its point cloud."""
+        if self.intrinsics is not None:
+            return self.intrinsics
+        if self.focal_length is not None:
+            return make_intrinsics(height, width, focal=self.focal_length)
+        if "intrinsics" in item:
+            return tuple(float(v) for v in item["intrinsics"])
+        raise ValueError(
+            f"a point cloud of {name} needs the camera: set the writer's intrinsics [fx, fy, cx, cy] or focal_length "
+            "(pixels), or use a dataset whose samples carry intrinsics"
+        )
 
     def paths(self, name: str) -> dict[str, Path]:
         """Output file of each format for the image with relative path ``name``."""
@@ -184,6 +209,15 @@ class DepthMapWriter(ResumableWriter):
                 write_relative_png16(paths["png16"], output)
         if "color" in paths:
             write_color_png(paths["color"], colorize_depth(output, invert=metric))
+        if "ply" in paths:
+            if not metric:
+                raise ValueError(
+                    f"point clouds need metric depth, but {name} has a relative prediction: use a metric model card, "
+                    "or SparseAlignedDepth to make a relative model metric, or drop ply from the writer's formats"
+                )
+            camera = self.camera(name, item, *output.shape)
+            points, colors = depth_to_points(item["depth"], camera, item.get("image"))
+            write_ply(paths["ply"], points, colors)
 
 
 class PseudoLabelWriter(ResumableWriter):

@@ -151,3 +151,24 @@ def test_bf16_mixed_fit_runs_under_cpu_autocast(dataset, monkeypatch: pytest.Mon
                     "--data.depth_dir", str(depths), "--trainer.precision", "bf16-mixed"])
     assert run.trainer.global_step == 2
     assert seen["autocast"] and seen["output"] == torch.bfloat16 and np.isfinite(seen["loss"])
+
+
+def test_another_model_into_the_same_folder_is_refused_and_outputs_are_never_inputs(dataset, caplog) -> None:
+    from depthadapt.io import MANIFEST_NAME, OutputManifestError
+
+    images, _ = dataset
+    output = images / "predictions"  # inside the image folder: must not be read back as input
+    args = ["predict", "--config", str(CONFIGS / "predict.yaml"), "--data.image_dir", str(images),
+            "--trainer.callbacks.init_args.output_dir", str(output)]
+    cli.main(args)
+    assert (output / MANIFEST_NAME).is_file() and len(list(output.rglob("*.npy"))) == 4
+    with caplog.at_level(logging.INFO):
+        cli.main(args)  # same job: a resume, nothing redone, the outputs are not inputs
+    assert "wrote 0 items to" in caplog.text and "(4 already done)" in caplog.text
+    other = ["--model.model", "{encoder: vitt, head: metric, checkpoint: null, input_size: 70}"]
+    with pytest.raises(OutputManifestError, match=r"holds outputs written with other settings \(model:"):
+        cli.main([*args, *other])
+    stamp = (output / "seq0" / "frame_000.npy").stat().st_mtime_ns
+    cli.main([*args, *other, "--trainer.callbacks.init_args.overwrite", "true"])
+    assert (output / "seq0" / "frame_000.npy").stat().st_mtime_ns != stamp  # written anew by the other model
+    assert '"head": "metric"' in (output / MANIFEST_NAME).read_text()

@@ -1,0 +1,62 @@
+"""A relative model made metric per image by a few known depths (projected LiDAR, a survey): 1 / d = s * out + t."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from depthadapt.models.card import DepthModelCard
+from depthadapt.sparse_alignment import METHODS, align_to_sparse
+from lightning_modules.base import DepthTask
+
+
+class SparseAlignedDepth(DepthTask):
+    """Predict with a relative model (``model``: its card) and align each image to its sparse metric points.
+
+    The datamodule gives the points as the sample's ``depth`` (a map with few valid pixels, or a CSV of x, y, metres:
+    ``ImageFolderDataModule(depth_suffix=".csv", predict_with_depth=true)``). Per image the scale and shift of
+    ``1 / depth = scale * out + shift`` are fitted by ``method`` (``lstsq`` or ``ransac``, through
+    ``depthadapt.alignment.fit_scale_shift``); images with fewer than ``min_points`` points are flagged as fallbacks
+    in the records. ``predict`` gives metric depth maps for ``DepthMapWriter`` (PNG, npy, point clouds).
+    """
+
+    def __init__(
+        self,
+        model: DepthModelCard,
+        method: str = "ransac",
+        min_points: int = 10,
+        relative_threshold: float = 0.05,
+        max_trials: int = 1000,
+        seed: int = 0,
+        min_depth: float = 1e-3,
+        max_depth: float = 80.0,
+    ) -> None:
+        if model.head != "relative":
+            raise ValueError(f"sparse alignment calibrates a relative model: the card's head is {model.head}")
+        if method not in METHODS:
+            raise ValueError(f"model.method must be one of {', '.join(METHODS)}, got {method!r}")
+        super().__init__(eval_min_depth=min_depth, eval_max_depth=max_depth)
+        self.save_hyperparameters()
+        self.card = model
+        self.model = self.build_model(model).requires_grad_(False).eval()
+        self.fit = dict(method=method, min_points=min_points, min_depth=min_depth, max_depth=max_depth,
+                        relative_threshold=relative_threshold, max_trials=max_trials, seed=seed)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """``{"name", "kind": "metric", "depth": B x H x W metres, "records": per-image fit}``."""
+        if not self.take_batch(batch):
+            return {"name": [], "kind": "metric", "depth": None, "records": []}
+        if "depth" not in batch:
+            raise ValueError(
+                "sparse alignment needs each image's metric points as its depth map: set data.depth_dir (maps with "
+                "few valid pixels, or .csv files of x, y, metres) and data.predict_with_depth true"
+            )
+        aligned = align_to_sparse(self.card.infer(self.model, batch["image"]), batch["depth"], **self.fit)
+        records = [
+            {"scale": float(s), "shift": float(t), "points": int(n), "fallback": bool(f)}
+            for s, t, n, f in zip(aligned.scale, aligned.shift, aligned.points, aligned.fallback, strict=True)
+        ]
+        return {"name": batch["name"], "kind": "metric", "depth": aligned.depth.cpu(), "records": records}
+
+    def manifest(self) -> dict[str, Any]:
+        """What wrote a prediction folder: the relative model's card and the fit settings."""
+        return {"task": type(self).__name__, "model": self.card.describe(), "fit": self.fit}
