@@ -37,7 +37,9 @@ class WeSTARAdapter(DepthTask):
     teacher labels a weakly augmented view and the student predicts a strongly augmented view of the same images;
     the loss is ``depthadapt.westar.WeSTARLoss``: ``self_training_weight`` x the self-training loss over ``context``
     + ``weak_weight`` x the ordinal ranking loss on sparse pairs (``simulate``d from ground truth, or read by the
-    datamodule from a JSON Lines file: ``dataset``) + ``regularizer_weight`` x the LoRA weight regulariser.
+    datamodule from a JSON Lines file: ``dataset``) + ``regularizer_weight`` x the LoRA weight regulariser. Every
+    ``log_every_n_steps`` the gradient norm of each weighted term is logged as ``train/grad_norm/<term>``
+    (``log_grad_norms``), to see whether one term swamps another.
 
     Validation and test score the source model (adapters off) and the adapted one (``eval_model``: student or EMA
     teacher), affine-invariantly, clean and under each of ``eval_corruptions`` at ``eval_severity``. Exports at the
@@ -76,6 +78,7 @@ class WeSTARAdapter(DepthTask):
         eval_max_depth: float = 80.0,
         eval_crop: str | None = None,
         panel_images: int = 2,
+        log_grad_norms: bool = True,
     ) -> None:
         if model.head != "relative":
             raise ValueError(f"WeSTAR adapts a relative model: the model card's head is {model.head}, not relative")
@@ -97,7 +100,7 @@ class WeSTARAdapter(DepthTask):
         self.strong_augmentation = strong_augmentation
         self.ordinal_labels, self.eval_model = ordinal_labels, eval_model
         self.ordinal_anchors, self.ordinal_relative_margin = ordinal_anchors, ordinal_relative_margin
-        self.panel_images = panel_images
+        self.panel_images, self.log_grad_norms = panel_images, log_grad_norms
         self.conditions = EvaluationConditions(eval_corruptions, eval_severity)
         self.eval_metrics = nn.ModuleDict(
             {f"{stage}_{m}_{c}": self.make_metrics(affine_invariant=True)
@@ -154,8 +157,21 @@ class WeSTARAdapter(DepthTask):
         terms = self.objective(pred, pseudo_label, batch.get("instances"), ordinal, self.model)
         loss = terms.pop("loss")
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=len(pred))
+        if self.log_grad_norms and self._trainer is not None and self.global_step % self.trainer.log_every_n_steps == 0:
+            self.log_dict({f"train/grad_norm/{k}": v for k, v in self.term_gradient_norms(terms).items()},
+                          batch_size=len(pred))
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=len(pred))
         return loss
+
+    def term_gradient_norms(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """L2 norm of each weighted term's gradient over the trainable (LoRA) parameters: the terms' balance."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        norms = {}
+        for name, value in terms.items():
+            weighted = self.objective.weights[name] * value
+            grads = torch.autograd.grad(weighted, params, retain_graph=True, allow_unused=True)
+            norms[name] = torch.sqrt(sum(g.pow(2).sum() for g in grads if g is not None) + 0.0)
+        return norms
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """EMA update of the teacher after each optimiser step."""

@@ -252,3 +252,26 @@ def test_resume_restores_lora_teacher_optimizer_and_scheduler(
     saved_state = saved["optimizer_states"][0]["state"]
     for index, exp_avg in enumerate(restored["exp_avg"]):
         torch.testing.assert_close(exp_avg, saved_state[index]["exp_avg"])
+
+
+def test_gradient_norm_per_term_is_the_norm_of_that_terms_gradient(synthetic_batch) -> None:
+    module = WeSTARAdapter(TINY, weak_weight=0.5, regularizer_weight=2.0)
+    for name, param in module.model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)  # a non-zero regulariser
+    batch = synthetic_batch()
+    teacher_view, student_view = batch["image"], batch["image"]
+    with torch.no_grad():
+        pseudo_label = module.teacher(TINY.normalise(teacher_view))
+    pred = module.model(TINY.normalise(student_view))
+    terms = module.objective(pred, pseudo_label, batch["instances"], module.ordinal_pairs(batch), module.model)
+    terms.pop("loss")
+    norms = module.term_gradient_norms(terms)
+    assert set(norms) == {"self_training", "ordinal", "lora_regularizer"}
+    params = [p for p in module.model.parameters() if p.requires_grad]
+    for name, value in terms.items():
+        module.zero_grad()
+        (module.objective.weights[name] * value).backward(retain_graph=True)
+        expected = torch.sqrt(sum(p.grad.pow(2).sum() for p in params if p.grad is not None))
+        torch.testing.assert_close(norms[name], expected)
+    assert norms["lora_regularizer"] != norms["ordinal"]
