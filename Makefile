@@ -50,5 +50,13 @@ gallery: $(STAMP) ## render docs/gallery.png (every synthetic style) and docs/co
 	$(PY) docs/gallery.py
 	$(PY) docs/corruption_sheet.py
 
-pretrain: $(STAMP) ## train the tiny relative and metric teachers on the synthetic domain (~1 h, 2-core CPU)
-	$(PY) checkpoints/pretrain.py
+pretrain: $(STAMP) ## train the tiny teachers (~1 h) and the foundation-like model (~1 h), 2-core CPU; MODELS=foundation: one
+	$(PY) checkpoints/pretrain.py $(if $(MODELS),--models $(MODELS))
+
+.PHONY: benchmark-gpu
+benchmark-gpu: $(STAMP) ## every GPU figure in one run (H100/H200, < 8 min): benchmarks/gpu.json, RESULTS.md
+	$(PY) -m benchmarks.gpu
+
+.PHONY: chain
+chain: $(STAMP) ## the two papers chained (adapt -> label -> distil) on the synthetic target domain, ~10 min on 2 CPU cores
+	$(PY) -m benchmarks.chain

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from functools import partial
 
 import torch
@@ -19,12 +20,14 @@ def _images(batch: int, height: int, width: int, device: torch.device) -> torch.
     return (0.8 * smooth + 0.2 * torch.rand(batch, 3, height, width, generator=g)).clamp(0, 1).to(device)
 
 
-def measure(device: torch.device, batch: int, height: int, width: int, repeats: int) -> list[dict]:
+def measure(
+    device: torch.device, batch: int, height: int, width: int, repeats: int, corruptions: Sequence[str] = CORRUPTIONS
+) -> list[dict]:
     """One row per corruption (images/s over severities 1..5) and a "mean" row: throughput over every type."""
     images = _images(batch, height, width, device)
     seeds = torch.arange(batch)
     rows = []
-    for corruption in CORRUPTIONS:
+    for corruption in corruptions:
         seconds = [
             best_seconds(partial(corrupt, images, corruption, severity, seed=seeds), device, repeats)
             for severity in SEVERITIES

@@ -13,23 +13,28 @@ box-blurred (31 px), 5 % multiplicative noise, and outlier blobs over 10 % of th
 two factors, per scenario below). The scenes are built for timing and for comparing the two backends; they
 are not calibrated to reproduce the paper's ranking of the labelling methods (the context row).
 
-Timing: one batch of 8, best of several calls, per backend; torch at the default thread count and at one
-thread (sklearn is single-threaded). Label quality: AbsRel averaged over several RANSAC seeds, because with a
-0.1 1/m band on KITTI disparities (0.0125..0.2 1/m) many lines reach nearly the same consensus, so a single
-run of either backend moves by a few percent from seed to seed.
+Timing: one batch of 8, rounds that time every backend once in turn (sklearn, torch at the default thread count,
+torch at one thread, and the floor), so that the ratios of one round share the machine's load; the rows give the
+median over rounds. sklearn is single-threaded. The floor is ``torch.sum`` over pred and target: the bytes every
+fit must read at least once; each row gives ms per megapixel and its multiple of the floor. Label quality: AbsRel
+averaged over several RANSAC seeds, because with a 0.1 1/m band on KITTI disparities (0.0125..0.2 1/m) many
+lines reach nearly the same consensus, so a single run of either backend moves by a few percent from seed to seed.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmarks.common import best_seconds, device_description, write_result
+from benchmarks.common import device_description, write_result
 from depthadapt.alignment import ScaleShiftFit, fit_scale_shift
 from depthadapt.metrics import depth_metrics
 
@@ -95,65 +100,93 @@ def label_abs_rel(data: dict[str, Tensor], scale: Tensor, shift: Tensor) -> floa
     return depth_metrics(label, data["gt"], data["lidar"], max_depth=MAX_DEPTH)["abs_rel"].mean().item()
 
 
-def adaptive_trials(inlier_ratio: Tensor, min_samples: int, max_trials: int) -> list[int]:
-    """sklearn's trial budget (99 % confidence) at each image's final inlier ratio: roughly the trials run."""
-    out = []
-    for ratio in inlier_ratio.tolist():
-        denom = 1 - ratio**min_samples
-        out.append(max_trials if denom >= 1 else min(max_trials, math.ceil(math.log(0.01) / math.log(denom))))
-    return out
-
-
 def fit(data: dict[str, Tensor], backend: str, device: torch.device, seed: int = 0) -> ScaleShiftFit:
     """The paper's Masked RANSAC in disparity space on one batch."""
     pred, target = data["relative"].to(device), 1.0 / data["metric"].to(device)
     return fit_scale_shift(pred, target, method="ransac", backend=backend, seed=seed, **PAPER)
 
 
-def measure(
-    data: dict[str, Tensor], backend: str, device: torch.device, threads: int, repeats: int, seeds: int
-) -> dict:
-    """Seconds per batch fit (seed 0) and label quality over ``seeds`` seeds of one backend."""
-    torch.set_num_threads(threads)
-    seconds = best_seconds(lambda: fit(data, backend, device), device, repeats)
+def _seconds(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall time of one call, synchronising CUDA."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def _floor(data: dict[str, Tensor], device: torch.device) -> Callable[[], object]:
+    """The memory-bandwidth floor: one read of pred and target (``torch.sum``), the least any fit must do."""
+    pred, metric = data["relative"].to(device), data["metric"].to(device)
+    return lambda: (pred.sum(), metric.sum())
+
+
+def quality(data: dict[str, Tensor], backend: str, device: torch.device, seeds: int) -> dict:
+    """Label AbsRel over ``seeds`` RANSAC seeds and the fit's statistics at seed 0."""
     results = [fit(data, backend, device, seed) for seed in range(seeds)]
     abs_rel = [label_abs_rel(data, r.scale, r.shift) for r in results]
     return {
-        "benchmark": "ransac_speed", "backend": backend, "device": device_description(device),
-        "batch": data["relative"].shape[0], "size": [HEIGHT, WIDTH], "seconds": round(seconds, 4),
         "abs_rel_mean_over_seeds": round(sum(abs_rel) / seeds, 5), "abs_rel_per_seed": [round(a, 5) for a in abs_rel],
         "support_points": results[0].support_count.tolist(),
         "inlier_ratio": [round(r, 4) for r in results[0].inlier_ratio.tolist()],
-        "adaptive_trials": adaptive_trials(results[0].inlier_ratio, PAPER["min_samples"], PAPER["max_trials"]),
-        "fallback": int(results[0].fallback.sum()),
-        "host_load_avg_1min": round(os.getloadavg()[0], 2),  # this run counts ~1: more is other load
+        "trials": results[0].trials.tolist(), "fallback": int(results[0].fallback.sum()),
     }
 
 
 def run_scenario(name: str, outlier_factors: tuple[float, float], args: argparse.Namespace) -> list[dict]:
-    """sklearn, then torch on every device and thread count, then least-squares context, for one scenario."""
+    """Timing rounds of sklearn and torch on every device and thread count, quality, least-squares context."""
     data = make_batch(args.batch, outlier_factors)
+    megapixels = data["relative"].numel() / 1e6
     cpu = torch.device("cpu")
     threads = torch.get_num_threads()
-    scenario = {"scenario": name, "outlier_depth_factors": list(outlier_factors)}
-    reference = {**scenario, **measure(data, "sklearn", cpu, threads, 2, args.seeds)}
-    rows = [reference]
-    runs = [(cpu, n) for n in sorted({threads, 1}, reverse=True)]
-    runs += [(torch.device("cuda"), threads)] if torch.cuda.is_available() else []
-    for device, n in runs:
-        row = {**scenario, **measure(data, "torch", device, n, args.repeats, args.seeds)}
-        row["speedup_vs_sklearn"] = round(reference["seconds"] / row["seconds"], 1)
-        row["speedup_goal"] = 20 if device.type == "cpu" else 500
-        row["abs_rel_rel_diff_vs_sklearn"] = round(
-            abs(row["abs_rel_mean_over_seeds"] / reference["abs_rel_mean_over_seeds"] - 1), 5
-        )
+    runs = [("sklearn", cpu, threads)] + [("torch", cpu, n) for n in sorted({threads, 1}, reverse=True)]
+    runs += [("torch", torch.device("cuda"), threads)] if torch.cuda.is_available() else []
+    on_device = {device: {k: v.to(device) for k, v in data.items()} for _, device, _ in runs}  # copies untimed
+    times: dict[int, list[float]] = {i: [] for i in range(len(runs))}
+    floors: dict[str, list[float]] = {}
+    load = []
+    for round_index in range(args.rounds + 1):  # round 0 warms every path up and is not counted
+        for i, (backend, device, n) in enumerate(runs):
+            torch.set_num_threads(n)
+            seconds = _seconds(partial(fit, on_device[device], backend, device), device)
+            floor = min(_seconds(_floor(data, device), device) for _ in range(5))
+            if round_index:
+                times[i].append(seconds)
+                floors.setdefault(f"{device.type}{n}", []).append(floor)
+        load.append(os.getloadavg()[0])
+    torch.set_num_threads(threads)
+    scenario = {"scenario": name, "outlier_depth_factors": list(outlier_factors), "benchmark": "ransac_speed",
+                "batch": args.batch, "size": [HEIGHT, WIDTH], "rounds": args.rounds,
+                "host_load_avg_1min": [round(x, 2) for x in load]}  # this run counts ~1-2: more is other load
+    reference_quality = quality(data, "sklearn", cpu, args.seeds)
+    rows = []
+    for i, (backend, device, n) in enumerate(runs):
+        torch.set_num_threads(n)
+        median = statistics.median(times[i])
+        floor = statistics.median(floors[f"{device.type}{n}"])
+        row = {**scenario, "backend": backend, "threads": n, "device": device_description(device),
+               "seconds_median": round(median, 4), "seconds_min": round(min(times[i]), 4),
+               "ms_per_megapixel": round(1e3 * median / megapixels, 3),
+               "floor_ms_per_megapixel": round(1e3 * floor / megapixels, 4), "x_floor": round(median / floor, 1)}
+        if backend == "torch":
+            ratios = [s / t for s, t in zip(times[0], times[i], strict=True)]
+            row["speedup_vs_sklearn_median"] = round(statistics.median(ratios), 1)
+            row["speedup_goal"] = 20 if device.type == "cpu" else 500
+            row.update(quality(data, backend, device, args.seeds))
+            row["abs_rel_rel_diff_vs_sklearn"] = round(
+                abs(row["abs_rel_mean_over_seeds"] / reference_quality["abs_rel_mean_over_seeds"] - 1), 5
+            )
+        else:
+            row.update(reference_quality)
         rows.append(row)
     torch.set_num_threads(threads)
     target = 1.0 / data["metric"]
     lstsq = {s: fit_scale_shift(data["relative"], target, support=s) for s in ("all", "extremes")}
     metric = depth_metrics(data["metric"], data["gt"], data["lidar"], max_depth=MAX_DEPTH)["abs_rel"].mean()
     rows.append({
-        **scenario, "benchmark": "ransac_speed", "reference": "label quality context",
+        **scenario, "reference": "label quality context",
         "abs_rel_metric_teacher": round(metric.item(), 5),
         **{f"abs_rel_lstsq_{s}": round(label_abs_rel(data, f.scale, f.shift), 5) for s, f in lstsq.items()},
     })
@@ -163,12 +196,13 @@ def run_scenario(name: str, outlier_factors: tuple[float, float], args: argparse
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5, help="torch timing repeats (sklearn: 2)")
+    parser.add_argument("--rounds", type=int, default=5, help="timing rounds (each times every backend once)")
     parser.add_argument("--seeds", type=int, default=10, help="RANSAC seeds the label quality is averaged over")
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     args = parser.parse_args()
     rows = []
-    for name, factors in SCENARIOS.items():
-        rows += run_scenario(name, factors, args)
+    for name in args.scenarios:
+        rows += run_scenario(name, SCENARIOS[name], args)
     write_result("ransac_speed", rows)
 
 

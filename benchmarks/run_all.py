@@ -16,6 +16,8 @@ BENCHMARKS = [
     "benchmarks.westar_speed",
     "benchmarks.westar_ablation",
     "benchmarks.pseudo_label_tables",
+    "benchmarks.pseudo_label_speed",
+    "benchmarks.westar_memory",
 ]
 
 

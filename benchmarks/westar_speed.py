@@ -14,6 +14,7 @@ import torch
 
 from benchmarks.common import best_seconds, device_description, write_result
 from benchmarks.sa_hdn_speed import measure as measure_sa_hdn
+from depthadapt.models.card import DepthModelCard
 from lightning_modules import WeSTARAdapter
 
 
@@ -30,13 +31,14 @@ def training_batch(batch: int, height: int, width: int, device: torch.device) ->
         "valid": torch.ones(batch, height, width, dtype=torch.bool, device=device),
         "instances": instances.to(device),
         "index": torch.arange(batch, device=device),
+        "name": [f"random/{i}" for i in range(batch)],
         "skipped": [],
     }
 
 
 def measure(encoder: str, batch: int, height: int, width: int, device: torch.device, repeats: int) -> dict:
     """Seconds per WeSTAR training step (full method, paper's LoRA on qkv) and peak memory on a GPU."""
-    module = WeSTARAdapter(encoder=encoder).to(device)
+    module = WeSTARAdapter(model=DepthModelCard(encoder=encoder)).to(device)
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
     data = training_batch(batch, height, width, device)
     precision = "bf16-mixed" if device.type == "cuda" else "32-true"

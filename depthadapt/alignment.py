@@ -1,38 +1,37 @@
 """Scale/shift alignment of a prediction to a target (batched, torch).
 
 ``lstsq_scale_shift`` is the closed-form weighted least-squares fit. ``fit_scale_shift`` is the general
-entry point of the pseudo-labeller: least squares or RANSAC, on all valid points or on the "support"
-points at the extremes of the target's distribution, with ``sklearn.linear_model.RANSACRegressor`` as the
-reference RANSAC and a batched torch RANSAC (all images and hypotheses at once, any device) that follows
-its semantics. The private helpers ``_prepare_inputs`` (validation, flattening, validity mask) and
-``_weighted_scale_shift`` (a solver that reduces over the last dim and broadcasts over any leading dims,
-e.g. B x trials x N) are the building blocks of both.
+entry point of the pseudo-labeller: least squares or RANSAC (``depthadapt.ransac``: sklearn's
+``RANSACRegressor`` as the reference, a batched torch RANSAC that follows its semantics), on all valid points
+or on the "support" points at the extremes of the target's distribution, with its options in one
+``ScaleShiftFitOptions``. ``_weighted_scale_shift`` (a solver that reduces over the last dim and broadcasts
+over any leading dims, e.g. B x trials x N) is the building block of every fit.
+
+Speed: a fit's full-resolution work is the validity test, the support selection and its packing; on the CPU
+these run row by row in numpy (O(n) order statistics, ``flatnonzero``), on a GPU batched in torch.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ScaleShiftFit", "fit_scale_shift", "lstsq_scale_shift"]
+__all__ = ["ScaleShiftFit", "ScaleShiftFitOptions", "check_choice", "fit_scale_shift", "lstsq_scale_shift"]
 
 # Spread of pred below this fraction of its magnitude counts as "constant": below float32 resolution
 # (~6e-8) even after averaging over millions of pixels, so any real variation in the input stays above it.
 _REL_SPREAD_TOL = 1e-12
 
 
-def _prepare_inputs(
-    pred: Tensor, target: Tensor, mask: Tensor | None = None
-) -> tuple[Tensor, Tensor, Tensor, torch.dtype]:
-    """Validate and flatten B x H x W (or B x N) inputs -> float64 pred, target (B x N), bool valid, dtype.
-
-    Invalid entries (masked out, NaN or inf in pred or target) are zeroed in the returned values so that
-    masked sums never see a NaN; ``valid`` tells which entries count.
-    """
+def _check_shapes(pred: Tensor, target: Tensor, mask: Tensor | None) -> None:
+    """Raise a ValueError naming the argument unless pred, target (and mask) are one B x H x W or B x N shape."""
     if pred.shape != target.shape:
         raise ValueError(
             "pred and target must have the same shape, got "
@@ -44,6 +43,17 @@ def _prepare_inputs(
         raise ValueError(
             f"mask must have the shape of pred {tuple(pred.shape)}, got mask {tuple(mask.shape)}"
         )
+
+
+def _prepare_inputs(
+    pred: Tensor, target: Tensor, mask: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor, torch.dtype]:
+    """Validate and flatten B x H x W (or B x N) inputs -> float64 pred, target (B x N), bool valid, dtype.
+
+    Invalid entries (masked out, NaN or inf in pred or target) are zeroed in the returned values so that
+    masked sums never see a NaN; ``valid`` tells which entries count.
+    """
+    _check_shapes(pred, target, mask)
     out_dtype = pred.dtype if pred.is_floating_point() else torch.get_default_dtype()
     pred = pred.flatten(1)
     target = target.flatten(1).to(pred.device)
@@ -111,16 +121,11 @@ def lstsq_scale_shift(
 _METHODS = ("lstsq", "ransac")
 _SUPPORTS = ("all", "extremes")
 _BACKENDS = ("torch", "sklearn")
-# sklearn's RANSACRegressor default: stop once an outlier-free sample was drawn with this probability.
-_STOP_PROBABILITY = 0.99
-# Elements of one B x trials x N scoring chunk: on the CPU small enough to stay in the last-level cache
-# (measured fastest), on a GPU large enough to saturate it while staying <= 256 MB of float32.
-_CPU_CHUNK_ELEMENTS = 2**21
-_GPU_CHUNK_ELEMENTS = 2**26
-# Hypotheses are drawn in blocks of doubling size starting here, so an early stop skips most of the drawing.
-_FIRST_BLOCK = 64
-# Target of the padding slots of the batched RANSAC: residuals beyond any meaningful threshold, yet finite in float32.
-_PAD_TARGET = 1e30
+# Order statistics on the CPU: rows longer than this many sample points are bracketed from a strided sample
+# first (then only the points inside the bracket are partitioned), shorter ones are partitioned directly.
+_SAMPLE_POINTS = 16384
+# Half-width of the bracket in standard deviations of a sample rank (binomial), plus a few points.
+_BRACKET_SIGMAS = 5.0
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,8 @@ class ScaleShiftFit:
       identity when even that is degenerate).
     - ``support_count``: (B,) int64: valid points taking part in the fit (all valid, or the extremes).
     - ``inlier_ratio``: (B,) ``inliers / support_count``; 1 for least squares, 0 for a fallback.
+    - ``trials``: (B,) int64: RANSAC hypotheses scored before the adaptive stop (sklearn's ``n_trials_``);
+      0 for least squares.
     """
 
     scale: Tensor
@@ -142,6 +149,7 @@ class ScaleShiftFit:
     fallback: Tensor
     support_count: Tensor
     inlier_ratio: Tensor
+    trials: Tensor
 
     def __iter__(self) -> Iterator[Tensor]:
         return iter((self.scale, self.shift, self.inliers))
@@ -153,232 +161,211 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
-def _check_fit_args(
-    method: str,
-    support: str,
-    percentiles: tuple[float, float],
-    backend: str,
-    max_trials: int,
-    min_samples: int,
-    residual_threshold: float,
-) -> None:
-    """Validate the options of ``fit_scale_shift``; every error names the offending argument."""
-    check_choice("method", method, _METHODS)
-    check_choice("support", support, _SUPPORTS)
-    check_choice("backend", backend, _BACKENDS)
-    if len(percentiles) != 2 or not 0 <= percentiles[0] < percentiles[1] <= 100:
-        raise ValueError(f"percentiles must be (low, high) with 0 <= low < high <= 100, got {percentiles!r}")
-    if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
-        raise ValueError(f"max_trials must be an int >= 1, got {max_trials!r}")
-    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 2:
-        raise ValueError(f"min_samples must be an int >= 2 (a line needs two points), got {min_samples!r}")
-    if not (math.isfinite(residual_threshold) and residual_threshold >= 0):
-        raise ValueError(f"residual_threshold must be finite and >= 0, got {residual_threshold!r}")
+@dataclass(frozen=True)
+class ScaleShiftFitOptions:
+    """The options of ``fit_scale_shift`` in one value that a config can hold; validated when built.
 
+    ``fit_scale_shift(pred, target, mask, options)`` or ``fit_scale_shift(pred, target, mask, **asdict(options))``.
 
-def _support_mask(t: Tensor, valid: Tensor, support: str, percentiles: tuple[float, float]) -> Tensor:
-    """Points taking part in the fit: t, valid B x N -> bool B x N.
-
-    ``"extremes"``: valid points whose target is strictly below its per-image low percentile or strictly
-    above its high one (linear interpolation, numpy's default), the support points of the paper's eq. (2).
+    - ``method``: ``"lstsq"`` (closed form) or ``"ransac"`` (then a least-squares refit on the inliers).
+    - ``support``: ``"all"`` valid points or the ``"extremes"``: target strictly below its per-image
+      ``percentiles[0]`` or strictly above its ``percentiles[1]`` (numpy's linear interpolation).
+    - ``backend``: ``"torch"`` (batched, any device) or ``"sklearn"`` (``RANSACRegressor``, the reference).
+    - ``max_trials``, ``min_samples``, ``residual_threshold`` (target units, inlier if ``<=``), ``seed``: RANSAC.
     """
-    if support == "all" or valid.numel() == 0:
-        return valid
-    q = torch.tensor(percentiles, dtype=t.dtype, device=t.device) / 100
-    bounds = torch.nanquantile(torch.where(valid, t, torch.nan), q, dim=1)  # 2 x B, NaN for empty images
-    return valid & ((t < bounds[0, :, None]) | (t > bounds[1, :, None]))
+
+    method: str = "lstsq"
+    support: str = "all"
+    percentiles: tuple[float, float] = (10, 90)
+    backend: str = "torch"
+    max_trials: int = 1000
+    min_samples: int = 50
+    residual_threshold: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "percentiles", tuple(self.percentiles))  # a config may give a list
+        check_choice("method", self.method, _METHODS)
+        check_choice("support", self.support, _SUPPORTS)
+        check_choice("backend", self.backend, _BACKENDS)
+        low_high = self.percentiles
+        if len(low_high) != 2 or not 0 <= low_high[0] < low_high[1] <= 100:
+            raise ValueError(f"percentiles must be (low, high) with 0 <= low < high <= 100, got {low_high!r}")
+        for name, least in (("max_trials", 1), ("min_samples", 2), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                why = " (a line needs two points)" if name == "min_samples" else ""
+                raise ValueError(f"{name} must be an int >= {least}{why}, got {value!r}")
+        if not (math.isfinite(self.residual_threshold) and self.residual_threshold >= 0):
+            raise ValueError(f"residual_threshold must be finite and >= 0, got {self.residual_threshold!r}")
 
 
-def _ransac_sklearn(
-    p: Tensor, t: Tensor, support: Tensor, max_trials: int, min_samples: int, threshold: float, seed: int
-) -> tuple[Tensor, Tensor]:
-    """Reference RANSAC, one image at a time: p, t, support B x W -> consensus set bool B x W, found (B,).
+def _valid_mask(pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor | None:
+    """Entries that count: pred, target, mask B x N -> bool B x N, or None when every entry counts."""
+    # Two sums are finite exactly when no NaN or inf is present (or, rarely, when huge values overflow: then
+    # the elementwise test below decides): a read-only pass instead of the much slower elementwise isfinite.
+    if bool(torch.isfinite(pred.sum() + target.sum())):
+        valid = None
+    else:
+        valid = torch.isfinite(pred) & torch.isfinite(target)
+    if mask is not None:
+        mask = mask.flatten(1).to(device=pred.device, dtype=torch.bool)
+        valid = mask if valid is None else valid & mask
+    return None if valid is None or bool(valid.all()) else valid
 
-    ``support`` must mark a prefix of each row (the compact layout of ``_compact``).
+
+def _order_statistics(values: np.ndarray, ranks: tuple[int, int]) -> tuple[float, float]:
+    """The values of two adjacent 0-based ranks of a 1-D array, as ``np.sort(values)[ranks]``, in O(n).
+
+    Long rows: a bracket around the ranks from a strided sample, then a partition of the points inside it
+    only; a bracket that misses (checked by counting) falls back to partitioning the whole row.
     """
-    from sklearn.linear_model import LinearRegression, RANSACRegressor
+    n = values.size
+    if n > 4 * _SAMPLE_POINTS:
+        sample = values[:: n // _SAMPLE_POINTS]
+        m = sample.size
+        centre = ranks[0] * (m - 1) / max(n - 1, 1)
+        q = centre / max(m - 1, 1)
+        half = _BRACKET_SIGMAS * math.sqrt(m * q * (1 - q)) + 4
+        first, last = math.floor(centre - half), math.ceil(centre + 1 + half)
+        ends = np.partition(sample, [max(first, 0), min(last, m - 1)])
+        low = ends[first] if first >= 0 else -np.inf
+        high = ends[last] if last < m else np.inf
+        below = int(np.count_nonzero(values < low))
+        inside = values[np.flatnonzero((values >= low) & (values <= high))]
+        local = (ranks[0] - below, ranks[1] - below)
+        if 0 <= local[0] and local[1] < inside.size:
+            part = np.partition(inside, local)
+            return part[local[0]].item(), part[local[1]].item()
+    part = np.partition(values, ranks)
+    return part[ranks[0]].item(), part[ranks[1]].item()
 
-    inliers = torch.zeros_like(support)
-    found = torch.zeros(support.shape[0], dtype=torch.bool, device=support.device)
-    for b, n in enumerate(support.sum(1).tolist()):
-        ransac = RANSACRegressor(
-            estimator=LinearRegression(),
-            min_samples=min_samples,
-            residual_threshold=threshold,
-            max_trials=max_trials,
-            stop_probability=_STOP_PROBABILITY,
-            random_state=seed,
-        )
-        try:
-            ransac.fit(p[b, :n, None].cpu().numpy(), t[b, :n].cpu().numpy())
-        except ValueError:  # fewer points than min_samples, or no hypothesis with an inlier
-            continue
-        inliers[b, :n] = torch.from_numpy(ransac.inlier_mask_).to(support.device)
-        found[b] = True
-    return inliers, found
+
+def _percentile_ranks(percentile: float, n: int) -> tuple[int, int, float]:
+    """numpy's linear-interpolation percentile of n sorted values: ranks below and above, weight of the upper."""
+    position = percentile / 100 * (n - 1)
+    below = math.floor(position)
+    return below, min(below + 1, n - 1), position - below
 
 
-def _compact(support: Tensor, width: int) -> tuple[Tensor, Tensor]:
-    """Gather indices of each image's support points to the front: B x N -> idx, slot_valid B x width.
+def _extremes_numpy(values: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
+    """Values strictly below the low or above the high percentile (numpy's linear interpolation): 1-D -> bool.
 
-    Padding slots hold index N (one past the end) so that scattering through ``idx`` into B x (N + 1) never
-    touches a real point.
+    The percentile lies between the two order statistics it interpolates, and no value lies strictly between
+    those, so each strict comparison is one against an order statistic: no rounding of the bound matters.
     """
-    batch, n = support.shape
-    rows, cols = support.nonzero(as_tuple=True)
-    count = support.sum(1)
-    slot = torch.arange(rows.numel(), device=support.device) - (count.cumsum(0) - count)[rows]
-    idx = torch.full((batch, width), n, dtype=torch.long, device=support.device)
+    k, k1, weight = _percentile_ranks(percentiles[0], values.size)
+    below, above = _order_statistics(values, (k, k1))
+    low = values <= below if weight > 0 and above > below else values < below
+    j, j1, _ = _percentile_ranks(percentiles[1], values.size)
+    below, above = _order_statistics(values, (j, j1))
+    high = values >= above if above > below else values > above
+    return low | high
+
+
+def _numpy(x: Tensor) -> np.ndarray:
+    """A CPU float tensor as a float32 or float64 numpy array (a view where it can be)."""
+    return x.detach().numpy() if x.dtype in (torch.float32, torch.float64) else x.detach().double().numpy()
+
+
+def _support_points_numpy(
+    p: Tensor, t: Tensor, valid: Tensor | None, support: str, percentiles: tuple[float, float]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """CPU support selection and packing, image by image in numpy: p, t, valid B x N -> idx, pc, tc, count.
+
+    ``idx`` B x W (padding N) and the float64 values ``pc``, ``tc`` B x W (padding 0) of each image's support
+    points packed to the front, ``count`` (B,). numpy's comparisons, ``flatnonzero`` and takes run several
+    times faster than torch's on the CPU (measured), and these full-resolution passes are most of a fit's time.
+    """
+    batch, n = t.shape
+    values = _numpy(t)
+    keep_rows = None if valid is None else valid.numpy()
+
+    def select(b: int) -> np.ndarray:
+        base = None if keep_rows is None else np.flatnonzero(keep_rows[b])
+        row = values[b] if base is None else values[b, base]
+        if support == "all" or row.size == 0:
+            return np.arange(n) if base is None else base
+        chosen = np.flatnonzero(_extremes_numpy(row, percentiles))
+        return chosen if base is None else base[chosen]
+
+    # numpy releases the GIL in these loops: the images run on torch's intra-op thread count.
+    workers = min(batch, torch.get_num_threads())
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            rows = list(pool.map(select, range(batch)))
+    else:
+        rows = [select(b) for b in range(batch)]
+    count = torch.tensor([r.size for r in rows], dtype=torch.long)
+    width = int(count.max()) if batch else 0
+    idx = np.full((batch, width), n, dtype=np.int64)
+    pc, tc = np.zeros((batch, width)), np.zeros((batch, width))
+    for b, (chosen, row_p) in enumerate(zip(rows, _numpy(p), strict=True)):
+        idx[b, : chosen.size] = chosen
+        pc[b, : chosen.size] = row_p[chosen]
+        tc[b, : chosen.size] = values[b, chosen]
+    return torch.from_numpy(idx), torch.from_numpy(pc), torch.from_numpy(tc), count
+
+
+def _compact(chosen: Tensor) -> tuple[Tensor, Tensor]:
+    """Indices of each row's chosen points, packed to the front: bool B x N -> idx B x W (padding N), count (B,)."""
+    batch, n = chosen.shape
+    rows, cols = chosen.nonzero(as_tuple=True)
+    count = chosen.sum(1)
+    slot = torch.arange(rows.numel(), device=chosen.device) - (count.cumsum(0) - count)[rows]
+    idx = torch.full((batch, int(count.max()) if batch else 0), n, dtype=torch.long, device=chosen.device)
     idx[rows, slot] = cols
-    return idx, idx < n
+    return idx, count
 
 
-def _sample_subsets(count: Tensor, u: Tensor) -> Tensor:
-    """Uniform random k-subsets of range(count[b]) (without replacement): count (B,), u T x k -> B x T x k.
+def _support_points_torch(
+    p: Tensor, t: Tensor, valid: Tensor | None, support: str, percentiles: tuple[float, float]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Batched support selection and packing in torch (GPUs): the outputs of ``_support_points_numpy``.
 
-    Floyd's algorithm, vectorised over images and trials, driven by the uniforms ``u`` in [0, 1). Images with
-    count < k get subsets of range(k) (callers skip them).
+    The same rule as ``_extremes_numpy``, with the order statistics read off one sort of every row.
     """
-    k = u.shape[1]
-    # Step i draws from [0, j_i], j_i = n - k + i; a value taken already is replaced by j_i itself (never
-    # drawn before step i).
-    j = (count.clamp_min(k)[:, None] - k + torch.arange(k, device=count.device))[:, None, :]  # B x 1 x k
-    cand = torch.minimum((u * (j + 1)).long(), j)  # B x T x k
-    subsets = torch.empty_like(cand)
-    for i in range(k):
-        taken = (subsets[:, :, :i] == cand[:, :, i : i + 1]).any(-1)
-        subsets[:, :, i] = torch.where(taken, j[:, :, i], cand[:, :, i])
-    return subsets
+    idx, count = _compact(_support_mask_torch(t, valid, support, percentiles))
+    used = torch.arange(idx.shape[1], device=idx.device) < count[:, None]
+    gather = idx.clamp_max(max(t.shape[1] - 1, 0))
+    pc = torch.where(used, p.gather(1, gather).double(), 0.0)
+    tc = torch.where(used, t.gather(1, gather).double(), 0.0)
+    return idx, pc, tc, count
 
 
-def _hypotheses(p: Tensor, t: Tensor, count: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-    """Least-squares lines through random subsets: p, t B x W (compact), count (B,), u T x k -> scale, shift B x T.
+def _support_mask_torch(t: Tensor, valid: Tensor | None, support: str, percentiles: tuple[float, float]) -> Tensor:
+    """The support points of ``_extremes_numpy``'s rule, batched: t, valid B x N -> bool B x N."""
+    valid = torch.ones_like(t, dtype=torch.bool) if valid is None else valid
+    if support == "all" or t.numel() == 0:
+        return valid
+    n = valid.sum(1, keepdim=True)
+    ordered = torch.where(valid, t, torch.inf).sort(1).values
 
-    Constant-pred samples get sklearn's LinearRegression answer: scale 0, shift = mean target.
-    """
-    batch, trials, k = p.shape[0], u.shape[0], u.shape[1]
-    subsets = _sample_subsets(count, u).view(batch, -1)
-    sample_p = p.gather(1, subsets).view(batch, trials, k)
-    sample_t = t.gather(1, subsets).view(batch, trials, k)
-    scale, shift, _ = _weighted_scale_shift(sample_p, sample_t, p.new_ones(()))
-    return scale, shift
+    def ranks(percentile: float) -> tuple[Tensor, Tensor, Tensor]:
+        position = percentile / 100 * (n - 1).clamp_min(0).double()
+        below = position.floor()
+        upper = torch.minimum(below.long() + 1, (n - 1).clamp_min(0))
+        return ordered.gather(1, below.long()), ordered.gather(1, upper), position - below
 
-
-def _stop_counts(count: Tensor, trials: int, k: int) -> Tensor:
-    """sklearn's adaptive stop, inverted: count (B,) -> B x trials, the best inlier count that ends trial i + 1.
-
-    sklearn stops after trial i once i >= ceil(log(1 - P) / log(1 - (inliers / count) ** k)), P = 0.99,
-    which is: inliers >= count * (1 - (1 - P) ** (1 / i)) ** (1 / k).
-    """
-    i = torch.arange(1, trials + 1, dtype=torch.float64, device=count.device)
-    return torch.ceil(count[:, None].double() * (1 - (1 - _STOP_PROBABILITY) ** (1 / i)) ** (1 / k))
-
-
-def _abs_residuals(neg_t: Tensor, p: Tensor, scale: Tensor, shift: Tensor, out: Tensor | None = None) -> Tensor:
-    """|scale * p + shift - t|: neg_t, p B x 1 x W, scale, shift B x T x 1 -> B x T x W (into ``out``)."""
-    # Elementwise rather than a K=3 matmul: faster on the CPU, and exact float32 even where TF32 or
-    # reduced-precision matmuls are enabled.
-    return torch.add(neg_t, shift, out=out).addcmul_(scale, p).abs_()
-
-
-def _ransac_torch(
-    p: Tensor, t: Tensor, support: Tensor, max_trials: int, min_samples: int, threshold: float, seed: int
-) -> tuple[Tensor, Tensor]:
-    """Batched RANSAC, all images and hypotheses at once: p, t, support B x W -> consensus set, found (B,).
-
-    ``support`` must mark a prefix of each row (the compact layout of ``_compact``). sklearn's semantics:
-    hypotheses are least-squares lines through ``min_samples`` points drawn without replacement, a point is
-    an inlier when ``|residual| <= threshold``, the best hypothesis has the most inliers (ties: the smaller
-    sum of squared inlier residuals, i.e. sklearn's higher R^2 on the inliers whenever the tied hypotheses
-    share their inlier set), and an image stops at sklearn's adaptive trial budget. Scoring runs in float32
-    on per-image centred values, in chunks of hypotheses.
-    """
-    batch, width = p.shape
-    device = p.device
-    count = support.sum(1)
-    if width < min_samples:  # not a single image has enough points for a hypothesis
-        return torch.zeros_like(support), torch.zeros(batch, dtype=torch.bool, device=device)
-    # The uniforms driving the samples come from a seeded CPU generator and are shared by all images: an
-    # image's hypotheses depend on the seed and its own points only, not on the device or the rest of the batch.
-    u = torch.rand((max_trials, min_samples), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    u = u.to(device)
-    # Centred per image, float32 keeps the residuals accurate whatever the data's offset. Padding slots get
-    # t = _PAD_TARGET: never an inlier, and finite, so that masking their residual with 0 gives 0.
-    denom = count.clamp_min(1)
-    mean_p = (torch.where(support, p, 0.0).sum(1) / denom)[:, None]
-    mean_t = (torch.where(support, t, 0.0).sum(1) / denom)[:, None]
-    p_row = torch.where(support, p - mean_p, 0.0).float()[:, None]
-    neg_t = torch.where(support, mean_t - t, -_PAD_TARGET).float()[:, None]
-
-    best_count = torch.zeros(batch, device=device)
-    best_ssr = torch.full((batch,), torch.inf, device=device)
-    best_line = torch.zeros((batch, 1, 2), device=device)  # centred scale, shift
-    done = count < min_samples
-    stop_counts = _stop_counts(count, max_trials, min_samples)
-    chunk_elements = _CPU_CHUNK_ELEMENTS if device.type == "cpu" else _GPU_CHUNK_ELEMENTS
-    start = block_start = block_stop = 0
-    residual = None
-    while start < max_trials:
-        if start == block_stop:  # hypotheses in doubling blocks: the work follows the trials actually run
-            block_start, block_stop = start, min(max(2 * start, _FIRST_BLOCK), max_trials)
-            h_scale, h_shift = _hypotheses(p, t, count, u[block_start:block_stop])
-            lines = torch.stack([h_scale, h_shift + h_scale * mean_p - mean_t], -1).float()
-            residual = None
-        if residual is None:  # (re)slice the images still running
-            active = (~done).nonzero().squeeze(1)
-            a_p, a_neg_t, a_lines, a_stop = p_row[active], neg_t[active], lines[active], stop_counts[active]
-            size = max(1, chunk_elements // (active.numel() * width))
-            residual = torch.empty((active.numel(), size, width), device=device)
-            spare = torch.empty_like(residual)
-        stop = min(start + residual.shape[1], block_stop)
-        h = a_lines[:, start - block_start : stop - block_start]
-        is_inlier = _abs_residuals(a_neg_t, a_p, h[..., :1], h[..., 1:], out=residual[:, : stop - start])
-        n_inl = is_inlier.le_(threshold).sum(-1)
-        # sklearn checks its adaptive budget after every trial: a trial is the last one once the best inlier
-        # count so far reaches its stop count; the chunk's later hypotheses never happened.
-        prev_count = best_count[active]
-        last = torch.maximum(n_inl.cummax(1).values, prev_count[:, None]) >= a_stop[:, start:stop]
-        n_inl = torch.where((last.cumsum(1) - last.long()) == 0, n_inl, -1.0)
-        top = n_inl.amax(1, keepdim=True)
-        contender = (top[:, 0] >= 1) & (top[:, 0] >= prev_count)
-        if bool(contender.any()):  # the squared residuals only matter for a new best or a tie with it
-            res = _abs_residuals(a_neg_t, a_p, h[..., :1], h[..., 1:], out=spare[:, : stop - start])
-            ssr = torch.linalg.vector_norm(res.mul_(is_inlier), dim=-1).square()
-            j = torch.where(n_inl == top, ssr, torch.inf).argmin(1, keepdim=True)
-            top, top_ssr, prev_ssr = top[:, 0], ssr.gather(1, j)[:, 0], best_ssr[active]
-            better = contender & ((top > prev_count) | (top_ssr < prev_ssr))
-            best_count[active] = torch.where(better, top, prev_count)
-            best_ssr[active] = torch.where(better, top_ssr, prev_ssr)
-            top_line = h.gather(1, j[:, :, None].expand(-1, 1, 2))
-            best_line[active] = torch.where(better[:, None, None], top_line, best_line[active])
-        stopped = last.any(1)
-        if bool(stopped.any()):
-            done[active[stopped]] = True
-            if bool(done.all()):
-                break
-            residual = None
-        start = stop
-
-    found = best_count >= 1
-    best_res = _abs_residuals(neg_t, p_row, best_line[..., :1], best_line[..., 1:])[:, 0]
-    return (best_res <= threshold) & found[:, None], found
+    below, above, weight = ranks(percentiles[0])
+    low = torch.where((weight > 0) & (above > below), t <= below, t < below)
+    below, above, _ = ranks(percentiles[1])
+    high = torch.where(above > below, t >= above, t > above)
+    return valid & (low | high)
 
 
 def fit_scale_shift(
     pred: Tensor,
     target: Tensor,
     mask: Tensor | None = None,
-    *,
-    method: str = "lstsq",
-    support: str = "all",
-    percentiles: tuple[float, float] = (10, 90),
-    backend: str = "torch",
-    max_trials: int = 1000,
-    min_samples: int = 50,
-    residual_threshold: float = 0.1,
-    seed: int = 0,
+    options: ScaleShiftFitOptions | None = None,
+    **overrides: Any,
 ) -> ScaleShiftFit:
     """Per-image fit of ``target ~ scale * pred + shift``: pred, target, mask B x H x W or B x N -> ScaleShiftFit.
+
+    The options are a ``ScaleShiftFitOptions`` (defaults if None) and/or its fields as keywords, which
+    override it: ``method``, ``support``, ``percentiles``, ``backend``, ``max_trials``, ``min_samples``,
+    ``residual_threshold``, ``seed`` (see ``ScaleShiftFitOptions``).
 
     Valid points are ``mask`` (all if None) where pred and target are finite. ``support="extremes"`` keeps
     only the valid points whose target is below its per-image ``percentiles[0]`` or above its
@@ -400,28 +387,35 @@ def fit_scale_shift(
     < ``min_samples`` for RANSAC), constant pred, or no RANSAC consensus gets ``fallback=True`` and least
     squares on all its valid points, or the identity (scale 1, shift 0) when that is degenerate too.
     """
-    _check_fit_args(method, support, percentiles, backend, max_trials, min_samples, residual_threshold)
-    p, t, valid, out_dtype = _prepare_inputs(pred, target, mask)
-    chosen = _support_mask(t, valid, support, percentiles)
-    support_count = chosen.sum(1)
-    # Everything below runs on the support points packed to the front of each row (B x W, W = max count).
-    idx, used = _compact(chosen, int(support_count.max()) if chosen.numel() else 0)
-    gather = idx.clamp_max(max(p.shape[1] - 1, 0))
-    pc, tc = p.gather(1, gather), t.gather(1, gather)
-    if method == "ransac":
-        ransac = _ransac_sklearn if backend == "sklearn" else _ransac_torch
-        used, found = ransac(pc, tc, used, max_trials, min_samples, residual_threshold, seed)
+    opts = replace(options or ScaleShiftFitOptions(), **overrides)  # validated again with the overrides
+    _check_shapes(pred, target, mask)
+    out_dtype = pred.dtype if pred.is_floating_point() else torch.get_default_dtype()
+    p, t = pred.flatten(1), target.flatten(1).to(pred.device)
+    batch, n = p.shape
+    valid = _valid_mask(p, t, mask)
+    # Everything after the selection runs on the support points packed to the front of each row (B x W).
+    selection = _support_points_numpy if p.device.type == "cpu" else _support_points_torch
+    idx, pc, tc, support_count = selection(p, t, valid, opts.support, opts.percentiles)
+    used = torch.arange(idx.shape[1], device=p.device) < support_count[:, None]
+    if opts.method == "ransac":
+        from depthadapt.ransac import ransac_sklearn, ransac_torch  # ransac builds on this module's solver
+
+        ransac = ransac_sklearn if opts.backend == "sklearn" else ransac_torch
+        used, found, trials = ransac(
+            pc, tc, used, opts.max_trials, opts.min_samples, opts.residual_threshold, opts.seed
+        )
     else:
-        found = torch.ones_like(support_count, dtype=torch.bool)
+        found, trials = torch.ones_like(support_count, dtype=torch.bool), torch.zeros_like(support_count)
     scale, shift, degenerate = _weighted_scale_shift(pc, tc, used)
-    inliers = torch.zeros((p.shape[0], p.shape[1] + 1), dtype=torch.bool, device=p.device)
+    inliers = torch.zeros((batch, n + 1), dtype=torch.bool, device=p.device)
     inliers = inliers.scatter_(1, idx, used)[:, :-1]
     fallback = degenerate | ~found
     if bool(fallback.any()):
-        all_scale, all_shift, all_degenerate = _weighted_scale_shift(p, t, valid)
+        p_all, t_all, valid_all, _ = _prepare_inputs(pred, target, mask)
+        all_scale, all_shift, all_degenerate = _weighted_scale_shift(p_all, t_all, valid_all)
         scale = torch.where(fallback, torch.where(all_degenerate, 1.0, all_scale), scale)
         shift = torch.where(fallback, torch.where(all_degenerate, 0.0, all_shift), shift)
-        inliers = torch.where(fallback[:, None], valid & ~all_degenerate[:, None], inliers)
+        inliers = torch.where(fallback[:, None], valid_all & ~all_degenerate[:, None], inliers)
     inlier_ratio = torch.where(fallback, 0.0, used.sum(1) / support_count.clamp_min(1))
     return ScaleShiftFit(
         scale=scale.to(out_dtype),
@@ -430,4 +424,5 @@ def fit_scale_shift(
         fallback=fallback,
         support_count=support_count,
         inlier_ratio=inlier_ratio.to(out_dtype),
+        trials=trials,
     )

@@ -32,13 +32,13 @@ the baseline (no fit) gets 1 on its valid pixels. 0 where the label is invalid.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from depthadapt.alignment import ScaleShiftFit, check_choice, fit_scale_shift
+from depthadapt.alignment import ScaleShiftFit, ScaleShiftFitOptions, check_choice, fit_scale_shift
 
 __all__ = ["FIT_SPACES", "METHODS", "TABLE_COLUMNS", "PseudoLabels", "metric_pseudo_labels"]
 
@@ -94,21 +94,23 @@ def metric_pseudo_labels(
     method: str = "masked_ransac",
     fit_space: str = "disparity",
     max_depth: float = 80.0,
-    percentiles: tuple[float, float] = (10, 90),
-    backend: str = "torch",
-    max_trials: int = 1000,
-    min_samples: int = 50,
-    residual_threshold: float = 0.1,
-    seed: int = 0,
+    options: ScaleShiftFitOptions | None = None,
+    **fit_overrides: Any,
 ) -> PseudoLabels:
     """Metric labels from both teachers: relative (disparity), metric (m), valid B x H x W -> PseudoLabels.
 
     Pixels take part where ``valid`` (all if None), both maps are finite and the metric depth is positive;
-    elsewhere the label is 0. The fit options are those of ``fit_scale_shift``; see the module docstring for
-    the methods, fit spaces and the units of ``residual_threshold``.
+    elsewhere the label is 0. The fit options are a ``ScaleShiftFitOptions`` (defaults: the paper's RANSAC
+    settings) and/or its fields as keywords (``percentiles``, ``backend``, ``max_trials``, ``min_samples``,
+    ``residual_threshold``, ``seed``), which override it; its ``method`` and ``support`` are set by
+    ``method``. See the module docstring for the methods, fit spaces and the units of ``residual_threshold``.
     """
     check_choice("method", method, METHODS)
     check_choice("fit_space", fit_space, FIT_SPACES)
+    if "support" in fit_overrides:
+        raise ValueError("support is set by method (masked_* use the extremes): do not pass it")
+    fit_method, support = _FITS.get(method, ("lstsq", "all"))
+    options = replace(options or ScaleShiftFitOptions(), **fit_overrides, method=fit_method, support=support)
     if relative.shape != metric.shape or relative.ndim != 3:
         raise ValueError(
             f"relative and metric must be B x H x W of one shape, got {tuple(relative.shape)} and {tuple(metric.shape)}"
@@ -122,16 +124,12 @@ def metric_pseudo_labels(
 
     target = torch.where(usable, metric, 1.0)
     target = 1.0 / target if fit_space == "disparity" else target
-    fit_method, support = _FITS[method]
-    fit = fit_scale_shift(
-        relative, target, usable, method=fit_method, support=support, percentiles=percentiles, backend=backend,
-        max_trials=max_trials, min_samples=min_samples, residual_threshold=residual_threshold, seed=seed,
-    )
+    fit = fit_scale_shift(relative, target, usable, options)
     calibrated = fit.scale[:, None, None] * relative + fit.shift[:, None, None]
     positive = usable & (calibrated > 0)
     label = 1.0 / calibrated if fit_space == "disparity" else calibrated
     depth = torch.where(positive, label.clamp_max(max_depth), 0.0)
     residual = (calibrated - target).abs()
-    scaled = torch.where(residual > 0, residual / residual_threshold, 0.0)
+    scaled = torch.where(residual > 0, residual / options.residual_threshold, 0.0)
     confidence = torch.where(positive, torch.exp(-0.5 * scaled.square()), 0.0)
     return PseudoLabels(depth, confidence, fit, method, fit_space)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from torch import nn
 
+from depthadapt.alignment import ScaleShiftFitOptions
 from depthadapt.metrics import format_comparison_table
 from depthadapt.models.card import DepthModelCard
 from depthadapt.pseudo_labels import FIT_SPACES, METHODS, TABLE_COLUMNS, PseudoLabels, metric_pseudo_labels
 from lightning_modules.base import DepthTask
+
+PAPER_FIT = ScaleShiftFitOptions(method="ransac", support="extremes")
+"""The paper's fit (Sec. 3.2): RANSAC, 1000 trials, 50 points, residual threshold 0.1, support below p10 / above p90."""
 
 
 class DualTeacherLabeler(DepthTask):
@@ -19,7 +24,9 @@ class DualTeacherLabeler(DepthTask):
     ``relative`` and ``metric`` are model cards (each teacher runs at its own input size and normalisation and is
     upsampled to the image). ``predict`` labels every image with ``method`` (write them with ``PseudoLabelWriter``);
     ``test`` labels every image with all five methods and prints the paper's Table 2 (labels against ground truth).
-    The fit options (``percentiles`` ... ``seed``) are those of ``depthadapt.alignment.fit_scale_shift``.
+    ``fit`` holds the scale/shift fit options (``depthadapt.alignment.ScaleShiftFitOptions``: percentiles, backend,
+    RANSAC trials, points per hypothesis, residual threshold, seed; the paper's by default); its ``method`` and
+    ``support`` are set by each labelling ``method``.
     """
 
     def __init__(
@@ -28,12 +35,7 @@ class DualTeacherLabeler(DepthTask):
         metric: DepthModelCard,
         method: str = "masked_ransac",
         fit_space: str = "disparity",
-        percentiles: tuple[float, float] = (10, 90),
-        max_trials: int = 1000,
-        min_samples: int = 50,
-        residual_threshold: float = 0.1,
-        backend: str = "torch",
-        seed: int = 0,
+        fit: ScaleShiftFitOptions = PAPER_FIT,
         confidence: bool = False,
         eval_min_depth: float = 1e-3,
         eval_max_depth: float = 80.0,
@@ -53,10 +55,7 @@ class DualTeacherLabeler(DepthTask):
         self.relative = self.build_model(relative).requires_grad_(False).eval()
         self.metric = self.build_model(metric).requires_grad_(False).eval()
         self.method, self.confidence = method, confidence
-        self.fit = dict(
-            fit_space=fit_space, max_depth=metric.max_depth, percentiles=tuple(percentiles), backend=backend,
-            max_trials=max_trials, min_samples=min_samples, residual_threshold=residual_threshold, seed=seed,
-        )
+        self.fit = dict(fit_space=fit_space, max_depth=metric.max_depth, options=fit)
         self.test_metrics = nn.ModuleDict({m: self.make_metrics(affine_invariant=False) for m in METHODS})
 
     def teachers(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,6 +104,7 @@ class DualTeacherLabeler(DepthTask):
 
     def manifest(self) -> dict[str, Any]:
         """What wrote a label folder: both teachers' cards, the method and the fit options."""
+        fit = {**self.fit, "options": dataclasses.asdict(self.fit["options"])}
         return {"task": type(self).__name__, "relative": self.cards["relative"].describe(),
                 "metric": self.cards["metric"].describe(), "method": self.method, "confidence": self.confidence,
-                "fit": self.fit}
+                "fit": fit}

@@ -14,6 +14,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from depthadapt.augmentation import STRONG_AUGMENTATION, WEAK_AUGMENTATION, PhotometricAugmentation
 from depthadapt.conditions import EvaluationConditions
 from depthadapt.metrics import format_comparison_table
+from depthadapt.models.activation_checkpointing import enable_activation_checkpointing
 from depthadapt.models.card import DepthModelCard
 from depthadapt.models.lora import add_lora
 from depthadapt.ordinal import simulate_batch
@@ -39,7 +40,8 @@ class WeSTARAdapter(DepthTask):
     + ``weak_weight`` x the ordinal ranking loss on sparse pairs (``simulate``d from ground truth, or read by the
     datamodule from a JSON Lines file: ``dataset``) + ``regularizer_weight`` x the LoRA weight regulariser. Every
     ``log_every_n_steps`` the gradient norm of each weighted term is logged as ``train/grad_norm/<term>``
-    (``log_grad_norms``), to see whether one term swamps another.
+    (``log_grad_norms``), to see whether one term swamps another. ``activation_checkpointing`` recomputes the
+    student's encoder blocks in the backward pass instead of keeping their activations (less memory, ~1 more forward).
 
     Validation and test score the source model (adapters off) and the adapted one (``eval_model``: student or EMA
     teacher), affine-invariantly, clean and under each of ``eval_corruptions`` at ``eval_severity``. Exports at the
@@ -79,6 +81,7 @@ class WeSTARAdapter(DepthTask):
         eval_crop: str | None = None,
         panel_images: int = 2,
         log_grad_norms: bool = True,
+        activation_checkpointing: bool = False,
     ) -> None:
         if model.head != "relative":
             raise ValueError(f"WeSTAR adapts a relative model: the model card's head is {model.head}, not relative")
@@ -96,6 +99,8 @@ class WeSTARAdapter(DepthTask):
         self.model = add_lora(self.build_model(self.card), lora_rank, lora_alpha, lora_targets, lora_dropout)
         self.teacher = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
         self.teacher.requires_grad_(False)
+        if activation_checkpointing:  # the student's encoder blocks recompute in backward; the teacher runs no-grad
+            enable_activation_checkpointing(self.model)
         self.weak_augmentation = weak_augmentation
         self.strong_augmentation = strong_augmentation
         self.ordinal_labels, self.eval_model = ordinal_labels, eval_model

@@ -1,7 +1,11 @@
+from dataclasses import asdict, replace
+
+import numpy as np
 import pytest
 import torch
 
-from depthadapt.alignment import lstsq_scale_shift
+from depthadapt import alignment
+from depthadapt.alignment import ScaleShiftFitOptions, fit_scale_shift, lstsq_scale_shift
 
 
 def test_hand_worked_three_points():
@@ -107,3 +111,74 @@ def test_bad_shapes_raise():
         lstsq_scale_shift(torch.zeros(1, 3), torch.zeros(1, 3), torch.ones(1, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="B x H x W or B x N"):
         lstsq_scale_shift(torch.zeros(3), torch.zeros(3))
+
+
+def _support_inputs(quantised: bool, n: int = 70_000) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """pred, target, mask 3 x n; rows long enough for the sampled bracket of the CPU order statistics."""
+    g = torch.Generator().manual_seed(2)
+    target = torch.randint(0, 30, (3, n), generator=g).float() if quantised else torch.randn(3, n, generator=g)
+    mask = torch.rand(3, n, generator=g) < torch.tensor([1.0, 0.6, 0.9])[:, None]
+    return torch.rand(3, n, generator=g), target, mask
+
+
+@pytest.mark.parametrize("quantised", [False, True])
+@pytest.mark.parametrize("percentiles", [(10, 90), (0, 100), (33.3, 50)])
+def test_cpu_and_batched_torch_support_selection_agree_with_numpy(quantised: bool, percentiles: tuple) -> None:
+    pred, target, mask = _support_inputs(quantised)
+    target[2] = torch.arange(target.shape[1]).remainder(4).float() + torch.linspace(0, 1e-3, target.shape[1])
+    valid = alignment._valid_mask(pred, target, mask)
+    threads = torch.get_num_threads()
+    try:  # with 2 threads the images are selected concurrently: the same result
+        torch.set_num_threads(2)
+        concurrent = alignment._support_points_numpy(pred, target, valid, "extremes", percentiles)
+    finally:
+        torch.set_num_threads(threads)
+    idx, pc, tc, count = alignment._support_points_numpy(pred, target, valid, "extremes", percentiles)
+    assert all(torch.equal(a, b) for a, b in zip(concurrent, (idx, pc, tc, count), strict=True))
+    idx_t, pc_t, tc_t, count_t = alignment._support_points_torch(pred, target, valid, "extremes", percentiles)
+    assert torch.equal(idx, idx_t) and torch.equal(count, count_t)
+    assert torch.equal(pc, pc_t) and torch.equal(tc, tc_t)
+    for b in range(3):
+        t, m = target[b].numpy(), mask[b].numpy()
+        low, high = np.percentile(t[m], percentiles)
+        expected = np.flatnonzero(m & ((t < low) | (t > high)))
+        assert np.array_equal(idx[b, : count[b]].numpy(), expected)
+        assert torch.equal(tc[b, : count[b]], target[b, expected].double())
+        assert (idx[b, count[b] :] == target.shape[1]).all() and (tc[b, count[b] :] == 0).all()
+
+
+def test_order_statistics_equal_a_full_sort() -> None:
+    g = torch.Generator().manual_seed(3)
+    # The periodic row: its strided sample sees one phase only, so the sampled bracket misses (fallback path).
+    for values in (torch.randn(100_000, generator=g), torch.randint(0, 5, (100_000,), generator=g).double(),
+                   torch.arange(70_000).remainder(4).float(), torch.rand(100, generator=g)):
+        array = values.numpy()
+        ordered = np.sort(array)
+        for rank in (0, 1, array.size // 10, array.size // 2, array.size - 2):
+            assert alignment._order_statistics(array, (rank, rank + 1)) == (ordered[rank], ordered[rank + 1])
+
+
+def test_fit_options_flow_in_as_a_value_or_keywords() -> None:
+    pred, target, mask = _support_inputs(False, n=3000)
+    target = 2 * pred + 0.1 * target
+    options = ScaleShiftFitOptions(method="ransac", support="extremes", percentiles=[20, 80], min_samples=5,
+                                   max_trials=50, residual_threshold=0.2, seed=3)
+    assert options.percentiles == (20, 80)  # a config's list becomes the tuple
+    by_value = fit_scale_shift(pred, target, mask, options)
+    by_keywords = fit_scale_shift(pred, target, mask, **asdict(options))
+    for a, b in zip(asdict(by_value).values(), asdict(by_keywords).values(), strict=True):
+        assert torch.equal(a, b)
+    overridden = fit_scale_shift(pred, target, mask, options, seed=4)
+    assert torch.equal(overridden.inliers, fit_scale_shift(pred, target, mask, replace(options, seed=4)).inliers)
+    assert not torch.equal(overridden.inliers, by_value.inliers)
+    default = fit_scale_shift(pred, target, mask)
+    assert default.trials.eq(0).all() and torch.equal(default.support_count, mask.sum(1))  # lstsq on all points
+
+
+def test_fit_options_name_the_bad_field() -> None:
+    with pytest.raises(ValueError, match="min_samples must be an int >= 2"):
+        ScaleShiftFitOptions(min_samples=1)
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+        ScaleShiftFitOptions(seed=-1)
+    with pytest.raises(TypeError, match="trials"):
+        fit_scale_shift(torch.rand(1, 10), torch.rand(1, 10), trials=3)

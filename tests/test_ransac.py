@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -184,3 +186,50 @@ def test_result_unpacks_and_keeps_shapes_and_dtypes() -> None:
 def test_bad_arguments_name_the_argument(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         fit_scale_shift(torch.rand(1, 10), torch.rand(1, 10), **kwargs)
+
+
+@pytest.mark.parametrize("backend", RANSAC_BACKENDS)
+def test_points_exactly_at_the_threshold_are_inliers(backend: str) -> None:
+    # 38 points on t = 2p + 1 (p = 1..39 without 20) and two at p = 20, exactly 0.5 above and below the line;
+    # threshold 0.5. Means are 20 and 41, so every residual is exact in float32 (centring included) and the
+    # inlier test alone decides: with `<=` the true line has all 40 inliers; with `<` no line can hold both
+    # points at p = 20 (1.0 apart), so at most 39 would be inliers.
+    pred = torch.tensor([[*range(1, 20), *range(21, 40), 20, 20]], dtype=torch.float64)
+    target = 2 * pred + 1
+    target[0, -2:] += torch.tensor([0.5, -0.5], dtype=torch.float64)
+    fit = fit_scale_shift(pred, target, method="ransac", backend=backend, min_samples=2, residual_threshold=0.5)
+    assert fit.inliers.all() and fit.inlier_ratio.item() == 1.0
+    assert fit.scale.item() == pytest.approx(2.0, abs=1e-12)  # least squares on all 40: the +-0.5 cancel
+    assert fit.shift.item() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_adaptive_stop_is_sklearns_at_99_percent() -> None:
+    from sklearn.linear_model._ransac import _dynamic_max_trials
+
+    from depthadapt.ransac import _stop_counts
+
+    # After trial i, sklearn stops once i >= _dynamic_max_trials(best inliers, n, k, 0.99); _stop_counts gives
+    # the least best inlier count that stops after each trial. At 50 % it would stop far earlier.
+    for n, k in ((100, 2), (1000, 10), (5000, 50)):
+        trials = 60
+        stop = _stop_counts(torch.tensor([n]), trials, k)[0]
+        inliers = torch.arange(n + 1)
+        for i in (1, 2, 3, 7, 20, trials):
+            expected = torch.tensor([i >= _dynamic_max_trials(c, n, k, 0.99) for c in inliers.tolist()])
+            assert torch.equal(inliers >= stop[i - 1], expected), (n, k, i)
+
+
+@pytest.mark.parametrize("backend", RANSAC_BACKENDS)
+def test_both_backends_stop_at_the_99_percent_budget(backend: str) -> None:
+    # Noise-free line, 10 % gross outliers, 4-point samples: once the exact inlier set is found, 99 % confidence
+    # needs ceil(log 0.01 / log(1 - 0.9 ** 4)) = 5 trials (at 50 %: 1). An outlier-free sample comes within 5
+    # trials for nearly every image, so nearly every image stops at exactly 5, and none earlier.
+    pred, target, scale, _, outlier = _line_with_outliers(16, 500, 0.1, seed=11, noise=0.0)
+    kwargs = {"method": "ransac", "min_samples": 4, "residual_threshold": 1e-6, "max_trials": 1000}
+    fit = fit_scale_shift(pred, target, backend=backend, **kwargs)
+    ratio = (~outlier).double().mean(1)
+    needed = torch.ceil(math.log(0.01) / torch.log(1 - ratio**4)).long()
+    assert (fit.trials >= needed).all(), (fit.trials, needed)
+    assert (fit.trials == needed).double().mean() >= 0.75, (fit.trials, needed)
+    torch.testing.assert_close(fit.scale, scale, rtol=1e-9, atol=0)
+    assert fit_scale_shift(pred, target).trials.eq(0).all()  # least squares: no trials

@@ -275,3 +275,19 @@ def test_gradient_norm_per_term_is_the_norm_of_that_terms_gradient(synthetic_bat
         expected = torch.sqrt(sum(p.grad.pow(2).sum() for p in params if p.grad is not None))
         torch.testing.assert_close(norms[name], expected)
     assert norms["lora_regularizer"] != norms["ordinal"]
+
+
+def test_activation_checkpointing_switch_wraps_the_students_blocks_only(synthetic_batch) -> None:
+    plain = WeSTARAdapter(TINY)
+    wrapped = WeSTARAdapter(TINY, activation_checkpointing=True)
+    assert set(wrapped.state_dict()) == set(plain.state_dict())  # checkpoints stay interchangeable
+    wrapped.load_state_dict(plain.state_dict())
+    kinds = {type(block).__name__ for block in wrapped.model.base_model.model.pretrained.blocks}
+    assert kinds == {"CheckpointWrapper"}
+    assert {type(b).__name__ for b in wrapped.teacher.module.base_model.model.pretrained.blocks} != kinds
+    batch = synthetic_batch()
+    torch.manual_seed(1)
+    loss_plain = plain.training_step(batch, 0)
+    torch.manual_seed(1)
+    loss_wrapped = wrapped.training_step(batch, 0)
+    torch.testing.assert_close(loss_wrapped, loss_plain)

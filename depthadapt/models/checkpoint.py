@@ -79,9 +79,10 @@ def _safe_globals() -> list[Any]:
         from jsonargparse import Namespace
 
         allowed.append(Namespace)
-    from depthadapt.models.card import DepthModelCard  # a dataclass of settings (this project's tasks store it)
+    from depthadapt.alignment import ScaleShiftFitOptions  # dataclasses of settings (this project's tasks store them)
+    from depthadapt.models.card import DepthModelCard
 
-    return [*allowed, DepthModelCard]
+    return [*allowed, DepthModelCard, ScaleShiftFitOptions]
 
 
 def describe_checkpoint_error(path: Path, error: BaseException) -> UnreadableCheckpointError:
