@@ -1,12 +1,18 @@
-"""`make pretrain`: train the tiny relative and metric teachers on the synthetic street domain, export them
-(official key names, float16) into checkpoints/, score them on the test split of each style, and write the
-card checkpoints/README.md."""
+"""`make pretrain`: train the tiny relative and metric teachers on the synthetic street domain and the tiny
+foundation-like relative model on domain-randomised street and room styles, export them (official key names,
+float16) into checkpoints/, score them, and write the card checkpoints/README.md and checkpoints/scores.json.
+
+The teachers are scored on the test split of each street style; the foundation model on its training
+distribution and on every held-out style (``depthadapt.synth.HELD_OUT``), clean and under a fixed KITTI-C
+mixture at severity 3."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -14,31 +20,46 @@ import yaml
 from torch.utils.data import DataLoader
 
 import cli
-from datamodules.image_folder import collate_samples
+from datamodules.base import collate_samples
 from datamodules.synthetic import SyntheticDataset
 from depthadapt.corruptions import corrupt
+from depthadapt.io import atomic_path
 from depthadapt.metrics import DepthMetrics
 from depthadapt.models import build_depth_model, infer, to_official_state_dict
+from depthadapt.synth import HELD_OUT, RANDOM
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ROOT / "checkpoints"
 MODELS = {
     "relative": ("config_yaml/pretrain_relative.yaml", CHECKPOINTS / "tiny_relative_street.pth"),
     "metric": ("config_yaml/pretrain_metric.yaml", CHECKPOINTS / "tiny_metric_street.pth"),
+    "foundation": ("config_yaml/pretrain_foundation.yaml", CHECKPOINTS / "tiny_foundation.pth"),
 }
-# Evaluation conditions: (style, corruption, severity); every model is scored on the same images.
+HEADS = {"relative": "relative", "metric": "metric", "foundation": "relative"}
+# Teachers' evaluation conditions: (style, corruption, severity); every model is scored on the same images.
 CONDITIONS = [("source", None, 0), ("target", None, 0), ("source", "fog", 3), ("source", "gaussian_noise", 3),
               ("source", "motion_blur", 3), ("source", "dark", 3)]
 EVAL_SIZE = (140, 462)
 EVAL_RANGE = (3100, 3300)
+# The foundation model: its training distribution and the held-out styles, at its training size, on the test range
+# of its config; corrupted with a fixed mixture (image index i gets MIXTURE[i % 5]) at MIXTURE_SEVERITY.
+FOUNDATION_DOMAINS = [("street", RANDOM), ("room", RANDOM), *((family, style) for style, family in HELD_OUT.items())]
+FOUNDATION_SIZE = (126, 252)
+FOUNDATION_START = 100100
+MIXTURE = ("fog", "dark", "snow", "gaussian_noise", "motion_blur")
+MIXTURE_SEVERITY = 3
+TARGET_D1 = (0.60, 0.90)  # held-out clean d1 of a good but not perfect source model
 
 
 def render_cache(config: str) -> None:
     """Render the training and validation samples of a config into its cache, one process per core.
 
-    Training then reads them back, so rendering does not compete with the training threads.
+    Training then reads them back, so rendering does not compete with the training threads. Configs without a
+    ``cache_dir`` (fresh samples every step) render nothing here.
     """
     data = yaml.safe_load((ROOT / config).read_text())["data"]["init_args"]
+    if data.get("cache_dir") is None:
+        return
     for span in (data["train_range"], data["val_range"]):
         dataset = SyntheticDataset(data["family"], data["style"], *span, data["height"], data["width"],
                                    cache_dir=ROOT / data["cache_dir"])
@@ -49,7 +70,8 @@ def render_cache(config: str) -> None:
 def export(kind: str, model: torch.nn.Module, facts: dict) -> dict:
     """Save a model's weights as float16 with official key names; returns the facts with file name and size."""
     path = MODELS[kind][1]
-    torch.save({k: v.half() for k, v in to_official_state_dict(model).items()}, path)
+    with atomic_path(path) as tmp:
+        torch.save({k: v.half() for k, v in to_official_state_dict(model).items()}, tmp)
     return {**facts, "config": MODELS[kind][0], "checkpoint": path.name,
             "size_mb": round(path.stat().st_size / 2**20, 1)}
 
@@ -58,54 +80,85 @@ def train(kind: str, resume: str | None = None) -> dict:
     """Fit one model with its config (or resume its run from a Lightning checkpoint) and export it."""
     config = MODELS[kind][0]
     render_cache(config)
+    start = time.perf_counter()
     run = cli.main(["fit", "--config", str(ROOT / config), *(["--ckpt_path", resume] if resume else [])])
     facts = {"steps": run.trainer.global_step, "epochs": run.trainer.current_epoch,
-             "seed": run.config.fit.seed_everything}
+             "seed": run.config.fit.seed_everything, "train_minutes": round((time.perf_counter() - start) / 60)}
     return export(kind, run.model.model, facts)
 
 
 def export_lightning_checkpoint(kind: str, ckpt_path: str) -> dict:
-    """Export the model of a (possibly interrupted) pretraining run's Lightning checkpoint."""
-    head = "relative" if kind == "relative" else "metric"
-    model = build_depth_model("vitt", head=head, checkpoint=ckpt_path, checkpoint_prefix="model.")
+    """Export the model of a (possibly interrupted) pretraining run's Lightning checkpoint.
+
+    The training time is the checkpoint's age relative to the run's saved ``config.yaml`` (written at its start).
+    """
+    model = build_depth_model("vitt", head=HEADS[kind], checkpoint=ckpt_path, checkpoint_prefix="model.")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    planned = yaml.safe_load((ROOT / MODELS[kind][0]).read_text())["trainer"]["max_epochs"]
-    facts = {"steps": ckpt["global_step"], "epochs": ckpt["epoch"] + 1, "seed": 0,
-             "note": f"exported from epoch {ckpt['epoch'] + 1} of the {planned} the config plans"}
+    trainer = yaml.safe_load((ROOT / MODELS[kind][0]).read_text())["trainer"]
+    facts = {"steps": ckpt["global_step"], "epochs": ckpt["epoch"] + 1, "seed": 0}
+    started = Path(ckpt_path).resolve().parents[1] / "config.yaml"
+    if started.is_file():
+        facts["train_minutes"] = round((Path(ckpt_path).stat().st_mtime - started.stat().st_mtime) / 60)
+    planned = trainer.get("max_steps", -1)
+    if planned > 0 and ckpt["global_step"] < planned:
+        facts["note"] = f"exported from step {ckpt['global_step']} of the {planned} the config plans"
+    elif planned <= 0 and ckpt["epoch"] + 1 < trainer["max_epochs"]:
+        facts["note"] = f"exported from epoch {ckpt['epoch'] + 1} of the {trainer['max_epochs']} the config plans"
     return export(kind, model, facts)
 
 
 @torch.no_grad()
-def evaluate(kind: str, count: int) -> dict[str, dict[str, float]]:
-    """Test-split scores of an exported model under every condition (affine-invariant for the relative one)."""
-    _, path = MODELS[kind]
-    head = "relative" if kind == "relative" else "metric"
-    model = build_depth_model("vitt", head=head, checkpoint=path).eval()
+def score(model: torch.nn.Module, dataset: SyntheticDataset, input_size: int, affine_invariant: bool,
+          corruptions: Sequence[str] = (), severity: int = MIXTURE_SEVERITY, batch_size: int = 8) -> dict[str, float]:
+    """d1 / abs_rel / rmse of ``model`` on ``dataset``; image index i corrupted with ``corruptions[i % len]``."""
+    metrics = DepthMetrics(affine_invariant=affine_invariant, max_depth=80.0)
+    for start in range(0, len(dataset), batch_size):
+        batch = collate_samples([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        image = batch["image"]
+        for k, name in enumerate(corruptions):
+            chosen = batch["index"] % len(corruptions) == k
+            if chosen.any():
+                image[chosen] = corrupt(image[chosen], name, severity, seed=batch["index"][chosen])
+        metrics.update(infer(model, image, input_size), batch["depth"], batch["valid"])
+    values = metrics.compute()
+    return {k: round(float(values[k]), 4) for k in ("d1", "abs_rel", "rmse")}
+
+
+def evaluate_teacher(kind: str, count: int) -> dict[str, dict[str, float]]:
+    """Test-split scores of an exported teacher under every condition (affine-invariant for the relative one)."""
+    model = build_depth_model("vitt", head=HEADS[kind], checkpoint=MODELS[kind][1]).eval()
     input_size = 140 if kind == "relative" else 98
     scores = {}
     for style, corruption, severity in CONDITIONS:
         dataset = SyntheticDataset("street", style, EVAL_RANGE[0], EVAL_RANGE[0] + count, *EVAL_SIZE)
-        metrics = DepthMetrics(affine_invariant=kind == "relative", max_depth=80.0)
-        for start in range(0, len(dataset), 8):
-            batch = collate_samples([dataset[i] for i in range(start, min(start + 8, len(dataset)))])
-            image = batch["image"]
-            if corruption is not None:
-                image = corrupt(image, corruption, severity, seed=batch["index"])
-            metrics.update(infer(model, image, input_size), batch["depth"], batch["valid"])
-        values = metrics.compute()
         name = style if corruption is None else f"{style}+{corruption}-{severity}"
-        scores[name] = {k: round(float(values[k]), 4) for k in ("d1", "abs_rel", "rmse")}
+        scores[name] = score(model, dataset, input_size, kind == "relative", (corruption,) if corruption else (),
+                             severity)
         print(kind, name, scores[name], flush=True)
     return scores
 
 
-def write_card(facts: dict, scores: dict) -> None:
-    """checkpoints/README.md: what each model is, how it was made, how it scores."""
+def evaluate_foundation(checkpoint: Path, count: int) -> dict[str, dict[str, float]]:
+    """Affine-invariant scores of a relative ``vitt`` checkpoint on every foundation domain, clean and corrupted."""
+    model = build_depth_model("vitt", checkpoint=checkpoint).eval()
+    scores = {}
+    for family, style in FOUNDATION_DOMAINS:
+        dataset = SyntheticDataset(family, style, FOUNDATION_START, FOUNDATION_START + count, *FOUNDATION_SIZE)
+        for corruptions in ((), MIXTURE):
+            name = f"{family}/{style}" + (f"+kitti-c-{MIXTURE_SEVERITY}" if corruptions else "")
+            scores[name] = score(model, dataset, FOUNDATION_SIZE[0], True, corruptions)
+            print(checkpoint.name, name, scores[name], flush=True)
+    return scores
+
+
+def _teacher_lines(facts: dict, scores: dict) -> list[str]:
     lines = [
-        "# Tiny models (trained here, on the synthetic street domain)",
+        "# Tiny models (trained here, on the synthetic domains)",
         "",
-        "Stand-ins for the Depth Anything V2 teachers in the demo and the method-level tests. Both use the",
-        "`vitt` encoder (192 wide, 4 blocks, 2.8 M parameters), official key names, float16 on disk; load with",
+        "## Teachers (synthetic street domain)",
+        "",
+        "Stand-ins for the Depth Anything V2 teachers of the dual-teacher demo and the method-level tests. Both use",
+        "the `vitt` encoder (192 wide, 4 blocks, 2.8 M parameters), official key names, float16 on disk; load with",
         "`build_depth_model(\"vitt\", head=..., checkpoint=path)`. Reproduce with `make pretrain` (2-core CPU).",
         "",
         "| file | head | trained on | config | steps | epochs | seed | size |",
@@ -113,11 +166,12 @@ def write_card(facts: dict, scores: dict) -> None:
     ]
     domains = {"relative": "street `source` style, 140 x 462, scale-shift-invariant loss on disparity",
                "metric": "street `simulator` style, 98 x 322, SiLog (lambda 0.5), max depth 80 m"}
-    for kind, fact in facts.items():
+    teachers = {kind: fact for kind, fact in facts.items() if kind in domains}
+    for kind, fact in teachers.items():
         lines.append(f"| `{fact['checkpoint']}` | {kind} | {domains[kind]} | `{fact['config']}` | {fact['steps']} "
                      f"| {fact['epochs']} | {fact['seed']} | {fact['size_mb']} MB |")
-    lines += [f"\nNote on `{fact['checkpoint']}`: {fact['note']}." for fact in facts.values() if "note" in fact]
-    count = next(iter(facts.values()))["eval_images"]
+    lines += [f"\nNote on `{fact['checkpoint']}`: {fact['note']}." for fact in teachers.values() if "note" in fact]
+    count = next(iter(teachers.values()))["eval_images"]
     lines += [
         "",
         f"Scores on {count} held-out street images (indices {EVAL_RANGE[0]}..{EVAL_RANGE[0] + count - 1}, "
@@ -127,31 +181,99 @@ def write_card(facts: dict, scores: dict) -> None:
         "| model | condition | d1 | abs_rel | rmse (m) |",
         "|---|---|---|---|---|",
     ]
-    for kind, by_condition in scores.items():
-        for condition, value in by_condition.items():
+    for kind in teachers:
+        for condition, value in scores.get(kind, {}).items():
             lines.append(f"| {kind} | {condition} | {value['d1']:.3f} | {value['abs_rel']:.3f} | {value['rmse']:.2f} |")
-    (CHECKPOINTS / "README.md").write_text("\n".join(lines) + "\n")
-    (CHECKPOINTS / "scores.json").write_text(json.dumps({"facts": facts, "scores": scores}, indent=2) + "\n")
+    return lines
+
+
+def _foundation_lines(fact: dict, scores: dict) -> list[str]:
+    h, w = FOUNDATION_SIZE
+    count = fact["eval_images"]
+    minutes = f", {fact['train_minutes']} min on one core of a shared 2-core CPU" if "train_minutes" in fact else ""
+    held_out = ", ".join(f"`{style}` ({family})" for style, family in HELD_OUT.items())
+    lines = [
+        "",
+        "## Foundation-like source model (domain-randomised street and room)",
+        "",
+        "The synthetic world's stand-in for Depth Anything V2 as WeSTAR's source model: good but not perfect out of",
+        "domain. `vitt` encoder (as the teachers), relative head (disparity), official key names, float16;",
+        f"`build_depth_model(\"vitt\", checkpoint=\"checkpoints/{fact['checkpoint']}\")`.",
+        "",
+        f"- **File**: `{fact['checkpoint']}` ({fact['size_mb']} MB). **Config**: `{fact['config']}`; reproduce with",
+        "  `make pretrain MODELS=foundation` (or `python cli.py fit --config config_yaml/pretrain_foundation.yaml`,",
+        "  then `python checkpoints/pretrain.py --models foundation --from-checkpoint .../last.ckpt`).",
+        f"- **Training**: {fact['steps']} steps of batch 8, seed {fact['seed']}{minutes}; warm start from",
+        "  `tiny_relative_street.pth`; scale-and-shift-invariant loss on disparity; AdamW lr 3e-4, cosine.",
+        f"- **Data**: fresh samples (never repeated) of `street` and `room` at {h} x {w} in the randomised style",
+        "  family (`style: random`, `depthadapt.synth.randomize`: per-surface HSV palettes and textures, time of",
+        "  day, sky, sun / lamp colour, haze, exposure, contrast, saturation, tint, vignette, noise); horizontal",
+        "  flips, kornia photometric augmentation and, on 30 % of the images, one of brightness, contrast,",
+        "  defocus_blur, shot_noise, jpeg_compression, pixelate at severity 1-3.",
+        "- **Held out** (never in training; outside the randomisation's support, tested):",
+        f"  {held_out}.",
+        "",
+        f"Scores on {count} images per domain (indices {FOUNDATION_START}..{FOUNDATION_START + count - 1},",
+        f"{h} x {w}, run at {h} px), affine-invariant in disparity. `+kitti-c-{MIXTURE_SEVERITY}`: image i corrupted",
+        f"with ({', '.join(MIXTURE)})[i % 5] at severity {MIXTURE_SEVERITY} (`depthadapt.corruptions`; none of them",
+        "is a training augmentation). For comparison: the street teacher `tiny_relative_street.pth`, same images.",
+        "",
+        "| domain | d1 | abs_rel | rmse (m) | street teacher d1 | street teacher abs_rel |",
+        "|---|---|---|---|---|---|",
+    ]
+    baseline = scores.get("foundation_baseline", {})
+    for condition, value in scores["foundation"].items():
+        ref = baseline.get(condition)
+        ref_cells = f"{ref['d1']:.3f} | {ref['abs_rel']:.3f}" if ref else "- | -"
+        cells = f"{value['d1']:.3f} | {value['abs_rel']:.3f} | {value['rmse']:.2f}"
+        lines.append(f"| {condition} | {cells} | {ref_cells} |")
+    low, high = TARGET_D1
+    outside = [f"{name} ({value['d1']:.3f})" for name, value in scores["foundation"].items()
+               if name.split("/")[1] in HELD_OUT and "+" not in name and not low <= value["d1"] <= high]
+    if outside:
+        lines += ["", f"Held-out clean d1 outside the target band {low:.2f}-{high:.2f} (Depth Anything V2's regime "
+                  f"out of domain): {', '.join(outside)}."]
+    if "note" in fact:
+        lines += ["", f"Note: {fact['note']}."]
+    return lines
+
+
+def write_card(facts: dict, scores: dict) -> None:
+    """checkpoints/README.md: what each model is, how it was made, how it scores (and scores.json)."""
+    lines = _teacher_lines(facts, scores)
+    if "foundation" in facts and "foundation" in scores:
+        lines += _foundation_lines(facts["foundation"], scores)
+    with atomic_path(CHECKPOINTS / "README.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    with atomic_path(CHECKPOINTS / "scores.json") as tmp:
+        tmp.write_text(json.dumps({"facts": facts, "scores": scores}, indent=2) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--eval-only", action="store_true", help="score the committed checkpoints, no training")
-    parser.add_argument("--eval-images", type=int, default=200)
+    parser.add_argument("--eval-images", type=int, default=None,
+                        help="images per condition (default: 200 for the teachers, 64 per domain for the foundation)")
     parser.add_argument("--from-checkpoint", help="export this Lightning .ckpt of the run instead of training")
     parser.add_argument("--resume", help="resume the (single) model's interrupted run from this Lightning .ckpt")
     args = parser.parse_args()
+    if (args.from_checkpoint or args.resume) and len(args.models) != 1:
+        parser.error("--from-checkpoint and --resume need exactly one model in --models")
     previous = CHECKPOINTS / "scores.json"
-    facts = json.loads(previous.read_text())["facts"] if previous.exists() else {}
-    scores = {}
+    stored = json.loads(previous.read_text()) if previous.exists() else {}
+    facts, scores = stored.get("facts", {}), stored.get("scores", {})
     for kind in args.models:
         if args.from_checkpoint:
             facts[kind] = export_lightning_checkpoint(kind, args.from_checkpoint)
         elif not args.eval_only:
             facts[kind] = train(kind, args.resume)
-        facts[kind]["eval_images"] = args.eval_images
-        scores[kind] = evaluate(kind, args.eval_images)
+        facts[kind]["eval_images"] = args.eval_images or (64 if kind == "foundation" else 200)
+        if kind == "foundation":
+            scores[kind] = evaluate_foundation(MODELS[kind][1], facts[kind]["eval_images"])
+            scores["foundation_baseline"] = evaluate_foundation(MODELS["relative"][1], facts[kind]["eval_images"])
+        else:
+            scores[kind] = evaluate_teacher(kind, facts[kind]["eval_images"])
     write_card(facts, scores)
 
 

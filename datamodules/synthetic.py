@@ -2,7 +2,9 @@
 
 Samples are rendered on the fly, deterministically from (family, style, seed, index), so any range of
 indices is a reproducible split; with ``cache_dir`` each sample is rendered once and kept as a ``.pt`` file.
-Images are quantised to 8 bit like a camera's, so a cached sample equals a freshly rendered one.
+Images are quantised to 8 bit like a camera's, so a cached sample equals a freshly rendered one. ``style``
+``random`` draws a randomised style per sample, and ``family`` may list both families (the foundation-like
+model's training set); ``Augmented`` adds photometric and corruption-style augmentation to the training samples.
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ from typing import Any
 
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from datamodules.image_folder import HorizontalFlip, sample_loader
+from datamodules.base import HorizontalFlip, sample_loader
 from datamodules.weak_labels import WeakLabels, check_instance_source
+from depthadapt.augmentation import PhotometricAugmentation
+from depthadapt.corruptions import check_corruption, corrupt
 from depthadapt.io import atomic_path
-from depthadapt.synth import FAMILIES, RENDER_VERSION, STYLES, apply_haze, render_sample
+from depthadapt.synth import FAMILIES, RENDER_VERSION, STYLE_NAMES, render_sample
+from depthadapt.synth.seeds import sample_seed
 
-__all__ = ["DEFAULT_SIZES", "SyntheticDataModule", "SyntheticDataset"]
+__all__ = ["DEFAULT_SIZES", "Augmented", "SyntheticDataModule", "SyntheticDataset"]
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +38,8 @@ DEFAULT_SIZES: dict[str, tuple[int, int]] = {"street": (196, 644), "room": (266,
 def _check_names(family: str, style: str) -> None:
     if family not in FAMILIES:
         raise ValueError(f"unknown synthetic family {family!r}: choose one of {', '.join(FAMILIES)}")
-    if style not in STYLES:
-        raise ValueError(f"unknown synthetic style {style!r}: choose one of {', '.join(STYLES)}")
+    if style not in STYLE_NAMES:
+        raise ValueError(f"unknown synthetic style {style!r}: choose one of {', '.join(STYLE_NAMES)}")
 
 
 def _check_range(name: str, span: Sequence[int]) -> tuple[int, int]:
@@ -52,7 +57,7 @@ class SyntheticDataset(Dataset):
     A sample: ``image`` 3 x H x W float32 in [0, 1] (8-bit steps), ``depth`` H x W float32 metric z-depth
     (0 invalid), ``valid`` H x W bool, ``instances`` H x W int64 (0 background), ``intrinsics`` (fx, fy, cx,
     cy) float32, ``name`` ``"family/style/000012"`` and ``index`` (the global sample index, here 12).
-    ``haze_beta`` > 0 adds depth-aware haze (``apply_haze``, the style's airlight colour).
+    ``haze_beta`` > 0 adds depth-aware haze (``apply_haze``, the style's airlight colour) on top of the style's own.
     """
 
     def __init__(
@@ -87,11 +92,9 @@ class SyntheticDataset(Dataset):
 
     def render(self, index: int) -> dict[str, torch.Tensor]:
         """Render global sample ``index``: image (uint8 3 x H x W), depth, instances (int16), intrinsics."""
-        sample = render_sample(self.family, self.style, self.seed, index, self.height, self.width)
+        sample = render_sample(self.family, self.style, self.seed, index, self.height, self.width,
+                               self.haze_beta)
         image = sample["image"]
-        if self.haze_beta > 0:
-            airlight = STYLES[self.style].haze_colour
-            image = apply_haze(image[None], sample["depth"][None], self.haze_beta, airlight)[0]
         return {
             "image": (image * 255).round().to(torch.uint8),
             "depth": sample["depth"],
@@ -131,12 +134,71 @@ class SyntheticDataset(Dataset):
         }
 
 
+def _check_augmentation(corruptions: Sequence[str], corruption_p: float, max_severity: int) -> None:
+    if not 0.0 <= corruption_p <= 1.0:
+        raise ValueError(f"data.corruption_p must be a probability in [0, 1], got {corruption_p}")
+    if corruption_p > 0 and not corruptions:
+        raise ValueError("data.corruption_p > 0 needs data.train_corruptions: list the corruptions to draw from")
+    for name in corruptions:
+        check_corruption(name, max_severity)
+
+
+class Augmented(Dataset):
+    """Photometric and corruption-style augmentation of the images of ``dataset`` (for training), per sample.
+
+    ``photometric``: arguments of ``PhotometricAugmentation`` (colour jitter, grayscale, blur, noise); then,
+    with chance ``corruption_p``, one of ``corruptions`` (``depthadapt.corruptions`` names) at a severity from 1
+    to ``max_severity``. The draws of sample ``index`` come from (``seed``, index) only: the same in every run,
+    worker layout and resume. Error samples pass unchanged.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        photometric: dict[str, Any] | None = None,
+        corruptions: Sequence[str] = (),
+        corruption_p: float = 0.0,
+        max_severity: int = 3,
+        seed: int = 0,
+    ) -> None:
+        _check_augmentation(corruptions, corruption_p, max_severity)
+        self.dataset = dataset
+        self.photometric = PhotometricAugmentation(**(photometric or {}))
+        self.corruptions, self.corruption_p, self.max_severity = tuple(corruptions), corruption_p, max_severity
+        self.seed = seed
+
+    def __len__(self) -> int:
+        """Length of the wrapped dataset."""
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Sample ``index`` of the wrapped dataset with its image augmented (3 x H x W in [0, 1])."""
+        sample = self.dataset[index]
+        if "error" in sample:
+            return sample
+        generator = torch.Generator().manual_seed(sample_seed("augment", "train", self.seed, index))
+        image = sample["image"][None]
+        with torch.random.fork_rng(devices=[]):  # kornia draws from the global generator
+            torch.manual_seed(int(torch.randint(2**62, (), generator=generator)))
+            image = self.photometric(image)
+        draws = torch.rand(3, generator=generator).tolist()
+        if draws[0] < self.corruption_p:
+            name = self.corruptions[min(int(draws[1] * len(self.corruptions)), len(self.corruptions) - 1)]
+            severity = 1 + min(int(draws[2] * self.max_severity), self.max_severity - 1)
+            image = corrupt(image, name, severity, seed=index)
+        return {**sample, "image": image[0].clamp(0.0, 1.0)}
+
+
 class SyntheticDataModule(LightningDataModule):
     """A synthetic domain for fit / validate / test / predict (``predict_range``, by default the test range).
 
+    ``family`` is ``street``, ``room`` or a list of both (every range then holds that range of each family, and
+    ``height`` / ``width`` must be given); ``style`` is a named style or ``random`` (domain randomisation).
     ``height`` / ``width`` default to 196 x 644 for ``street`` and 266 x 350 for ``room``. Index ranges are
     [start, stop); the training range may not overlap the validation or test range. ``hflip`` randomly
-    flips training samples. ``cache_dir`` keeps rendered samples on disk (``SyntheticDataset``).
+    flips training samples; ``photometric`` (``PhotometricAugmentation`` arguments) and ``train_corruptions``
+    (drawn with chance ``corruption_p`` at severity 1..``corruption_max_severity``) augment them (``Augmented``).
+    ``cache_dir`` keeps rendered samples on disk (``SyntheticDataset``).
     Training samples carry weak labels (``WeakLabels``): ``instances`` from ``instance_source`` (the
     scenes' own ``ground_truth`` ids by default, or ``sam2`` masks cached in ``mask_cache_dir``, or
     ``superpixels``) and ``ordinal`` pairs from ``ordinal_file``.
@@ -144,7 +206,7 @@ class SyntheticDataModule(LightningDataModule):
 
     def __init__(
         self,
-        family: str = "street",
+        family: str | list[str] = "street",
         style: str = "source",
         height: int | None = None,
         width: int | None = None,
@@ -158,13 +220,23 @@ class SyntheticDataModule(LightningDataModule):
         batch_size: int = 4,
         num_workers: int = 0,
         hflip: bool = False,
+        photometric: dict[str, Any] | None = None,
+        train_corruptions: list[str] | None = None,
+        corruption_p: float = 0.0,
+        corruption_max_severity: int = 3,
         instance_source: str | None = "ground_truth",
         mask_cache_dir: str | None = None,
         superpixels: int = 64,
         ordinal_file: str | None = None,
     ) -> None:
         super().__init__()
-        _check_names(family, style)
+        self.families = [family] if isinstance(family, str) else list(family)
+        if not self.families or len(set(self.families)) != len(self.families):
+            raise ValueError(f"data.family must be a family or a list of distinct families, got {family!r}")
+        for name in self.families:
+            _check_names(name, style)
+        if len(self.families) > 1 and (height is None or width is None):
+            raise ValueError("data.family lists several families: set data.height and data.width (one batch size)")
         check_instance_source(instance_source, mask_cache_dir)
         self.train_range = _check_range("data.train_range", train_range)
         self.val_range = _check_range("data.val_range", val_range)
@@ -184,27 +256,33 @@ class SyntheticDataModule(LightningDataModule):
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
         if haze_beta < 0:
             raise ValueError(f"data.haze_beta must be >= 0, got {haze_beta}")
-        default_h, default_w = DEFAULT_SIZES[family]
+        default_h, default_w = DEFAULT_SIZES[self.families[0]]
         self.family, self.style = family, style
         self.height = default_h if height is None else height
         self.width = default_w if width is None else width
         self.seed, self.haze_beta, self.cache_dir = seed, haze_beta, cache_dir
         self.batch_size, self.num_workers, self.hflip = batch_size, num_workers, hflip
+        self.augmentation = dict(photometric=photometric, corruptions=train_corruptions or (),
+                                 corruption_p=corruption_p, max_severity=corruption_max_severity, seed=seed)
+        _check_augmentation(self.augmentation["corruptions"], corruption_p, corruption_max_severity)
         self.weak_labels = dict(
             instance_source=instance_source, mask_cache_dir=mask_cache_dir, superpixels=superpixels,
             ordinal_file=ordinal_file,
         )
         self.datasets: dict[str, Dataset] = {}
 
-    def dataset(self, span: tuple[int, int]) -> SyntheticDataset:
-        """The samples of index range ``span`` with this module's settings."""
-        return SyntheticDataset(self.family, self.style, *span, self.height, self.width, self.seed,
-                                self.haze_beta, self.cache_dir)
+    def dataset(self, span: tuple[int, int]) -> Dataset:
+        """The samples of index range ``span`` with this module's settings (of each family, in order)."""
+        parts = [SyntheticDataset(family, self.style, *span, self.height, self.width, self.seed, self.haze_beta,
+                                  self.cache_dir) for family in self.families]
+        return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
     def setup(self, stage: str) -> None:
         """Build the datasets of ``stage`` (``fit``, ``validate``, ``test`` or ``predict``)."""
         if stage == "fit":
-            train = WeakLabels(self.dataset(self.train_range), **self.weak_labels)
+            train: Dataset = WeakLabels(self.dataset(self.train_range), **self.weak_labels)
+            if self.augmentation["photometric"] or self.augmentation["corruption_p"] > 0:
+                train = Augmented(train, **self.augmentation)
             self.datasets["train"] = HorizontalFlip(train) if self.hflip else train
         if stage in ("fit", "validate"):
             self.datasets["val"] = self.dataset(self.val_range)

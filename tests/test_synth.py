@@ -1,22 +1,34 @@
+import hashlib
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from datamodules.image_folder import HorizontalFlip
-from datamodules.synthetic import SyntheticDataModule, SyntheticDataset
+from datamodules.base import HorizontalFlip
+from datamodules.synthetic import Augmented, SyntheticDataModule, SyntheticDataset
 from depthadapt.synth import (
     FAMILIES,
+    HELD_OUT,
+    RANDOM,
     STYLES,
+    SUPPORT,
     Camera,
     SceneBuilder,
     Surface,
     apply_haze,
+    in_support,
+    random_style,
     render_sample,
     render_scene,
     sample_scene,
     sample_seed,
 )
+from depthadapt.synth.render import MIN_INSTANCE_FRACTION, drop_small
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SH, SW = 98, 322  # street, half the default size
 RH, RW = 133, 175  # room, half the default size
@@ -91,6 +103,10 @@ def test_room_depth_range(style):
     assert s["instances"].max() >= 1
 
 
+def _min_area(h, w):
+    return max(1, round(MIN_INSTANCE_FRACTION * h * w))
+
+
 @pytest.mark.parametrize("family, index", [("street", 0), ("street", 7), ("room", 1)])
 def test_instances_match_objects(family, index):
     h, w = (SH, SW) if family == "street" else (RH, RW)
@@ -102,19 +118,138 @@ def test_instances_match_objects(family, index):
     for kind in OBJECTS:
         is_object |= surface == kind
     assert is_object.any()
-    assert (s["instances"][is_object] >= 1).all()
-    assert (s["instances"][~is_object] == 0).all()
+    objects = torch.where(prim >= 0, scene.instance[prim.clamp_min(0)], 0)
+    assert (objects[is_object] >= 1).all() and (objects[~is_object] == 0).all()
+    # The map keeps exactly the objects of at least the minimum area, with the scene's ids.
+    ids, counts = objects.unique(return_counts=True)
+    kept = {i for i, c in zip(ids.tolist(), counts.tolist(), strict=True) if i > 0 and c >= _min_area(h, w)}
+    assert set(s["instances"].unique().tolist()) - {0} == kept
+    assert torch.equal(s["instances"], torch.where(torch.isin(objects, torch.tensor(sorted(kept))), objects, 0))
     # Each id is one object: all its primitives share it and are of a kind that belongs together.
     for inst in s["instances"].unique().tolist():
         kinds = set(scene.surface[scene.instance == inst].tolist())
         assert inst == 0 or kinds <= {int(k) for k in OBJECTS}
+    # The per-part map: one id per primitive (index + 1) on object pixels, 0 elsewhere.
+    assert torch.equal(s["parts"], torch.where(is_object, prim + 1, 0))
+
+
+def test_a_car_is_one_instance_of_several_parts_and_no_instance_is_a_sliver():
+    merged_cars = 0
+    for index in range(4):
+        s = render_sample("street", "source", 0, index, SH, SW)
+        scene = _scene("street", "source", index, SH, SW)
+        parts, instances = s["parts"], s["instances"]
+        ids, counts = instances.unique(return_counts=True)
+        assert (counts[ids > 0] >= _min_area(SH, SW)).all()
+        for part in parts.unique().tolist():
+            if part:  # a part lies inside one instance (or is background when its object is a sliver)
+                assert len(instances[parts == part].unique()) == 1
+        for inst in ids.tolist():
+            visible = parts[instances == inst].unique().tolist()
+            surfaces = {int(scene.surface[p - 1]) for p in visible if p}
+            if inst and Surface.CAR in surfaces and len(visible) >= 3:
+                assert surfaces <= {Surface.CAR, Surface.GLASS, Surface.TYRE}  # body, cabin and wheels: one car
+                merged_cars += 1
+        assert (drop_small(parts, _min_area(SH, SW)) > 0).sum() < (parts > 0).sum()  # slivers of parts exist too
+    assert merged_cars >= 3
+
+
+def test_drop_small_by_hand():
+    ids = torch.tensor([[0, 1, 1], [2, 1, 3], [3, 3, 3]])
+    assert torch.equal(drop_small(ids, 3), torch.tensor([[0, 1, 1], [0, 1, 3], [3, 3, 3]]))
+    assert torch.equal(drop_small(ids, 4), torch.tensor([[0, 0, 0], [0, 0, 3], [3, 3, 3]]))
+
+
+# sha256 of image, depth and intrinsics bytes rendered by the code before the split of scene.py (commit 8ee228f).
+BEFORE_SPLIT = {
+    ("street", "source", 0): "d160fcf7f92b215c",
+    ("street", "source", 1): "697c76eac0dd0a0d",
+    ("street", "target", 0): "c839d847025bbcae",
+    ("street", "target", 1): "b7a47efba5c3a93f",
+    ("street", "simulator", 0): "fc92de46ea16c376",
+    ("street", "simulator", 1): "71aff1b00c860cd0",
+    ("room", "source", 0): "8729049f3bf0ad9a",
+    ("room", "source", 1): "d39c0baf0efc3d90",
+    ("room", "target", 0): "57a5ce54ea2269e7",
+    ("room", "target", 1): "5d11e8820acb95da",
+    ("room", "simulator", 0): "f79ff11487952f98",
+    ("room", "simulator", 1): "66a56fc6a8f23156",
+}
+
+
+@pytest.mark.parametrize("key", list(BEFORE_SPLIT))
+def test_split_modules_render_bit_identically(key):
+    family, style, index = key
+    h, w = (56, 182) if family == "street" else (70, 91)
+    s = render_sample(family, style, 0, index, h, w)
+    digest = hashlib.sha256()
+    for name in ("image", "depth", "intrinsics"):
+        digest.update(s[name].numpy().tobytes())
+    assert digest.hexdigest()[:16] == BEFORE_SPLIT[key]
+
+
+def test_no_synth_module_over_400_lines():
+    for path in (ROOT / "depthadapt" / "synth").rglob("*.py"):
+        assert len(path.read_text().splitlines()) <= 400, path
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_random_styles_are_deterministic_and_vary(family):
+    assert random_style(family, 0, 5) == random_style(family, 0, 5)
+    others = [random_style(family, 0, 6), random_style(family, 1, 5), random_style(FAMILIES[family == "street"], 0, 5)]
+    assert all(other != random_style(family, 0, 5) for other in others)
+    a = render_sample(family, RANDOM, 0, 5, 28, 56)
+    b = render_sample(family, RANDOM, 0, 5, 28, 56)
+    for key in ("image", "depth", "instances"):
+        assert torch.equal(a[key], b[key]), key
+    assert not torch.equal(a["image"], render_sample(family, RANDOM, 0, 6, 28, 56)["image"])
+    # The same scene index draws a different scene in the random family than in a named style.
+    assert not torch.equal(a["depth"], render_sample(family, "source", 0, 5, 28, 56)["depth"])
+
+
+def test_random_family_spans_its_support_and_excludes_the_held_out_styles():
+    draws = [random_style(family, 0, i) for family in FAMILIES for i in range(150)]
+    assert all(in_support(style) for style in draws)
+    # Every axis is really randomised: the draws cover most of each range.
+    for name, get in (("exposure", lambda s: s.exposure), ("contrast", lambda s: s.contrast),
+                      ("saturation", lambda s: s.saturation), ("vignette", lambda s: s.vignette)):
+        values = torch.tensor([get(s) for s in draws])
+        lo, hi = SUPPORT[name]
+        assert values.max() - values.min() > 0.8 * (hi - lo), name
+    assert len({s.palette[Surface.FACADE][0] for s in draws}) == len(draws)
+    assert {t.kind for s in draws for t in s.textures.values()} == {"plain", "noise", "checker", "stripes", "bricks"}
+    assert 4 >= len(HELD_OUT) >= 3 and set(HELD_OUT.values()) == set(FAMILIES) and "sintel" in HELD_OUT
+    for name in HELD_OUT:
+        assert not in_support(STYLES[name]), name
+    # The check itself: one axis moved out of range takes a training style out of the support.
+    assert not in_support(replace(draws[0], saturation=SUPPORT["saturation"][1] + 0.1))
+    assert not in_support(replace(draws[0], sun_colour=(3.0, 0.5, 3.0)))
+
+
+@pytest.mark.parametrize("style", list(HELD_OUT))
+def test_held_out_styles_render_their_family(style):
+    family = HELD_OUT[style]
+    h, w = (SH, SW) if family == "street" else (RH, RW)
+    s = render_sample(family, style, 0, 2, h, w)
+    reference = render_sample(family, "source", 0, 2, h, w)
+    assert torch.equal(s["depth"], render_sample(family, style, 0, 2, h, w)["depth"])
+    assert (s["image"] - reference["image"]).abs().mean() > 0.05  # another look
+    assert s["image"].std() > 0.03  # not a blank frame
+
+
+def test_sintel_is_saturated():
+    def saturation(image):
+        return (image.amax(0) - image.amin(0)).mean()
+    sintel = render_sample("street", "sintel", 0, 0, SH, SW)["image"]
+    randomised = [render_sample("street", RANDOM, 0, i, SH, SW)["image"] for i in range(4)]
+    assert saturation(sintel) > max(saturation(image) for image in randomised)
 
 
 @pytest.mark.parametrize("index", [0, 1, 2, 3])
 def test_objects_in_front_of_the_ground_behind_them(index):
     """Camera without roll over flat ground: ground seen beside or above an object's pixel is farther."""
     s = render_sample("street", "source", 0, index, SH, SW)
-    depth, inst = s["depth"], s["instances"]
+    depth, inst = s["depth"], s["parts"]  # every object, slivers included
     checked = 0
     for obj, bg in (((slice(1, None), slice(None)), (slice(None, -1), slice(None))),  # ground above
                     ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),  # ground left
@@ -189,8 +324,8 @@ def test_styles_are_different_domains():
 def test_unknown_names():
     with pytest.raises(ValueError, match="street, room"):
         render_sample("forest", "source", 0, 0, SH, SW)
-    with pytest.raises(ValueError, match="source, target, simulator"):
-        render_sample("street", "sepia", 0, 0, SH, SW)
+    with pytest.raises(ValueError, match="source, target, simulator, sintel, sepia, neon, pastel, random"):
+        render_sample("street", "watercolour", 0, 0, SH, SW)
 
 
 def test_haze_by_hand():
@@ -235,7 +370,15 @@ def test_datamodule_rejects_bad_arguments():
     with pytest.raises(ValueError, match="street, room"):
         SyntheticDataModule(family="forest")
     with pytest.raises(ValueError, match="source, target, simulator"):
-        SyntheticDataModule(style="sepia")
+        SyntheticDataModule(style="watercolour")
+    with pytest.raises(ValueError, match="set data.height and data.width"):
+        SyntheticDataModule(family=["street", "room"])
+    with pytest.raises(ValueError, match="distinct families"):
+        SyntheticDataModule(family=["street", "street"], height=14, width=28)
+    with pytest.raises(ValueError, match="train_corruptions"):
+        SyntheticDataModule(corruption_p=0.5)
+    with pytest.raises(ValueError, match="unknown corruption 'smog'"):
+        SyntheticDataModule(train_corruptions=["smog"], corruption_p=0.5)
     with pytest.raises(ValueError, match="overlaps data.test_range"):
         SyntheticDataModule(train_range=(0, 100), test_range=(50, 150))
     with pytest.raises(ValueError, match="start < stop"):
@@ -272,3 +415,54 @@ def test_predict_range_may_cover_the_training_images() -> None:
     assert batch["index"].tolist() == [0, 1, 2]
     data.setup("test")
     assert next(iter(data.test_dataloader()))["index"].tolist() == [5]
+
+
+def test_datamodule_mixes_both_families_in_random_styles():
+    dm = SyntheticDataModule(family=["street", "room"], style=RANDOM, height=28, width=56, train_range=(0, 3),
+                             val_range=(3, 5), test_range=(5, 7), batch_size=2)
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) == 6
+    val = [dm.datasets["val"][i]["name"] for i in range(4)]
+    assert val == ["street/random/000003", "street/random/000004", "room/random/000003", "room/random/000004"]
+    dm.setup("test")
+    sample = dm.datasets["test"][2]
+    assert torch.equal(sample["image"], SyntheticDataset("room", RANDOM, 5, 6, 28, 56)[0]["image"])
+
+
+def test_augmentation_is_seeded_per_sample_and_changes_images():
+    base = SyntheticDataset("street", "source", 0, 4, 28, 56)
+    settings = dict(photometric={"brightness": 0.4, "jitter_p": 1.0}, corruptions=["jpeg_compression", "pixelate"],
+                    corruption_p=1.0, max_severity=2)
+    augmented, again = Augmented(base, **settings), Augmented(base, **settings)
+    other_seed = Augmented(base, **settings, seed=1)
+    for i in range(len(base)):
+        image = augmented[i]["image"]
+        assert torch.equal(image, again[i]["image"])  # the same in every run and worker
+        assert not torch.equal(image, base[i]["image"])
+        assert not torch.equal(image, other_seed[i]["image"])
+        assert image.shape == base[i]["image"].shape and 0 <= image.min() and image.max() <= 1
+        assert torch.equal(augmented[i]["depth"], base[i]["depth"])  # photometric only: labels untouched
+    assert not torch.equal(augmented[0]["image"] - base[0]["image"], augmented[1]["image"] - base[1]["image"])
+    dm = SyntheticDataModule(height=28, width=56, train_range=(0, 2), val_range=(2, 3), test_range=(3, 4),
+                             photometric=settings["photometric"])
+    dm.setup("fit")
+    assert isinstance(dm.datasets["train"], Augmented)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "config_yaml" / "data").glob("ood_*.yaml")), ids=lambda p: p.stem)
+def test_out_of_domain_fragments(path):
+    config = yaml.safe_load(path.read_text())
+    assert set(config) == {"data"}  # a fragment: combined with an experiment by a second --config
+    data = config["data"]
+    assert data["class_path"] == "datamodules.SyntheticDataModule"
+    args = data["init_args"]
+    style = path.stem.removeprefix("ood_")
+    assert args["style"] == style and args["family"] == HELD_OUT[style]
+    assert args["instance_source"] == "ground_truth"
+    dm = SyntheticDataModule(**args)
+    dm.setup("test")
+    assert dm.datasets["test"][0]["name"].startswith(f"{HELD_OUT[style]}/{style}/")
+
+
+def test_every_held_out_style_has_a_fragment():
+    assert {p.stem.removeprefix("ood_") for p in (ROOT / "config_yaml" / "data").glob("ood_*.yaml")} == set(HELD_OUT)

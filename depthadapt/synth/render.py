@@ -6,28 +6,31 @@ instance ids and intrinsics. All randomness comes from one ``torch.Generator`` s
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from depthadapt.synth.scene import FAMILIES, Hit, Scene, Surface, sample_scene
-from depthadapt.synth.styles import STYLES, Style, Texture, coverage, filtered_square, pattern
+from depthadapt.synth.layouts import sample_scene
+from depthadapt.synth.randomize import resolve_style
+from depthadapt.synth.raycast import Hit
+from depthadapt.synth.scene import FAMILIES, Scene, Surface
+from depthadapt.synth.seeds import sample_seed
+from depthadapt.synth.styles import Style
+from depthadapt.synth.textures import Texture, coverage, filtered_square, pattern
 
-__all__ = ["RENDER_VERSION", "apply_haze", "render_sample", "render_scene", "sample_seed"]
+__all__ = ["MIN_INSTANCE_FRACTION", "RENDER_VERSION", "apply_haze", "drop_small", "render_sample", "render_scene",
+           "sample_seed"]
 
-RENDER_VERSION = 1
-"""Bumped whenever the renderer's output changes (caches key on it)."""
+RENDER_VERSION = 2
+"""Bumped whenever the renderer's output changes (caches key on it). 2: instances drop objects under
+``MIN_INSTANCE_FRACTION`` of the image (images and depth as in 1)."""
+
+MIN_INSTANCE_FRACTION = 0.001
+"""Objects covering less of the image than this are background in the instance map (SAM2-like: no slivers)."""
 
 _PLAIN = Texture("plain")
-
-
-def sample_seed(family: str, style: str, seed: int, index: int) -> int:
-    """A 63-bit generator seed from a hash of (family, style, seed, index), the same on every machine."""
-    digest = hashlib.sha256(f"{family}/{style}/{seed}/{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def _colours(table: Sequence[Sequence[float]]) -> Tensor:
@@ -213,8 +216,15 @@ def _camera_response(style: Style, radiance: Tensor, generator: torch.Generator,
     return image.clamp(0.0, 1.0)
 
 
+def drop_small(ids: Tensor, min_area: int) -> Tensor:
+    """The id map H x W (0 background) with every id of fewer than ``min_area`` pixels set to 0."""
+    _, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
+    return torch.where(counts[inverse] >= min_area, ids, 0)
+
+
 def render_scene(scene: Scene, style: Style, generator: torch.Generator) -> dict[str, Tensor]:
-    """Render ``scene`` in ``style``: image 3 x H x W [0, 1], depth H x W (0 invalid), instances H x W, intrinsics."""
+    """Render ``scene`` in ``style``: image 3 x H x W [0, 1], depth H x W (0 invalid), instances H x W (whole
+    objects, ``drop_small``), parts H x W (one id per primitive of an object: its index + 1), intrinsics (4,)."""
     cam = scene.camera
     hit = scene.cast()
     prim = hit.prim.flatten()[hit.pixels]
@@ -269,25 +279,39 @@ def render_scene(scene: Scene, style: Style, generator: torch.Generator) -> dict
     image = _camera_response(style, image.T.reshape(3, h, w), generator, cam.cx, cam.cy)
 
     valid = torch.isfinite(hit.depth) & (hit.depth >= scene.min_depth) & (hit.depth <= scene.max_depth)
-    instances = torch.where(hit.prim >= 0, scene.instance[hit.prim.clamp_min(0)], 0)
+    objects = torch.where(hit.prim >= 0, scene.instance[hit.prim.clamp_min(0)], 0)
+    min_area = max(1, round(MIN_INSTANCE_FRACTION * h * w))  # as WeSTARLoss rounds min_instance_fraction
     return {
         "image": image,
         "depth": torch.where(valid, hit.depth, 0.0),
-        "instances": instances,
+        "instances": drop_small(objects, min_area),
+        "parts": torch.where(objects > 0, hit.prim + 1, 0),
         "intrinsics": cam.intrinsics,
     }
 
 
-def render_sample(family: str, style: str, seed: int, index: int, height: int, width: int) -> dict[str, Tensor]:
+def render_sample(family: str, style: str, seed: int, index: int, height: int, width: int,
+                  haze_beta: float = 0.0) -> dict[str, Tensor]:
     """Render sample ``index``: image 3 x H x W [0, 1], depth H x W metric z-depth (0 invalid: sky, out of range),
-    instances H x W int64 (objects >= 1, ground / walls / sky 0), intrinsics (fx, fy, cx, cy) float32 (4,)."""
-    if style not in STYLES:
-        raise ValueError(f"unknown style {style!r}: choose one of {', '.join(STYLES)}")
+    instances H x W int64 (one id >= 1 per whole object: a car, a building, a tree, a table, with its parts merged;
+    ground / walls / sky and objects under ``MIN_INSTANCE_FRACTION`` of the image 0), parts H x W int64 (one id
+    per primitive of an object), intrinsics (fx, fy, cx, cy) float32 (4,).
+
+    ``style`` is a named style or ``"random"`` (a randomised style per sample). Depth-aware haze (``apply_haze``,
+    the style's airlight) of density ``haze_beta`` plus the style's own ``haze_beta`` (1/m) is added when > 0.
+    """
     if family not in FAMILIES:
         raise ValueError(f"unknown scene family {family!r}: choose one of {', '.join(FAMILIES)}")
+    if haze_beta < 0:
+        raise ValueError(f"haze_beta must be >= 0, got {haze_beta}")
+    look = resolve_style(family, style, seed, index)
     generator = torch.Generator().manual_seed(sample_seed(family, style, seed, index))
     scene = sample_scene(family, generator, height, width)
-    return render_scene(scene, STYLES[style], generator)
+    sample = render_scene(scene, look, generator)
+    beta = look.haze_beta + haze_beta
+    if beta > 0:
+        sample["image"] = apply_haze(sample["image"][None], sample["depth"][None], beta, look.haze_colour)[0]
+    return sample
 
 
 def apply_haze(

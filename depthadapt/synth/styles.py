@@ -1,43 +1,20 @@
 """Appearance styles (the domains): palettes, procedural textures, lighting, sky and camera response.
 
-Textures are evaluated in surface coordinates (metres), so they shrink with distance like real ones, and are
-box-filtered over each pixel's footprint (analytically for the periodic patterns, by fading octaves for noise),
-so distant texture turns into its mean instead of aliasing.
+The named built-in domains are ``source``, ``target`` and ``simulator`` (the stand-ins of the methods' demos)
+and the held-out domains ``HELD_OUT`` that the foundation-like source model never sees in training; the
+randomised training family is ``depthadapt.synth.randomize``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-from torch import Tensor
-
 from depthadapt.synth.scene import Surface
+from depthadapt.synth.textures import Texture
 
-__all__ = ["STYLES", "TEXTURE_KINDS", "Style", "Texture", "pattern", "tile_hash", "value_noise"]
+__all__ = ["HELD_OUT", "STYLES", "Colour", "Style"]
 
 Colour = tuple[float, float, float]
-
-TEXTURE_KINDS: tuple[str, ...] = ("plain", "noise", "checker", "stripes", "bricks")
-
-
-@dataclass(frozen=True)
-class Texture:
-    """A procedural texture: ``kind`` (one of ``TEXTURE_KINDS``), ``period`` (tile / brick / stripe / noise size
-    along u, metres), ``aspect`` (size along v over size along u), ``contrast`` (how much the pattern darkens
-    the base colour; negative lightens), ``variation`` (per-tile brightness jitter), ``grain`` (fine noise)."""
-
-    kind: str = "plain"
-    period: float = 1.0
-    aspect: float = 1.0
-    contrast: float = 0.3
-    variation: float = 0.0
-    grain: float = 0.0
-    along_v: bool = False  # stripes vary along v (horizontal bands on walls) instead of u
-
-    def __post_init__(self) -> None:
-        if self.kind not in TEXTURE_KINDS:
-            raise ValueError(f"unknown texture kind {self.kind!r}: choose one of {', '.join(TEXTURE_KINDS)}")
 
 
 @dataclass(frozen=True)
@@ -63,103 +40,10 @@ class Style:
     vignette: float = 0.0
     noise_std: float = 0.0
     haze_colour: Colour = (0.8, 0.82, 0.85)  # airlight (display space) for ``apply_haze``
+    haze_beta: float = 0.0  # haze (1/m) that ``render_sample`` adds to every image of the style
     shadows: bool = True
     window_spacing: tuple[float, float] = (2.4, 3.6)
     notes: str = field(default="", compare=False)
-
-
-def _hash(ix: Tensor, iy: Tensor, seed: int) -> Tensor:
-    """Integer lattice hash in [0, 1): exact int64 arithmetic, identical on every machine."""
-    h = ((ix * 73856093) ^ (iy * 19349663) ^ (seed * 83492791)) & 0x7FFFFFFF
-    h = ((h ^ (h >> 13)) * 1274126177) & 0x7FFFFFFF
-    h = h ^ (h >> 16)
-    return h.float() * (1.0 / 2**31)
-
-
-def tile_hash(u: Tensor, v: Tensor, seed: int) -> Tensor:
-    """A random value in [0, 1) per unit cell of (u, v) (M,)."""
-    return _hash(u.floor().long(), v.floor().long(), seed)
-
-
-def value_noise(u: Tensor, v: Tensor, seed: int) -> Tensor:
-    """Smooth lattice value noise in [0, 1] at (u, v) (M,), one feature per unit."""
-    iu, iv = u.floor(), v.floor()
-    fu, fv = u - iu, v - iv
-    fu, fv = fu * fu * (3 - 2 * fu), fv * fv * (3 - 2 * fv)
-    iu, iv = iu.long(), iv.long()
-    h00, h10 = _hash(iu, iv, seed), _hash(iu + 1, iv, seed)
-    h01, h11 = _hash(iu, iv + 1, seed), _hash(iu + 1, iv + 1, seed)
-    return torch.lerp(torch.lerp(h00, h10, fu), torch.lerp(h01, h11, fu), fv)
-
-
-def _fade(footprint: Tensor, period: float) -> Tensor:
-    """Weight of a feature of this period seen with this footprint: 1 when resolved, 0 beyond Nyquist."""
-    return (1.5 - 2.0 * footprint / period).clamp(0.0, 1.0)
-
-
-def fbm(u: Tensor, v: Tensor, footprint: Tensor, period: float, seed: int, octaves: int = 3) -> Tensor:
-    """Fractal value noise in [0, 1] (M,), octaves finer than the pixel footprint faded to their mean."""
-    total, norm = torch.zeros_like(u), 0.0
-    for k in range(octaves):
-        scale, amp = period / 2**k, 0.5**k
-        total += amp * 0.5 + amp * (value_noise(u / scale, v / scale, seed + k) - 0.5) * _fade(footprint, scale)
-        norm += amp
-    return total / norm
-
-
-def _square_integral(x: Tensor, duty: float) -> Tensor:
-    """Integral from 0 to x of the unit-period square wave that is 1 on [0, duty)."""
-    cell = x.floor()
-    return cell * duty + (x - cell).clamp(max=duty)
-
-
-def filtered_square(x: Tensor, duty: float, width: Tensor) -> Tensor:
-    """Mean over [x - width / 2, x + width / 2] of the unit-period square wave 1 on [0, duty) (M,)."""
-    width = width.clamp_min(1e-4)
-    return (_square_integral(x + width / 2, duty) - _square_integral(x - width / 2, duty)) / width
-
-
-def coverage(x: Tensor, lo: float | Tensor, hi: float | Tensor, width: Tensor) -> Tensor:
-    """Fraction of [x - width / 2, x + width / 2] inside [lo, hi] (M,): an anti-aliased band."""
-    width = width.clamp_min(1e-4)
-    return ((torch.clamp(x + width / 2, max=hi) - torch.clamp(x - width / 2, min=lo)) / width).clamp(0.0, 1.0)
-
-
-def pattern(texture: Texture, uv: Tensor, footprint: Tensor, seed: int) -> Tensor:
-    """Brightness factor (M,) of ``texture`` at surface coordinates ``uv`` (M, 2) with pixel ``footprint`` (M, 2)."""
-    u, v = uv[:, 0], uv[:, 1]
-    fu, fv = footprint[:, 0], footprint[:, 1]
-    pu, pv = texture.period, texture.period * texture.aspect
-    kind = texture.kind
-    tiles = None  # cell coordinates for the per-tile variation
-    if kind == "plain":
-        m = torch.zeros_like(u)
-    elif kind == "noise":
-        m = fbm(u, v, torch.maximum(fu, fv), pu, seed)
-    elif kind == "checker":
-        a, b = filtered_square(u / pu, 0.5, fu / pu), filtered_square(v / pv, 0.5, fv / pv)
-        m = a + b - 2 * a * b
-        tiles = (u / pu, v / pv)
-    elif kind == "stripes":
-        x, f, p = (v, fv, pv) if texture.along_v else (u, fu, pu)
-        m = filtered_square(x / p, 0.5, f / p)
-        tiles = (x / (2 * p), torch.zeros_like(x))
-    else:  # bricks: running bond, mortar joints are the pattern
-        row = (v / pv).floor()
-        shifted = u / pu + 0.5 * (row - 2 * (row / 2).floor())
-        joint = 0.08 * min(1.0, pv / pu)
-        brick = filtered_square(v / pv, 1 - joint, fv / pv) * filtered_square(shifted, 1 - joint * pv / pu, fu / pu)
-        m = 1 - brick
-        tiles = (shifted, row)
-    out = 1 - texture.contrast * m
-    if tiles is not None and texture.variation:
-        jitter = tile_hash(tiles[0], tiles[1], seed + 17) - 0.5
-        out = out * (1 + texture.variation * jitter * _fade(torch.maximum(fu, fv), min(pu, pv)))
-    if texture.grain:
-        fine = min(pu, pv) / 8
-        out = out * (1 + texture.grain * (value_noise(u / fine, v / fine, seed + 29) - 0.5) *
-                     _fade(torch.maximum(fu, fv), fine))
-    return out
 
 
 _SOURCE = Style(
@@ -295,5 +179,104 @@ _SIMULATOR = Style(
     haze_colour=(0.75, 0.85, 1.0),
 )
 
-STYLES: dict[str, Style] = {s.name: s for s in (_SOURCE, _TARGET, _SIMULATOR)}
-"""The built-in domains by name: ``source``, ``target`` and ``simulator``."""
+_SINTEL = Style(
+    name="sintel",
+    notes="held out, hard: animated-film look, saturated purple / teal / orange, low hard sunlight, strong contrast",
+    palette={
+        Surface.ROAD: ((0.18, 0.1, 0.22),),
+        Surface.SIDEWALK: ((0.7, 0.35, 0.15), (0.55, 0.2, 0.35)),
+        Surface.FACADE: ((0.45, 0.1, 0.55), (0.05, 0.45, 0.5), (0.85, 0.4, 0.05), (0.6, 0.05, 0.2)),
+        Surface.CAR: ((0.9, 0.8, 0.05), (0.05, 0.7, 0.6), (0.8, 0.05, 0.4)),
+        Surface.GLASS: ((0.02, 0.15, 0.25),),
+        Surface.TYRE: ((0.05, 0.02, 0.06),),
+        Surface.POLE: ((0.1, 0.5, 0.45),),
+        Surface.TRUNK: ((0.45, 0.12, 0.05),),
+        Surface.FOLIAGE: ((0.05, 0.55, 0.25), (0.45, 0.6, 0.02)),
+        Surface.FLOOR: ((0.6, 0.2, 0.1),),
+        Surface.WALL: ((0.2, 0.5, 0.6),),
+        Surface.CEILING: ((0.8, 0.7, 0.9),),
+        Surface.FURNITURE: ((0.7, 0.1, 0.5), (0.1, 0.6, 0.5)),
+        Surface.BALL: ((0.95, 0.6, 0.05), (0.1, 0.3, 0.9)),
+    },
+    textures={
+        Surface.ROAD: Texture("stripes", period=2.5, contrast=0.3),
+        Surface.SIDEWALK: Texture("checker", period=1.2, contrast=0.45, variation=0.4),
+        Surface.FACADE: Texture("checker", period=1.5, aspect=2.0, contrast=0.35, variation=0.5),
+        Surface.CAR: Texture("plain"),
+        Surface.TRUNK: Texture("stripes", period=0.2, contrast=0.6),
+        Surface.FOLIAGE: Texture("bricks", period=0.5, aspect=0.5, contrast=0.7),
+    },
+    sky_zenith=(0.3, 0.08, 0.5),
+    sky_horizon=(1.0, 0.45, 0.15),
+    sun_elevation=(7.0, 14.0),
+    sun_colour=(6.0, 3.3, 1.4),
+    ambient_colour=(0.3, 0.22, 0.6),
+    marking_colour=(0.95, 0.85, 0.2),
+    window_colour=(0.9, 0.6, 0.15),  # lit windows
+    reflectivity=0.1,
+    exposure=1.4,
+    contrast=1.45,
+    saturation=1.9,
+    haze_colour=(0.95, 0.55, 0.35),
+)
+
+_SEPIA = Style(
+    name="sepia",
+    notes="held out: an old photograph, nearly monochrome brown tint, film grain, strong vignette, grey sky",
+    palette=_SOURCE.palette,
+    textures={**_TARGET.textures, Surface.FACADE: Texture("bricks", period=0.4, aspect=0.5, contrast=0.4)},
+    sky_zenith=(0.6, 0.6, 0.6),
+    sky_horizon=(0.8, 0.8, 0.78),
+    sun_elevation=(25.0, 50.0),
+    sun_colour=(2.6, 2.5, 2.3),
+    ambient_colour=(0.6, 0.6, 0.6),
+    exposure=1.5,
+    contrast=0.95,
+    saturation=0.12,
+    tint=(1.15, 0.97, 0.72),
+    vignette=0.5,
+    noise_std=0.05,
+    haze_colour=(0.75, 0.7, 0.6),
+)
+
+_NEON = Style(
+    name="neon",
+    notes="held out: a room lit by a magenta lamp against cyan ambient light, saturated",
+    palette={**_SIMULATOR.palette, Surface.WALL: ((0.5, 0.5, 0.55), (0.3, 0.3, 0.4)),
+             Surface.FLOOR: ((0.2, 0.2, 0.25),),
+             Surface.FURNITURE: ((0.7, 0.7, 0.7), (0.2, 0.5, 0.6), (0.6, 0.2, 0.3))},
+    textures={Surface.FLOOR: Texture("checker", period=0.6, contrast=0.5),
+              Surface.WALL: Texture("stripes", period=0.4, contrast=0.3, along_v=True)},
+    sky_zenith=(0.0, 0.0, 0.0),
+    sky_horizon=(0.0, 0.0, 0.0),
+    sun_elevation=(0.0, 0.0),
+    sun_colour=(3.5, 0.5, 3.0),
+    ambient_colour=(0.04, 0.22, 0.3),
+    exposure=2.6,
+    contrast=1.15,
+    saturation=1.5,
+    noise_std=0.02,
+)
+
+_PASTEL = Style(
+    name="pastel",
+    notes="held out: an over-exposed, low-contrast room in pale pastel colours, almost no texture",
+    palette={**_TARGET.palette, Surface.WALL: ((0.9, 0.75, 0.8), (0.75, 0.85, 0.95), (0.85, 0.95, 0.8)),
+             Surface.FLOOR: ((0.95, 0.9, 0.75),), Surface.CEILING: ((0.97, 0.97, 0.95),),
+             Surface.FURNITURE: ((0.8, 0.65, 0.9), (0.65, 0.9, 0.85), (0.95, 0.8, 0.6))},
+    textures={Surface.FLOOR: Texture("noise", period=2.0, contrast=0.1)},
+    sky_zenith=(0.8, 0.85, 0.95),
+    sky_horizon=(0.9, 0.92, 0.95),
+    sun_elevation=(0.0, 0.0),
+    sun_colour=(1.6, 1.55, 1.5),
+    ambient_colour=(0.35, 0.35, 0.37),
+    exposure=2.4,
+    contrast=0.68,
+    saturation=1.3,
+)
+
+HELD_OUT: dict[str, str] = {"sintel": "street", "sepia": "street", "neon": "room", "pastel": "room"}
+"""The held-out domains (style name -> family): the foundation-like model's out-of-domain test styles."""
+
+STYLES: dict[str, Style] = {s.name: s for s in (_SOURCE, _TARGET, _SIMULATOR, _SINTEL, _SEPIA, _NEON, _PASTEL)}
+"""The named domains: ``source``, ``target``, ``simulator`` and the held-out ones (``HELD_OUT``)."""
