@@ -35,7 +35,7 @@ lint: $(STAMP) ## ruff
 
 demo: $(STAMP) ## set up and run the main job (WeSTAR) on the built-in synthetic domain with the tiny models
 	$(PY) cli.py test --config config_yaml/demo.yaml --data.style source
-	$(PY) cli.py fit --config config_yaml/westar.yaml --trainer.enable_progress_bar false
+	$(PY) cli.py fit --config config_yaml/westar.yaml
 	$(PY) cli.py predict --config config_yaml/demo.yaml --data.style target
 	@echo "adapted model: outputs/westar/checkpoints/ (adapted_model.pth, lora_adapter/, last.ckpt)"
 	@echo "zero-shot depth maps of the target domain: outputs/demo/street/target/"
@@ -58,5 +58,5 @@ benchmark-gpu: $(STAMP) ## every GPU figure in one run (H100/H200, < 8 min): ben
 	$(PY) -m benchmarks.gpu
 
 .PHONY: chain
-chain: $(STAMP) ## the two papers chained (adapt -> label -> distil) on the synthetic target domain, ~10 min on 2 CPU cores
+chain: $(STAMP) ## the two papers chained (adapt -> label -> distil) on the synthetic target domain (12-20 min, 2-core CPU)
 	$(PY) -m benchmarks.chain

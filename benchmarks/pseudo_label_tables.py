@@ -77,7 +77,7 @@ def table_3(label_images: int, steps: int, eval_images: int, workdir: Path) -> l
         start = time.perf_counter()
         fit = cli.main(["fit", "--config", STUDENT, "--data.image_dir", str(images), "--data.depth_dir", str(labels),
                         "--trainer.max_steps", str(steps), "--trainer.max_epochs", "-1", "--trainer.logger", "false",
-                        "--trainer.enable_checkpointing", "false", "--model.labels", f"{method} ({fit_space})"])
+                        "--trainer.enable_checkpointing", "false", "--model.table_row", f"{method} ({fit_space})"])
         fit_seconds = time.perf_counter() - start
         test = cli.main(["--config", STUDENT, "--config", STUDENT_TEST, "--data.cache_dir", CACHE,
                          "--data.test_range", f"[3100, {3100 + eval_images}]"], run=False)

@@ -34,13 +34,11 @@ def run_variant(extra: list[str], steps: int, cache: Path, workdir: Path) -> dic
     """Fit one variant; its last validation scores {source|adapted: {condition: metrics}}."""
     run = cli.main([
         "fit", "--config", str(ROOT / "config_yaml" / "westar.yaml"),
-        "--model.checkpoint", str(ROOT / "checkpoints" / "tiny_relative_street.pth"),
         "--trainer.default_root_dir", str(workdir), "--trainer.logger", "false", "--trainer.callbacks", "[]",
         "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false", "--trainer.max_epochs", "1",
-        "--trainer.limit_train_batches", str(steps), "--model.export", "false",
-        "--data.height", "70", "--data.width", "224", "--model.input_size", "70",
-        "--data.train_range", "[0, 400]", "--data.val_range", "[3000, 3064]",
+        "--trainer.limit_train_batches", str(steps),
+        "--data.val_range", "[3000, 3064]",
         "--data.cache_dir", str(cache), "--data.num_workers", "0", *extra,
     ])
     return run.model.last_val_scores
