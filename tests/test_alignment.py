@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from depthadapt import alignment
+from depthadapt import support
 from depthadapt.alignment import ScaleShiftFitOptions, fit_scale_shift, lstsq_scale_shift
 
 
@@ -126,16 +126,16 @@ def _support_inputs(quantised: bool, n: int = 70_000) -> tuple[torch.Tensor, tor
 def test_cpu_and_batched_torch_support_selection_agree_with_numpy(quantised: bool, percentiles: tuple) -> None:
     pred, target, mask = _support_inputs(quantised)
     target[2] = torch.arange(target.shape[1]).remainder(4).float() + torch.linspace(0, 1e-3, target.shape[1])
-    valid = alignment._valid_mask(pred, target, mask)
+    valid = support.valid_mask(pred, target, mask)
     threads = torch.get_num_threads()
     try:  # with 2 threads the images are selected concurrently: the same result
         torch.set_num_threads(2)
-        concurrent = alignment._support_points_numpy(pred, target, valid, "extremes", percentiles)
+        concurrent = support.support_points_numpy(pred, target, valid, "extremes", percentiles)
     finally:
         torch.set_num_threads(threads)
-    idx, pc, tc, count = alignment._support_points_numpy(pred, target, valid, "extremes", percentiles)
+    idx, pc, tc, count = support.support_points_numpy(pred, target, valid, "extremes", percentiles)
     assert all(torch.equal(a, b) for a, b in zip(concurrent, (idx, pc, tc, count), strict=True))
-    idx_t, pc_t, tc_t, count_t = alignment._support_points_torch(pred, target, valid, "extremes", percentiles)
+    idx_t, pc_t, tc_t, count_t = support.support_points_torch(pred, target, valid, "extremes", percentiles)
     assert torch.equal(idx, idx_t) and torch.equal(count, count_t)
     assert torch.equal(pc, pc_t) and torch.equal(tc, tc_t)
     for b in range(3):
@@ -155,7 +155,7 @@ def test_order_statistics_equal_a_full_sort() -> None:
         array = values.numpy()
         ordered = np.sort(array)
         for rank in (0, 1, array.size // 10, array.size // 2, array.size - 2):
-            assert alignment._order_statistics(array, (rank, rank + 1)) == (ordered[rank], ordered[rank + 1])
+            assert support.order_statistics(array, (rank, rank + 1)) == (ordered[rank], ordered[rank + 1])
 
 
 def test_fit_options_flow_in_as_a_value_or_keywords() -> None:

@@ -172,3 +172,25 @@ def test_another_model_into_the_same_folder_is_refused_and_outputs_are_never_inp
     cli.main([*args, *other, "--trainer.callbacks.init_args.overwrite", "true"])
     assert (output / "seq0" / "frame_000.npy").stat().st_mtime_ns != stamp  # written anew by the other model
     assert '"head": "metric"' in (output / MANIFEST_NAME).read_text()
+
+
+def test_shell_errors_are_one_clear_line_and_no_args_warning(tmp_path: Path) -> None:
+    """From the shell: a missing checkpoint names the file, with no traceback and no LightningCLI args warning."""
+    (tmp_path / "images").mkdir()
+    result = subprocess.run(
+        [sys.executable, "cli.py", "predict", "--config", "config_yaml/predict.yaml",
+         "--data.image_dir", str(tmp_path / "images")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2
+    assert "error: " in result.stderr and "checkpoints/depth_anything_v2_vits.pth" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "LightningCLI's args parameter" not in result.stderr
+
+
+def test_bad_input_size_fails_when_the_card_is_built() -> None:
+    from depthadapt.models.card import DepthModelCard
+
+    for size in (0, -14, 13):
+        with pytest.raises(ValueError, match="input_size must be an integer >= 14"):
+            DepthModelCard("vitt", input_size=size)
