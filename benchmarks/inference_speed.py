@@ -7,7 +7,7 @@ import contextlib
 
 import torch
 
-from benchmarks.common import best_seconds, device_description, write_result
+from benchmarks.common import best_seconds, device_description, with_peak_memory, write_result
 from depthadapt.models import build_depth_model
 
 
@@ -31,9 +31,7 @@ def measure(encoder: str, batch: int, size: int, device: torch.device, repeats: 
         "precision": "bf16-autocast" if bf16 else "fp32", "device": device_description(device),
         "images_per_s": round(batch / seconds, 2),
     }
-    if device.type == "cuda":
-        row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-    return row
+    return with_peak_memory(row, device)
 
 
 def main() -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from collections.abc import Callable
 from functools import partial
 
@@ -34,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmarks.common import device_description, write_result
+from benchmarks.common import device_description, seconds, write_result
 from depthadapt.alignment import ScaleShiftFit, fit_scale_shift
 from depthadapt.metrics import depth_metrics
 
@@ -106,17 +105,6 @@ def fit(data: dict[str, Tensor], backend: str, device: torch.device, seed: int =
     return fit_scale_shift(pred, target, method="ransac", backend=backend, seed=seed, **PAPER)
 
 
-def _seconds(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall time of one call, synchronising CUDA."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
 def _floor(data: dict[str, Tensor], device: torch.device) -> Callable[[], object]:
     """The memory-bandwidth floor: one read of pred and target (``torch.sum``), the least any fit must do."""
     pred, metric = data["relative"].to(device), data["metric"].to(device)
@@ -150,10 +138,10 @@ def run_scenario(name: str, outlier_factors: tuple[float, float], args: argparse
     for round_index in range(args.rounds + 1):  # round 0 warms every path up and is not counted
         for i, (backend, device, n) in enumerate(runs):
             torch.set_num_threads(n)
-            seconds = _seconds(partial(fit, on_device[device], backend, device), device)
-            floor = min(_seconds(_floor(data, device), device) for _ in range(5))
+            elapsed = seconds(partial(fit, on_device[device], backend, device), device)
+            floor = min(seconds(_floor(data, device), device) for _ in range(5))
             if round_index:
-                times[i].append(seconds)
+                times[i].append(elapsed)
                 floors.setdefault(f"{device.type}{n}", []).append(floor)
         load.append(os.getloadavg()[0])
     torch.set_num_threads(threads)

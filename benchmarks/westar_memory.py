@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import device_description, write_result
+from benchmarks.common import device_description, optimizer_step, write_result
 from benchmarks.westar_speed import training_batch
 from depthadapt.models.activation_checkpointing import enable_activation_checkpointing
 from depthadapt.models.card import DepthModelCard
@@ -50,16 +50,10 @@ def westar_step(
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
     data = training_batch(batch, side, side, device)
 
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
     def step() -> None:
-        autocast = (
-            torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-        )
-        with autocast:
-            loss = module.training_step(data, 0)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        module.on_train_batch_end(None, data, 0)
+        optimizer_step(module, data, optimizer, autocast)
 
     return step
 

@@ -12,7 +12,7 @@ import warnings
 
 import torch
 
-from benchmarks.common import best_seconds, device_description, write_result
+from benchmarks.common import best_seconds, device_description, optimizer_step, with_peak_memory, write_result
 from benchmarks.sa_hdn_speed import measure as measure_sa_hdn
 from depthadapt.models.card import DepthModelCard
 from lightning_modules import WeSTARAdapter
@@ -43,14 +43,10 @@ def measure(encoder: str, batch: int, height: int, width: int, device: torch.dev
     data = training_batch(batch, height, width, device)
     precision = "bf16-mixed" if device.type == "cuda" else "32-true"
 
+    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
     def step() -> None:
-        autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-        with autocast:
-            loss = module.training_step(data, 0)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        module.on_train_batch_end(None, data, 0)
+        optimizer_step(module, data, optimizer, autocast)
 
     if device.type == "cuda":
         step()
@@ -66,9 +62,7 @@ def measure(encoder: str, batch: int, height: int, width: int, device: torch.dev
         "seconds_per_step": round(seconds, 3),
         "images_per_second": round(batch / seconds, 2),
     }
-    if device.type == "cuda":
-        row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-    return row
+    return with_peak_memory(row, device)
 
 
 def main() -> None:
