@@ -11,6 +11,8 @@ import itertools
 import json
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -29,6 +31,7 @@ __all__ = [
     "file_sha256",
     "list_image_files",
     "UnreadableFileError",
+    "atomic_directory",
     "atomic_path",
     "atomic_write",
     "colorize_depth",
@@ -78,6 +81,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder next to `directory`; on success it replaces `directory` (else removed)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+    try:
+        yield staging
+        if directory.exists():
+            shutil.rmtree(directory)
+        staging.rename(directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], object]) -> Path:

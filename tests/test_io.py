@@ -176,3 +176,24 @@ def test_failure_mid_write_keeps_old_file(tmp_path):
     with pytest.raises(OSError, match="nothing was written"):
         atomic_write(tmp_path / "empty.txt", lambda p: None)
     assert [p.name for p in tmp_path.iterdir()] == ["d.npy"]
+
+
+def test_atomic_directory_replaces_the_folder_and_leaves_an_ordinary_one(tmp_path):
+    import os
+
+    from depthadapt.io import atomic_directory
+
+    target = tmp_path / "export"
+    (target).mkdir()
+    (target / "old.txt").write_text("old")
+    with atomic_directory(target) as staging:
+        (staging / "new.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's private 0o700
+    with pytest.raises(RuntimeError), atomic_directory(target) as staging:
+        (staging / "half.txt").write_text("half")
+        raise RuntimeError("killed")
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]

@@ -14,10 +14,8 @@ import logging
 import os
 import pathlib
 import re
-import shutil
-import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,21 +46,6 @@ def _listing(title: str, names: list[str]) -> str:
     shown = "\n    ".join(names[:_MAX_LISTED])
     more = f"\n    ... and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else ""
     return f"  {title} ({len(names)}):\n    {shown}{more}"
-
-
-@contextlib.contextmanager
-def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty staging folder next to `directory`; on success it replaces `directory` (else removed)."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        yield staging
-        if directory.exists():
-            shutil.rmtree(directory)
-        staging.rename(directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _safe_globals() -> list[Any]:

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from depthadapt.io import atomic_directory
 from depthadapt.models.checkpoint import (
     CheckpointMismatchError,
-    atomic_directory,
     check_state_dict,
     describe_checkpoint_error,
     to_official_state_dict,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from torch import nn
 
-from depthadapt.models.checkpoint import CheckpointMismatchError, atomic_directory
+from depthadapt.io import atomic_directory
+from depthadapt.models.checkpoint import CheckpointMismatchError
 
 
 def add_lora(
