@@ -25,6 +25,7 @@ __all__ = [
     "depth_metrics",
     "depth_to_disparity",
     "eval_crop_mask",
+    "evaluation_mask",
     "format_metrics_table",
     "suspect_depth_scale",
 ]
@@ -91,9 +92,11 @@ def _check_depth_args(
     _check_depth_range(min_depth, max_depth)
 
 
-def _valid_mask(
+def evaluation_mask(
     gt: Tensor, mask: Tensor | None, min_depth: float, max_depth: float, crop: str | None
 ) -> Tensor:
+    """The pixels an evaluation counts: B x H x W ground truth finite, in [min_depth, max_depth], in ``mask`` and
+    in the ``crop``."""
     valid = torch.isfinite(gt) & (gt >= min_depth) & (gt <= max_depth)
     if mask is not None:
         valid &= mask.to(device=gt.device, dtype=torch.bool)
@@ -162,7 +165,7 @@ def depth_metrics(
     size: resizing is the caller's job (ValueError otherwise).
     """
     _check_depth_args(pred, gt, mask, min_depth, max_depth)
-    valid = _valid_mask(gt, mask, min_depth, max_depth, crop)
+    valid = evaluation_mask(gt, mask, min_depth, max_depth, crop)
     out_dtype = _out_dtype(pred)
     return {k: v.to(out_dtype) for k, v in _masked_metrics(pred, gt, valid, min_depth).items()}
 
@@ -224,7 +227,7 @@ def affine_invariant_metrics(
     evaluated with ``depth_metrics``.
     """
     _check_depth_args(pred_disparity, gt, mask, min_depth, max_depth)
-    valid = _valid_mask(gt, mask, min_depth, max_depth, crop)
+    valid = evaluation_mask(gt, mask, min_depth, max_depth, crop)
     metrics = _masked_metrics(align_affine(pred_disparity, gt, valid, max_depth), gt, valid, min_depth)
     out_dtype = _out_dtype(pred_disparity)
     return {k: v.to(out_dtype) for k, v in metrics.items()}

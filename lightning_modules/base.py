@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from lightning import LightningModule
 
-from depthadapt.metrics import DepthMetrics, eval_crop_mask, suspect_depth_scale
+from depthadapt.metrics import DepthMetrics, evaluation_mask, suspect_depth_scale
 from depthadapt.models.card import DepthModelCard
 
 log = logging.getLogger(__name__)
@@ -103,10 +103,7 @@ class DepthTask(LightningModule):
 
     def evaluate(self, metrics: DepthMetrics, prediction: torch.Tensor, batch: dict[str, Any]) -> None:
         """Add a batch to ``metrics``; images without any valid ground-truth pixel are named as skipped."""
-        valid = batch["valid"] & (batch["depth"] >= self.eval_settings["min_depth"])
-        valid &= batch["depth"] <= self.eval_settings["max_depth"]
-        if self.eval_settings["crop"] is not None:
-            valid &= eval_crop_mask(*valid.shape[-2:], self.eval_settings["crop"]).to(valid.device)
+        valid = evaluation_mask(batch["depth"], batch["valid"], **self.eval_settings)
         if not self.scale_checked:
             self.scale_checked = True
             message = suspect_depth_scale(batch["depth"], batch["valid"], **{k: self.eval_settings[k] for k in

@@ -79,3 +79,17 @@ def _synthetic_batch(batch: int = 2, height: int = 28, width: int = 56) -> dict:
 def synthetic_batch():
     """The builder ``_synthetic_batch`` (call it with its arguments)."""
     return _synthetic_batch
+
+
+def _randomise_lora_b(model: torch.nn.Module, std: float) -> torch.nn.Module:
+    """Draw every LoRA B of ``model`` from N(0, std) (peft starts it at 0: no adaptation); returns ``model``."""
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=std)
+    return model
+
+
+@pytest.fixture
+def randomise_lora_b():
+    """The builder ``_randomise_lora_b`` (call it with its arguments)."""
+    return _randomise_lora_b

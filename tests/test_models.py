@@ -201,12 +201,10 @@ def test_checkpoint_errors_list_keys(tmp_path) -> None:
         load_checkpoint(build_depth_model("vitt"), path)
 
 
-def test_lora_is_merged_into_official_state_dict() -> None:
+def test_lora_is_merged_into_official_state_dict(randomise_lora_b) -> None:
     model = build_depth_model("vitt").eval()
     peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["qkv"]))
-    for name, param in peft_model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.1)
+    randomise_lora_b(peft_model, std=0.1)
     x = torch.randn(1, 3, 70, 98)
     with torch.no_grad():
         adapted = peft_model(x)
@@ -279,7 +277,7 @@ def test_flip_tta_is_the_mean_of_both_passes_and_flip_equivariant() -> None:
                                rtol=1e-4, atol=1e-5)
 
 
-def test_official_code_runs_the_merged_lora_export_with_the_adapted_outputs(vits_pair) -> None:
+def test_official_code_runs_the_merged_lora_export_with_the_adapted_outputs(vits_pair, randomise_lora_b) -> None:
     """What README promises of adapted_model.pth: it loads into the official code and gives the adapted outputs."""
     from depthadapt.models.lora import add_lora
 
@@ -287,9 +285,7 @@ def test_official_code_runs_the_merged_lora_export_with_the_adapted_outputs(vits
     ours = build_depth_model("vits").eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
     adapted = add_lora(ours, rank=8, alpha=16.0, target_modules=("qkv",))
-    for name, param in adapted.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.5)
+    randomise_lora_b(adapted, std=0.5)
     official = official_model("vits")
     official.load_state_dict(to_official_state_dict(adapted), strict=True)
     x = torch.randn(1, 3, 196, 280)

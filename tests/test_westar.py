@@ -50,15 +50,13 @@ def test_add_lora_trains_only_adapters_on_qkv() -> None:
         add_lora(build_depth_model("vitt"), target_modules=("to_q",))
 
 
-def test_lora_adapter_export_reloads_with_peft(tmp_path: Path) -> None:
+def test_lora_adapter_export_reloads_with_peft(tmp_path: Path, randomise_lora_b) -> None:
     from peft import PeftModel
 
     source = build_depth_model("vitt")
     source_state = {k: v.clone() for k, v in source.state_dict().items()}
     model = add_lora(source)
-    for name, param in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.05)
+    randomise_lora_b(model, std=0.05)
     save_lora_adapter(model, tmp_path / "adapter")
     save_lora_adapter(model, tmp_path / "adapter")  # replacing an existing export works
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
@@ -254,11 +252,9 @@ def test_resume_restores_lora_teacher_optimizer_and_scheduler(
         torch.testing.assert_close(exp_avg, saved_state[index]["exp_avg"])
 
 
-def test_gradient_norm_per_term_is_the_norm_of_that_terms_gradient(synthetic_batch) -> None:
+def test_gradient_norm_per_term_is_the_norm_of_that_terms_gradient(synthetic_batch, randomise_lora_b) -> None:
     module = WeSTARAdapter(TINY, weak_weight=0.5, regularizer_weight=2.0)
-    for name, param in module.model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.1)  # a non-zero regulariser
+    randomise_lora_b(module.model, std=0.1)  # a non-zero regulariser
     batch = synthetic_batch()
     teacher_view, student_view = batch["image"], batch["image"]
     with torch.no_grad():
