@@ -1,68 +1,114 @@
-"""WeSTAR baselines and ablations on the synthetic target domain (the paper's ablation table, CPU scale).
+"""WeSTAR baselines and ablations on the held-out domains (the paper's ablation table, CPU scale).
 
-Every variant starts from the tiny source model and trains the same steps with the same seed
-(config_yaml/westar.yaml at 70 x 224); scores are affine-invariant d1 / AbsRel on held-out target images,
-clean and fog-3. Variants: source model, self-training with grid HDN only, weak supervision only
-(+ regulariser), full WeSTAR, each component off in turn, and the paper's LoRA placement (qkv only).
+Every variant starts from the foundation-like model (config_yaml/models/tiny_foundation.yaml, run at 126 px)
+and adapts to one held-out domain (config_yaml/data/ood_<domain>.yaml) for the same steps, once per seed. The
+unlabelled adaptation images are the domain's "-C" version, as in the paper's corrupted benchmarks: each image is
+corrupted with chance ``--corruption-p`` by one of the KITTI-C mixture (fog, dark, snow, gaussian_noise,
+motion_blur) at severity 1..3. Scores: affine-invariant d1 / AbsRel on the domain's 64 validation images, clean
+and under each corruption of the mixture at severity 3.
+
+Variants (the paper's rows): self-training with grid HDN; weak supervision only (SGRL-like: ordinal labels, no
+self-training, no regulariser); SA-HDN self-training; + ordinal labels; + LoRA regulariser = full WeSTAR; full
+without SA-HDN (grid), without the ordinal labels, without the regulariser. Each fit's scores are appended to
+``benchmarks/results/westar_ablation.partial.jsonl`` as it finishes, and a rerun skips the fits found there (a
+killed benchmark resumes); ``westar_ablation.json`` gets every fit and the per-variant means over seeds.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import tempfile
 from pathlib import Path
 
 import cli
-from benchmarks.common import write_result
+from benchmarks.common import RESULTS_DIR, write_result
 from depthadapt.metrics import format_comparison_table
 
 ROOT = Path(__file__).resolve().parents[1]
-
+MIXTURE = ["fog", "dark", "snow", "gaussian_noise", "motion_blur"]
+DOMAINS = ["neon", "pastel", "sepia", "sintel"]
+_SELF_TRAINING_ONLY = ["--model.weak_weight", "0", "--model.regularizer_weight", "0"]
 VARIANTS: dict[str, list[str]] = {
-    "full WeSTAR": [],
-    "self-training, grid HDN only": ["--model.context", "grid", "--model.weak_weight", "0",
-                                     "--model.regularizer_weight", "0"],
-    "weak supervision only (+ reg)": ["--model.self_training_weight", "0"],
-    "- SA-HDN (global SSI)": ["--model.context", "global"],
-    "- ordinal labels": ["--model.weak_weight", "0"],
-    "- LoRA regulariser": ["--model.regularizer_weight", "0"],
-    "full, LoRA on qkv only (paper)": ["--model.lora_targets", "[qkv]"],
+    "self-training, grid HDN": ["--model.context", "grid", *_SELF_TRAINING_ONLY],
+    "weak supervision only": ["--model.self_training_weight", "0", "--model.regularizer_weight", "0"],
+    "self-training, SA-HDN": _SELF_TRAINING_ONLY,
+    "SA-HDN + ordinal labels": ["--model.regularizer_weight", "0"],
+    "full WeSTAR (+ regulariser)": [],
+    "full - SA-HDN (grid HDN)": ["--model.context", "grid"],
+    "full - ordinal labels": ["--model.weak_weight", "0"],
 }
+PARTIAL = RESULTS_DIR / "westar_ablation.partial.jsonl"
 
 
-def run_variant(extra: list[str], steps: int, cache: Path, workdir: Path) -> dict:
-    """Fit one variant; its last validation scores {source|adapted: {condition: metrics}}."""
+def run_fit(domain: str, extra: list[str], seed: int, args: argparse.Namespace, workdir: Path) -> dict:
+    """Fit one variant on one domain; its last validation scores {source|adapted: {condition: metrics}}."""
     run = cli.main([
         "fit", "--config", str(ROOT / "config_yaml" / "westar.yaml"),
+        "--data", str(ROOT / "config_yaml" / "data" / f"ood_{domain}.yaml"),
+        "--model.model", str(ROOT / "config_yaml" / "models" / "tiny_foundation.yaml"), "--model.input_size", "126",
+        "--model.eval_corruptions", json.dumps(MIXTURE), "--seed_everything", str(seed),
         "--trainer.default_root_dir", str(workdir), "--trainer.logger", "false", "--trainer.callbacks", "[]",
         "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false", "--trainer.max_epochs", "1",
-        "--trainer.limit_train_batches", str(steps),
-        "--data.val_range", "[3000, 3064]",
-        "--data.cache_dir", str(cache), "--data.num_workers", "0", *extra,
+        "--trainer.limit_train_batches", str(args.steps),
+        "--data.train_corruptions", json.dumps(MIXTURE), "--data.corruption_p", str(args.corruption_p),
+        "--data.cache_dir", str(ROOT / "outputs" / "cache"), "--data.num_workers", "0", *extra,
     ])
     return run.model.last_val_scores
 
 
+def _rows(domain: str, variant: str, seed: int, steps: int, scores: dict[str, dict[str, float]]) -> list[dict]:
+    return [{"benchmark": "westar_ablation", "domain": domain, "variant": variant, "seed": seed, "steps": steps,
+             "condition": condition, "d1": round(m["d1"], 5), "abs_rel": round(m["abs_rel"], 5)}
+            for condition, m in scores.items()]
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=100)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--domains", nargs="+", default=DOMAINS, choices=DOMAINS)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--corruption-p", type=float, default=0.5)
     args = parser.parse_args()
-    rows, table = [], {}
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    done = [json.loads(line) for line in PARTIAL.read_text().splitlines()] if PARTIAL.exists() else []
+    keys = {(r["domain"], r["variant"], r["seed"], r["steps"]) for r in done}
     with tempfile.TemporaryDirectory() as workdir:
-        for name, extra in VARIANTS.items():
-            scores = run_variant(extra, args.steps, ROOT / "outputs" / "cache", Path(workdir))
-            if not table:
-                for condition, metrics in scores["source"].items():
-                    table[f"source model, {condition}"] = metrics
-                    rows.append({"benchmark": "westar_ablation", "variant": "source model", "condition": condition,
-                                 "d1": metrics["d1"], "abs_rel": metrics["abs_rel"], "steps": 0})
-            for condition, metrics in scores["adapted"].items():
-                table[f"{name}, {condition}"] = metrics
-                rows.append({"benchmark": "westar_ablation", "variant": name, "condition": condition,
-                             "d1": metrics["d1"], "abs_rel": metrics["abs_rel"], "steps": args.steps})
-    write_result("westar_ablation", rows)
-    print(format_comparison_table(table, ("d1", "abs_rel"), f"WeSTAR ablation, synthetic target, {args.steps} steps"))
+        for domain in args.domains:
+            for variant in args.variants:
+                for seed in range(args.seeds):
+                    if (domain, variant, seed, args.steps) in keys:
+                        continue
+                    scores = run_fit(domain, VARIANTS[variant], seed, args, Path(workdir))
+                    new = _rows(domain, variant, seed, args.steps, scores["adapted"])
+                    if (domain, "source model", 0, 0) not in keys:
+                        new += _rows(domain, "source model", 0, 0, scores["source"])
+                        keys.add((domain, "source model", 0, 0))
+                    with PARTIAL.open("a") as f:
+                        f.writelines(json.dumps(r) + "\n" for r in new)
+                    done += new
+                    keys.add((domain, variant, seed, args.steps))
+    wanted = [r for r in done if r["domain"] in args.domains and r["steps"] in (0, args.steps)]
+    means = []
+    for domain in args.domains:
+        table = {}
+        for variant in ["source model", *args.variants]:
+            fits = [r for r in wanted if r["domain"] == domain and r["variant"] == variant]
+            for condition in dict.fromkeys(r["condition"] for r in fits):
+                d1 = [r["d1"] for r in fits if r["condition"] == condition]
+                abs_rel = [r["abs_rel"] for r in fits if r["condition"] == condition]
+                row = {"benchmark": "westar_ablation", "domain": domain, "variant": variant, "condition": condition,
+                       "seeds": len(d1), "d1_mean": round(statistics.mean(d1), 4),
+                       "d1_spread": round(max(d1) - min(d1), 4), "abs_rel_mean": round(statistics.mean(abs_rel), 4)}
+                means.append(row)
+                table[f"{variant}, {condition}"] = {"d1": row["d1_mean"], "d1 spread": row["d1_spread"],
+                                                    "abs_rel": row["abs_rel_mean"]}
+        print(format_comparison_table(table, ("d1", "d1 spread", "abs_rel"),
+                                      f"WeSTAR ablation, {domain}-C, {args.steps} steps, {args.seeds} seeds"))
+    write_result("westar_ablation", wanted + means)
 
 
 if __name__ == "__main__":

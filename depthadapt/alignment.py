@@ -77,20 +77,25 @@ def _weighted_scale_shift(p: Tensor, t: Tensor, w: Tensor) -> tuple[Tensor, Tens
     positive weight, or constant p) get scale 0 and shift = weighted mean of t; rows with no weight at
     all get scale 1, shift 0.
     """
+    is_mask = w.dtype == torch.bool
     w = w.to(p.dtype)
     p, t, w = torch.broadcast_tensors(p, t, w)
-    count = (w > 0).sum(-1)
+    # Reductions by vecdot and few full-size temporaries: on the CPU every fresh large temporary costs page
+    # faults, which made this refit several times slower than its arithmetic (measured).
     wsum = w.sum(-1)
+    count = wsum if is_mask else (w > 0).sum(-1)
     safe_wsum = wsum.clamp_min(torch.finfo(p.dtype).tiny)
-    mean_p = (w * p).sum(-1) / safe_wsum
-    mean_t = (w * t).sum(-1) / safe_wsum
+    mean_p = torch.linalg.vecdot(w, p) / safe_wsum
+    mean_t = torch.linalg.vecdot(w, t) / safe_wsum
     # Centred moments: far better conditioned than the raw normal equations when |mean| >> spread.
-    dp = p - mean_p.unsqueeze(-1)
-    dt = t - mean_t.unsqueeze(-1)
-    var_p = (w * dp * dp).sum(-1)
-    cov = (w * dp * dt).sum(-1)
-    scale_p = torch.where(w > 0, p.abs(), 0.0).amax(-1) if p.shape[-1] > 0 else torch.zeros_like(wsum)
-    degenerate = (count < 2) | (var_p <= wsum * (_REL_SPREAD_TOL * scale_p) ** 2)
+    root_w = w if is_mask else w.sqrt()  # a float64 sqrt costs more than the rest of a pass (measured)
+    dp = (p - mean_p.unsqueeze(-1)).mul_(root_w)
+    dt = (t - mean_t.unsqueeze(-1)).mul_(root_w)
+    var_p = torch.linalg.vecdot(dp, dp)
+    cov = torch.linalg.vecdot(dp, dt)
+    # pred's weighted RMS magnitude: "constant" is a spread below _REL_SPREAD_TOL of it
+    magnitude_sq = mean_p.square() + var_p / safe_wsum
+    degenerate = (count < 2) | (var_p <= wsum * _REL_SPREAD_TOL**2 * magnitude_sq)
     scale = cov / torch.where(degenerate, torch.ones_like(var_p), var_p)
     shift = mean_t - scale * mean_p
     empty = count == 0

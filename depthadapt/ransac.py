@@ -27,7 +27,7 @@ STOP_PROBABILITY = 0.99
 _CPU_CHUNK_ELEMENTS = 2**21
 _GPU_CHUNK_ELEMENTS = 2**26
 # Hypotheses are drawn in blocks of doubling size starting here, so an early stop skips most of the drawing.
-_FIRST_BLOCK = 16
+_FIRST_BLOCK = 8
 # Target of the padding slots: residuals beyond any meaningful threshold, yet finite in float32.
 _PAD_TARGET = 1e30
 
@@ -170,14 +170,22 @@ def ransac_torch(
         top = n_inl.amax(1, keepdim=True)
         contender = (top[:, 0] >= 1) & (top[:, 0] >= prev_count)
         if bool(contender.any()):  # the squared residuals only matter for a new best or a tie with it
-            res = _abs_residuals(a_neg_t, a_p, h[..., :1], h[..., 1:], out=spare[:, : stop - start])
-            ssr = torch.linalg.vector_norm(res.mul_(is_inlier), dim=-1).square()
-            j = torch.where(n_inl == top, ssr, torch.inf).argmin(1, keepdim=True)
-            top, top_ssr, prev_ssr = top[:, 0], ssr.gather(1, j)[:, 0], best_ssr[active]
+            tied = n_inl == top
+            if bool((tied.sum(1) == 1).all()):  # one top hypothesis per image: score only that one
+                j = tied.long().argmax(1, keepdim=True)
+                top_line = h.gather(1, j[:, :, None].expand(-1, 1, 2))
+                res = _abs_residuals(a_neg_t, a_p, top_line[..., :1], top_line[..., 1:])
+                top_ssr = torch.linalg.vector_norm(res.mul_(res <= threshold), dim=-1)[:, 0].square()
+            else:
+                res = _abs_residuals(a_neg_t, a_p, h[..., :1], h[..., 1:], out=spare[:, : stop - start])
+                ssr = torch.linalg.vector_norm(res.mul_(is_inlier), dim=-1).square()
+                j = torch.where(tied, ssr, torch.inf).argmin(1, keepdim=True)
+                top_ssr = ssr.gather(1, j)[:, 0]
+                top_line = h.gather(1, j[:, :, None].expand(-1, 1, 2))
+            top, prev_ssr = top[:, 0], best_ssr[active]
             better = contender & ((top > prev_count) | (top_ssr < prev_ssr))
             best_count[active] = torch.where(better, top, prev_count)
             best_ssr[active] = torch.where(better, top_ssr, prev_ssr)
-            top_line = h.gather(1, j[:, :, None].expand(-1, 1, 2))
             best_line[active] = torch.where(better[:, None, None], top_line, best_line[active])
         stopped = last.any(1)
         if bool(stopped.any()):

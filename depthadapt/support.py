@@ -9,12 +9,16 @@ their count. Shapes: pred, target, mask B x N.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
+T = TypeVar("T")
 # Order statistics on the CPU: rows longer than this many sample points are bracketed from a strided sample
 # first (then only the points inside the bracket are partitioned), shorter ones are partitioned directly.
 _SAMPLE_POINTS = 16384
@@ -36,29 +40,48 @@ def valid_mask(pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor | No
     return None if valid is None or bool(valid.all()) else valid
 
 
+def _sample_brackets(values: np.ndarray, *rank_pairs: tuple[int, int]) -> list[tuple[float, float]]:
+    """Bounds that hold the values of each pair of adjacent ranks of a long 1-D array with near certainty, from
+    one strided sample; (-inf, inf) for rows too short to sample. Callers count to check the ranks landed inside.
+    """
+    n = values.size
+    if n <= 4 * _SAMPLE_POINTS:
+        return [(-np.inf, np.inf)] * len(rank_pairs)
+    sample = values[:: n // _SAMPLE_POINTS].copy()
+    m = sample.size
+    ends = []
+    for first_rank, _ in rank_pairs:
+        centre = first_rank * (m - 1) / max(n - 1, 1)
+        q = centre / max(m - 1, 1)
+        half = _BRACKET_SIGMAS * math.sqrt(m * q * (1 - q)) + 4
+        ends.append((math.floor(centre - half), math.ceil(centre + 1 + half)))
+    sample.partition(sorted({min(max(e, 0), m - 1) for pair in ends for e in pair}))
+    return [((sample[first] if first >= 0 else -np.inf), (sample[last] if last < m else np.inf))
+            for first, last in ends]
+
+
+def _ranks_in(inside: np.ndarray, below: int, ranks: tuple[int, int]) -> tuple[float, float] | None:
+    """The values of ``ranks`` of the row from the points inside a bracket (``below`` of the row under it), or None
+    when a rank fell outside the bracket."""
+    local = (ranks[0] - below, ranks[1] - below)
+    if not (0 <= local[0] and local[1] < inside.size):
+        return None
+    part = np.partition(inside, local)
+    return part[local[0]].item(), part[local[1]].item()
+
+
 def order_statistics(values: np.ndarray, ranks: tuple[int, int]) -> tuple[float, float]:
     """The values of two adjacent 0-based ranks of a 1-D array, as ``np.sort(values)[ranks]``, in O(n).
 
     Long rows: a bracket around the ranks from a strided sample, then a partition of the points inside it
     only; a bracket that misses (checked by counting) falls back to partitioning the whole row.
     """
-    n = values.size
-    if n > 4 * _SAMPLE_POINTS:
-        sample = values[:: n // _SAMPLE_POINTS]
-        m = sample.size
-        centre = ranks[0] * (m - 1) / max(n - 1, 1)
-        q = centre / max(m - 1, 1)
-        half = _BRACKET_SIGMAS * math.sqrt(m * q * (1 - q)) + 4
-        first, last = math.floor(centre - half), math.ceil(centre + 1 + half)
-        ends = np.partition(sample, [max(first, 0), min(last, m - 1)])
-        low = ends[first] if first >= 0 else -np.inf
-        high = ends[last] if last < m else np.inf
-        below = int(np.count_nonzero(values < low))
-        inside = values[np.flatnonzero((values >= low) & (values <= high))]
-        local = (ranks[0] - below, ranks[1] - below)
-        if 0 <= local[0] and local[1] < inside.size:
-            part = np.partition(inside, local)
-            return part[local[0]].item(), part[local[1]].item()
+    (low, high), = _sample_brackets(values, ranks)
+    if math.isfinite(low) or math.isfinite(high):
+        inside = values.compress((values >= low) & (values <= high))
+        found = _ranks_in(inside, int(np.count_nonzero(values < low)), ranks)
+        if found is not None:
+            return found
     part = np.partition(values, ranks)
     return part[ranks[0]].item(), part[ranks[1]].item()
 
@@ -71,23 +94,55 @@ def percentile_ranks(percentile: float, n: int) -> tuple[int, int, float]:
 
 
 def extremes_numpy(values: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
-    """Values strictly below the low or above the high percentile (numpy's linear interpolation): 1-D -> bool.
+    """Indices of the values strictly below the low or above the high percentile (numpy's linear interpolation):
+    1-D -> ascending int64.
 
     The percentile lies between the two order statistics it interpolates, and no value lies strictly between
     those, so each strict comparison is one against an order statistic: no rounding of the bound matters.
+    One full-length pass keeps the candidates, everything outside the two sampled brackets' inner ends
+    (about a fifth of a row at 10/90); the order statistics and the final choice run on those only.
     """
-    k, k1, weight = percentile_ranks(percentiles[0], values.size)
-    below, above = order_statistics(values, (k, k1))
-    low = values <= below if weight > 0 and above > below else values < below
-    j, j1, _ = percentile_ranks(percentiles[1], values.size)
-    below, above = order_statistics(values, (j, j1))
-    high = values >= above if above > below else values > above
-    return low | high
+    n = values.size
+    k, k1, weight = percentile_ranks(percentiles[0], n)
+    j, j1, _ = percentile_ranks(percentiles[1], n)
+    low_bracket, high_bracket = _sample_brackets(values, (k, k1), (j, j1))
+    wide = np.flatnonzero((values <= low_bracket[1]) | (values >= high_bracket[0]))
+    candidates = values.take(wide)
+    low_stats = _ranks_in(
+        candidates.compress((candidates >= low_bracket[0]) & (candidates <= low_bracket[1])),
+        int(np.count_nonzero(candidates < low_bracket[0])), (k, k1),
+    )
+    high_stats = _ranks_in(
+        candidates.compress((candidates >= high_bracket[0]) & (candidates <= high_bracket[1])),
+        n - int(np.count_nonzero(candidates >= high_bracket[0])), (j, j1),
+    )
+    if low_stats is None or high_stats is None:  # a bracket missed: the whole row
+        wide, candidates = np.arange(n), values
+        low_stats, high_stats = order_statistics(values, (k, k1)), order_statistics(values, (j, j1))
+    below, above = low_stats
+    low = candidates <= below if weight > 0 and above > below else candidates < below
+    below, above = high_stats
+    high = candidates >= above if above > below else candidates > above
+    return wide.compress(low | high)  # compress: several times faster than boolean indexing (measured)
 
 
 def as_numpy(x: Tensor) -> np.ndarray:
     """A CPU float tensor as a float32 or float64 numpy array (a view where it can be)."""
     return x.detach().numpy() if x.dtype in (torch.float32, torch.float64) else x.detach().double().numpy()
+
+
+@cache
+def _row_pool(workers: int) -> ThreadPoolExecutor:
+    """A thread pool kept for the process (starting threads costs more than a small fit)."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="depthadapt-rows")
+
+
+def map_rows(function: Callable[[int], T], batch: int) -> list[T]:
+    """``[function(b) for b in range(batch)]`` on torch's intra-op thread count (numpy releases the GIL)."""
+    workers = min(batch, torch.get_num_threads())
+    if workers <= 1:
+        return [function(b) for b in range(batch)]
+    return list(_row_pool(workers).map(function, range(batch)))
 
 
 def support_points_numpy(
@@ -100,7 +155,7 @@ def support_points_numpy(
     times faster than torch's on the CPU (measured), and these full-resolution passes are most of a fit's time.
     """
     batch, n = t.shape
-    values = as_numpy(t)
+    values, preds = as_numpy(t), as_numpy(p)
     keep_rows = None if valid is None else valid.numpy()
 
     def select(b: int) -> np.ndarray:
@@ -108,24 +163,22 @@ def support_points_numpy(
         row = values[b] if base is None else values[b, base]
         if support == "all" or row.size == 0:
             return np.arange(n) if base is None else base
-        chosen = np.flatnonzero(extremes_numpy(row, percentiles))
+        chosen = extremes_numpy(row, percentiles)
         return chosen if base is None else base[chosen]
 
-    # numpy releases the GIL in these loops: the images run on torch's intra-op thread count.
-    workers = min(batch, torch.get_num_threads())
-    if workers > 1:
-        with ThreadPoolExecutor(workers) as pool:
-            rows = list(pool.map(select, range(batch)))
-    else:
-        rows = [select(b) for b in range(batch)]
+    rows = map_rows(select, batch)
     count = torch.tensor([r.size for r in rows], dtype=torch.long)
     width = int(count.max()) if batch else 0
     idx = np.full((batch, width), n, dtype=np.int64)
     pc, tc = np.zeros((batch, width)), np.zeros((batch, width))
-    for b, (chosen, row_p) in enumerate(zip(rows, as_numpy(p), strict=True)):
+
+    def pack(b: int) -> None:
+        chosen = rows[b]
         idx[b, : chosen.size] = chosen
-        pc[b, : chosen.size] = row_p[chosen]
-        tc[b, : chosen.size] = values[b, chosen]
+        pc[b, : chosen.size] = preds[b].take(chosen)
+        tc[b, : chosen.size] = values[b].take(chosen)
+
+    map_rows(pack, batch)
     return torch.from_numpy(idx), torch.from_numpy(pc), torch.from_numpy(tc), count
 
 

@@ -233,3 +233,34 @@ def test_both_backends_stop_at_the_99_percent_budget(backend: str) -> None:
     assert (fit.trials == needed).double().mean() >= 0.75, (fit.trials, needed)
     torch.testing.assert_close(fit.scale, scale, rtol=1e-9, atol=0)
     assert fit_scale_shift(pred, target).trials.eq(0).all()  # least squares: no trials
+
+
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_torch_ransac_winner_is_the_brute_force_one(monkeypatch: pytest.MonkeyPatch, chunk: int | None) -> None:
+    # Quantised points: many hypotheses tie on the inlier count with different inlier sets, so the winner is
+    # the tie-break's (smaller sum of squared inlier residuals; the earlier trial on an exact tie). Brute force:
+    # every hypothesis the backend drew, scored in float64, up to the trial it stopped at.
+    from depthadapt import ransac
+
+    if chunk is not None:  # hypotheses scored 3 at a time: the tie-break across chunks
+        monkeypatch.setattr(ransac, "_CPU_CHUNK_ELEMENTS", 3 * 40 * 32)
+    g = torch.Generator().manual_seed(5)
+    p = torch.randint(0, 5, (32, 40), generator=g).double()
+    t = 2 * p + 0.5 * torch.randint(0, 5, (32, 40), generator=g).double()
+    support = torch.ones_like(p, dtype=torch.bool)
+    max_trials, k, threshold, seed = 40, 3, 0.3, 1
+    inliers, found, trials = ransac.ransac_torch(p, t, support, max_trials, k, threshold, seed)
+    u = torch.rand((max_trials, k), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    scale, shift = ransac._hypotheses(p, t, support.sum(1), u)
+    residual = (scale[..., None] * p[:, None] + shift[..., None] - t[:, None]).abs()  # B x trials x n
+    is_inlier = residual <= threshold
+    counts, ssr = is_inlier.sum(-1), (residual.square() * is_inlier).sum(-1)
+    exercised = 0
+    for b in range(p.shape[0]):
+        n = int(trials[b])
+        top = counts[b, :n].max()
+        tied = (counts[b, :n] == top).nonzero()[:, 0]
+        winner = tied[ssr[b, tied].argmin()]
+        exercised += int(not torch.equal(is_inlier[b, winner], is_inlier[b, tied[0]]))  # not the first top one's
+        assert found[b] and torch.equal(inliers[b], is_inlier[b, winner]), b
+    assert exercised >= 3  # images whose winner needed the tie-break
