@@ -52,7 +52,7 @@ def test_metric_teacher_has_the_right_scale() -> None:
     assert 0.85 < ratio.median() < 1.15  # metres, unaligned: the scale a relative teacher is calibrated to
 
 
-def test_demo_config_evaluates_the_tiny_teacher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_demo_config_evaluates_the_foundation_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.chdir(ROOT)
     cli.main(["test", "--config", "config_yaml/demo.yaml", "--data.test_range", "[3100, 3108]",
               "--data.num_workers", "0", "--trainer.callbacks", "[]"])

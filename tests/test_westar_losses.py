@@ -229,3 +229,30 @@ def test_lora_regularizer_matches_hand_computation() -> None:
     regularizer.backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if "lora_" in n)
     assert all(p.grad is None for n, p in model.named_parameters() if "lora_" not in n)
+
+
+def test_the_normalised_ordinal_term_is_scale_free_and_the_literal_one_is_not() -> None:
+    from depthadapt.westar import WeSTARLoss
+
+    g = torch.Generator().manual_seed(4)
+    pred, label = torch.rand(2, 8, 12, generator=g) + 0.5, torch.rand(2, 8, 12, generator=g)
+    pairs = torch.tensor([[[0, 0, 5, 5, 1], [1, 2, 7, 11, -1], [3, 3, 4, 4, 1]]] * 2, dtype=torch.float32)
+    terms = {}
+    for form in ("normalised", "disparity"):
+        loss = WeSTARLoss(self_training_weight=0.0, regularizer_weight=0.0, ordinal_form=form, ordinal_margin=0.5)
+        terms[form] = [loss(p, label, ordinal=pairs)["ordinal"] for p in (pred, 7 * pred + 3)]
+        assert terms[form][0] > 0
+    torch.testing.assert_close(terms["normalised"][0], terms["normalised"][1])
+    assert not torch.allclose(terms["disparity"][0], terms["disparity"][1], rtol=0.2)  # depends on the scale
+    flat = pred.flatten(1)
+    median = flat.median(1, keepdim=True).values
+    expected = (flat - median) / ((flat - median).abs().mean(1, keepdim=True) + 1e-6)
+    torch.testing.assert_close(terms["normalised"][0], ordinal_loss(expected.view_as(pred), pairs, 0.5))
+
+
+def test_the_defaults_are_the_benchmarked_weak_term_and_the_papers_other_weights() -> None:
+    from depthadapt.westar import WeSTARLoss
+
+    loss = WeSTARLoss()
+    assert loss.weights == {"self_training": 1.0, "ordinal": 10.0, "lora_regularizer": 1.0}
+    assert (loss.ordinal_form, loss.ordinal_margin, loss.context) == ("normalised", 0.1, "instances")
