@@ -93,7 +93,7 @@ def percentile_ranks(percentile: float, n: int) -> tuple[int, int, float]:
     return below, min(below + 1, n - 1), position - below
 
 
-def extremes_numpy(values: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
+def extreme_indices_numpy(values: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
     """Indices of the values strictly below the low or above the high percentile (numpy's linear interpolation):
     1-D -> ascending int64.
 
@@ -163,7 +163,7 @@ def support_points_numpy(
         row = values[b] if base is None else values[b, base]
         if support == "all" or row.size == 0:
             return np.arange(n) if base is None else base
-        chosen = extremes_numpy(row, percentiles)
+        chosen = extreme_indices_numpy(row, percentiles)
         return chosen if base is None else base[chosen]
 
     rows = map_rows(select, batch)
@@ -198,7 +198,7 @@ def support_points_torch(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Batched support selection and packing in torch (GPUs): the outputs of ``support_points_numpy``.
 
-    The same rule as ``extremes_numpy``, with the order statistics read off one sort of every row.
+    The same rule as ``extreme_indices_numpy``, with the order statistics read off one sort of every row.
     """
     idx, count = compact(support_mask_torch(t, valid, support, percentiles))
     used = torch.arange(idx.shape[1], device=idx.device) < count[:, None]
@@ -209,7 +209,7 @@ def support_points_torch(
 
 
 def support_mask_torch(t: Tensor, valid: Tensor | None, support: str, percentiles: tuple[float, float]) -> Tensor:
-    """The support points of ``extremes_numpy``'s rule, batched: t, valid B x N -> bool B x N."""
+    """The support points of ``extreme_indices_numpy``'s rule, batched: t, valid B x N -> bool B x N."""
     valid = torch.ones_like(t, dtype=torch.bool) if valid is None else valid
     if support == "all" or t.numel() == 0:
         return valid

@@ -182,3 +182,15 @@ def test_fit_options_name_the_bad_field() -> None:
         ScaleShiftFitOptions(seed=-1)
     with pytest.raises(TypeError, match="trials"):
         fit_scale_shift(torch.rand(1, 10), torch.rand(1, 10), trials=3)
+
+
+def test_extreme_indices_when_the_sampled_bracket_misses(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A periodic row: its strided sample sees one phase only, so both brackets miss and the whole row is used.
+    values = (torch.arange(70_000).remainder(4).float() + torch.linspace(0, 1e-3, 70_000)).numpy()
+    fallbacks = []
+    monkeypatch.setattr(support, "order_statistics", lambda v, r: fallbacks.append(r) or tuple(np.sort(v)[list(r)]))
+    for percentiles in ((10, 90), (25, 50)):
+        low, high = np.percentile(values, percentiles)
+        expected = np.flatnonzero((values < low) | (values > high))
+        assert np.array_equal(support.extreme_indices_numpy(values, percentiles), expected)
+    assert len(fallbacks) == 4
