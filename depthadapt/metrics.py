@@ -312,7 +312,7 @@ def format_comparison_table(
         columns = [n for n in METRIC_NAMES if n in first] + [n for n in first if n not in METRIC_NAMES]
     labels = list(rows)
     cells = [[_format_value(n, float(rows[label][n])) for n in columns] for label in labels]
-    widths = [max(len(n), *(len(r[i]) for r in cells)) for i, n in enumerate(columns)]
+    widths = [max([len(n), *(len(r[i]) for r in cells)]) for i, n in enumerate(columns)]
     label_width = max(len(label) for label in labels) if labels else 0
 
     def line(label: str, values: Sequence[str]) -> str:

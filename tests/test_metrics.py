@@ -359,3 +359,14 @@ def test_evaluation_warns_once_per_stage_about_a_suspect_scale(caplog, synthetic
         for _ in range(2):
             task.evaluate(task.test_metrics, torch.rand(2, 28, 56), batch)
     assert caplog.text.count("x 256 -> ") == 1 and "first batch: img0" in caplog.text
+
+
+def test_comparison_table_lines_up_and_takes_an_empty_row_set() -> None:
+    from depthadapt.metrics import format_comparison_table
+
+    rows = {"source": {"d1": 0.5, "abs_rel": 0.25}, "adapted model": {"d1": 0.75, "abs_rel": 0.125}}
+    text = format_comparison_table(rows, ("d1", "abs_rel"), "title")
+    lines = text.splitlines()
+    assert lines[0] == "title" and lines[2].startswith("source ") and "0.7500" in lines[3]
+    assert len({len(line) for line in lines[1:]}) == 1  # every row as wide as the header
+    assert format_comparison_table({}, ("d1",)).split() == ["d1"]

@@ -1,0 +1,50 @@
+"""The ablation benchmark's bookkeeping: each fit lands in the partial file once, reruns resume, --report fits none."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import common, westar_ablation
+
+CONDITIONS = ("clean", "fog-3")
+
+
+def _scores(seed: int, extra: list[str]) -> dict:
+    gain = 0.01 * (seed + 1) + 0.001 * len(extra)
+    return {model: {c: {"d1": 0.5 + (model == "adapted") * gain, "abs_rel": 0.2} for c in CONDITIONS}
+            for model in ("source", "adapted")}
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, argv: list[str], calls: list) -> list[dict]:
+    def fake_fit(domain: str, extra: list[str], seed: int, args, workdir: Path) -> dict:
+        calls.append((domain, tuple(extra), seed))
+        return _scores(seed, extra)
+
+    monkeypatch.setattr(westar_ablation, "run_fit", fake_fit)
+    monkeypatch.setattr(sys, "argv", ["westar_ablation", *argv])
+    westar_ablation.main()
+    return json.loads((common.RESULTS_DIR / "westar_ablation.json").read_text())
+
+
+def test_fits_are_recorded_once_resumed_and_averaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(westar_ablation, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(westar_ablation, "PARTIAL", tmp_path / "westar_ablation.partial.jsonl")
+    variants = ["--variants", "self-training, grid HDN", "SA-HDN + ordinal labels (default)"]
+    calls: list = []
+    _run(monkeypatch, ["--domains", "neon", *variants[:2]], calls)
+    assert [(d, s) for d, _, s in calls] == [("neon", 0), ("neon", 1)]
+    rows = _run(monkeypatch, ["--domains", "neon", *variants], calls)  # resumes: only the new variant runs
+    assert [(d, e, s) for d, e, s in calls[2:]] == [("neon", (), 0), ("neon", (), 1)]
+    partial = [json.loads(line) for line in (tmp_path / "westar_ablation.partial.jsonl").read_text().splitlines()]
+    assert len(partial) == len(CONDITIONS) * (4 + 1)  # 4 fits + the source model once
+    mean = next(r for r in rows if r.get("variant") == "SA-HDN + ordinal labels (default)" and r.get("seeds"))
+    assert mean["d1_mean"] == pytest.approx(0.5 + (0.01 + 0.02) / 2, abs=1e-4)
+    assert mean["d1_spread"] == pytest.approx(0.01, abs=1e-4)
+    before = len(calls)
+    _run(monkeypatch, ["--domains", "neon", "sintel", "--report", *variants], calls)
+    assert len(calls) == before  # --report tabulates, never fits
