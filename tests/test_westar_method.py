@@ -9,30 +9,31 @@ import pytest
 import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-# Gains in d1 measured for config_yaml/westar.yaml on neon's 64 validation images (room style never seen in
-# pretraining; adaptation on its "-C" images, 300 steps of 4), seed 0 / seed 1 at 1 thread (benchmarks/RESULTS.md).
-# The test runs seed 0 and asserts under half of the smaller of the two; at 2 threads seed 0 gains +0.184, +0.060,
-# +0.231, +0.083, +0.186, +0.135 (other float summation order), as far above.
+# The default experiment (config_yaml/westar.yaml: neon's "-C" images, 64 validation images of a room style never seen
+# in pretraining) cut from 300 to 200 steps of 4 to fit the suite's budget (300 steps: benchmarks/RESULTS.md).
+# Gains in d1 at 200 steps, seed 0 / seed 1, measured at 1 thread; the test runs seed 0 (at the suite's thread
+# count, which sums in another order) and asserts under half of the smaller of the two.
+STEPS = 200
 MEASURED_GAINS = {
-    "clean": (0.174, 0.182),
-    "fog-3": (0.068, 0.059),
-    "dark-3": (0.209, 0.228),
-    "snow-3": (0.084, 0.099),
-    "gaussian_noise-3": (0.182, 0.188),
-    "motion_blur-3": (0.134, 0.143),
+    "clean": (0.168, 0.175),
+    "fog-3": (0.045, 0.039),
+    "dark-3": (0.229, 0.221),
+    "snow-3": (0.085, 0.092),
+    "gaussian_noise-3": (0.179, 0.184),
+    "motion_blur-3": (0.120, 0.133),
 }
 
 
 @pytest.fixture(scope="module")
 def westar_scores(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Validation scores of the source and the adapted model after the default experiment, as `python cli.py fit`
-    runs it (full WeSTAR: SA-HDN on whole-object instances, simulated ordinal labels), without its side outputs."""
+    """Validation scores of the source and the adapted model after the default experiment as `python cli.py fit`
+    runs it (SA-HDN on whole-object instances, simulated ordinal labels), shortened, without its side outputs."""
     root = tmp_path_factory.mktemp("westar")
     run = cli.main([
         "fit", "--config", str(ROOT / "config_yaml" / "westar.yaml"),
         "--trainer.default_root_dir", str(root), "--trainer.logger", "false", "--trainer.callbacks", "[]",
         "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",
-        "--data.cache_dir", str(root / "cache"), "--data.num_workers", "0",
+        "--trainer.limit_train_batches", str(STEPS), "--data.cache_dir", str(root / "cache"), "--data.num_workers", "0",
     ])
     return run.model.last_val_scores
 
