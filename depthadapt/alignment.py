@@ -8,8 +8,8 @@ or on the "support" points at the extremes of the target's distribution, with it
 over any leading dims, e.g. B x trials x N) is the building block of every fit.
 
 Speed: a fit's full-resolution work is the validity test, the support selection and its packing
-(``depthadapt.support``); on the CPU these run row by row in numpy (O(n) order statistics, ``flatnonzero``), on a
-GPU batched in torch.
+(``depthadapt.support``); on the CPU the selection, RANSAC and the refit's reductions run image by image in the
+compiled kernels of ``depthadapt.fit_kernels`` (numba) on torch's intra-op threads, on a GPU batched in torch.
 """
 
 from __future__ import annotations
@@ -69,19 +69,20 @@ def _prepare_inputs(
     return p, t, valid, out_dtype
 
 
-def _weighted_scale_shift(p: Tensor, t: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Weighted least squares t ~ scale * p + shift over the last dim: ... x N -> scale, shift, degenerate.
+def _moments(p: Tensor, t: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Weighted moments over the last dim: ... x N -> points with weight, weight sum, means, centred var_p, cov."""
+    if w.dtype == torch.bool and p.device.type == "cpu" and p.ndim == 2 and p.shape == t.shape == w.shape:
+        # The refit over every packed support point: one compiled two-pass kernel per row on the CPU.
+        from depthadapt import fit_kernels, support
 
-    ``p`` and ``t`` must be finite where ``w > 0`` (float64 recommended); ``w`` is a 0/1 mask or
-    non-negative weights, broadcastable against ``p``. Degenerate rows (fewer than 2 points with
-    positive weight, or constant p) get scale 0 and shift = weighted mean of t; rows with no weight at
-    all get scale 1, shift 0.
-    """
+        p_rows, t_rows, w_rows = p.double().numpy(), t.double().numpy(), w.numpy()
+        rows = support.map_rows(lambda b: fit_kernels.masked_moments(p_rows[b], t_rows[b], w_rows[b]), p.shape[0])
+        count, mean_p, mean_t, var_p, cov = torch.tensor(rows, dtype=torch.float64).reshape(-1, 5).unbind(1)
+        return count, count, mean_p.to(p.dtype), mean_t.to(p.dtype), var_p.to(p.dtype), cov.to(p.dtype)
     is_mask = w.dtype == torch.bool
     w = w.to(p.dtype)
     p, t, w = torch.broadcast_tensors(p, t, w)
-    # Reductions by vecdot (no product temporaries) and few full-size passes: this refit runs over every support
-    # point of every image, and the elementwise version took ~5 ms of a ~35 ms fit on 8 KITTI-sized maps (measured).
+    # Reductions by vecdot (no product temporaries) and few full-size passes.
     wsum = w.sum(-1)
     count = wsum if is_mask else (w > 0).sum(-1)
     safe_wsum = wsum.clamp_min(torch.finfo(p.dtype).tiny)
@@ -91,15 +92,26 @@ def _weighted_scale_shift(p: Tensor, t: Tensor, w: Tensor) -> tuple[Tensor, Tens
     root_w = w if is_mask else w.sqrt()  # a float64 sqrt costs more than the rest of a pass (measured)
     dp = (p - mean_p.unsqueeze(-1)).mul_(root_w)
     dt = (t - mean_t.unsqueeze(-1)).mul_(root_w)
-    var_p = torch.linalg.vecdot(dp, dp)
-    cov = torch.linalg.vecdot(dp, dt)
+    return count, wsum, mean_p, mean_t, torch.linalg.vecdot(dp, dp), torch.linalg.vecdot(dp, dt)
+
+
+def _weighted_scale_shift(p: Tensor, t: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Weighted least squares t ~ scale * p + shift over the last dim: ... x N -> scale, shift, degenerate.
+
+    ``p`` and ``t`` must be finite where ``w > 0`` (float64 recommended); ``w`` is a 0/1 mask or
+    non-negative weights, broadcastable against ``p``. Degenerate rows (fewer than 2 points with
+    positive weight, or constant p) get scale 0 and shift = weighted mean of t; rows with no weight at
+    all get scale 1, shift 0.
+    """
+    count, wsum, mean_p, mean_t, var_p, cov = _moments(p, t, w)
+    safe_wsum = wsum.clamp_min(torch.finfo(var_p.dtype).tiny)
     # pred's weighted RMS magnitude: "constant" is a spread below _REL_SPREAD_TOL of it
     magnitude_sq = mean_p.square() + var_p / safe_wsum
     degenerate = (count < 2) | (var_p <= wsum * _REL_SPREAD_TOL**2 * magnitude_sq)
     scale = cov / torch.where(degenerate, torch.ones_like(var_p), var_p)
     shift = mean_t - scale * mean_p
     empty = count == 0
-    scale = torch.where(degenerate, empty.to(p.dtype), scale)
+    scale = torch.where(degenerate, empty.to(var_p.dtype), scale)
     shift = torch.where(degenerate, torch.where(empty, torch.zeros_like(mean_t), mean_t), shift)
     return scale, shift, degenerate
 
@@ -171,7 +183,8 @@ class ScaleShiftFitOptions:
     - ``method``: ``"lstsq"`` (closed form) or ``"ransac"`` (then a least-squares refit on the inliers).
     - ``support``: ``"all"`` valid points or the ``"extremes"``: target strictly below its per-image
       ``percentiles[0]`` or strictly above its ``percentiles[1]`` (numpy's linear interpolation).
-    - ``backend``: ``"torch"`` (batched, any device) or ``"sklearn"`` (``RANSACRegressor``, the reference).
+    - ``backend``: ``"torch"`` (ours: batched torch on a GPU, the same rules in compiled kernels on the CPU) or
+      ``"sklearn"`` (``RANSACRegressor``, the reference).
     - ``max_trials``, ``min_samples``, ``residual_threshold`` (target units, inlier if ``<=``), ``seed``: RANSAC.
     """
 
@@ -223,9 +236,10 @@ def fit_scale_shift(
     inliers where ``|scale * pred + shift - target| <= residual_threshold``, most inliers wins, sklearn's
     adaptive early stop at 99 % confidence) and refits least squares on the winner's inliers.
     ``backend="sklearn"`` loops over the images with ``sklearn.linear_model.RANSACRegressor`` (the
-    reference); ``backend="torch"`` fits all images and hypotheses at once on pred's device, reproducibly
-    for a ``seed`` (an image's hypotheses and stopping trial do not depend on the rest of the batch). Its
-    inlier counts are float32 sums, exact up to 2**24 support points per image.
+    reference); ``backend="torch"`` fits all images and hypotheses at once on a GPU (``ransac_torch``) and image
+    by image, trial by trial in compiled kernels on the CPU (``ransac_compiled``: the same hypotheses, scoring,
+    tie-break and stop), reproducibly for a ``seed`` (an image's hypotheses and stopping trial do not depend on
+    the rest of the batch). Its inlier counts are float32 sums, exact up to 2**24 support points per image.
 
     The fit happens in whatever space pred and target are given in (disparity or depth): the caller
     converts, and ``residual_threshold`` is in the target's units (1/m for metric disparity, m for depth).
@@ -241,14 +255,17 @@ def fit_scale_shift(
     batch, n = p.shape
     valid = support.valid_mask(p, t, mask)
     # Everything after the selection runs on the support points packed to the front of each row (B x W).
-    selection = support.support_points_numpy if p.device.type == "cpu" else support.support_points_torch
+    selection = support.support_points_cpu if p.device.type == "cpu" else support.support_points_torch
     idx, pc, tc, support_count = selection(p, t, valid, opts.support, opts.percentiles)
     used = torch.arange(idx.shape[1], device=p.device) < support_count[:, None]
     if opts.method == "ransac":
-        from depthadapt.ransac import ransac_sklearn, ransac_torch  # ransac builds on this module's solver
+        from depthadapt import ransac  # ransac builds on this module's solver
 
-        ransac = ransac_sklearn if opts.backend == "sklearn" else ransac_torch
-        used, found, trials = ransac(
+        if opts.backend == "sklearn":
+            run = ransac.ransac_sklearn
+        else:
+            run = ransac.ransac_compiled if p.device.type == "cpu" else ransac.ransac_torch
+        used, found, trials = run(
             pc, tc, used, opts.max_trials, opts.min_samples, opts.residual_threshold, opts.seed
         )
     else:

@@ -1,4 +1,5 @@
-"""RANSAC backends of ``depthadapt.alignment.fit_scale_shift``: sklearn's reference and a batched torch one.
+"""RANSAC backends of ``depthadapt.alignment.fit_scale_shift``: sklearn's reference, a batched torch one (GPUs)
+and the same rules in compiled CPU kernels.
 
 Both take the support points of each image packed to the front of its row (``p``, ``t`` B x W float64,
 ``support`` B x W bool marking a prefix of each row) and return the consensus set (B x W bool), whether one
@@ -8,17 +9,22 @@ device and follows sklearn's semantics: hypotheses are least-squares lines throu
 drawn without replacement, a point is an inlier when ``|residual| <= threshold``, the hypothesis with the
 most inliers wins (ties: the smaller sum of squared inlier residuals, sklearn's higher R^2 on the inliers
 whenever the tied hypotheses share their inlier set), and an image stops at sklearn's adaptive trial budget
-(``STOP_PROBABILITY``).
+(``STOP_PROBABILITY``). ``ransac_compiled`` runs ``ransac_torch``'s rules on the CPU image by image and trial by
+trial (``depthadapt.fit_kernels.ransac_row``), so that an image's work ends at its own stopping trial.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+import numpy as np
 import torch
 from torch import Tensor
 
-from depthadapt.alignment import _weighted_scale_shift
+from depthadapt import support as support_points
+from depthadapt.alignment import _REL_SPREAD_TOL, _weighted_scale_shift
 
-__all__ = ["STOP_PROBABILITY", "ransac_sklearn", "ransac_torch"]
+__all__ = ["STOP_PROBABILITY", "ransac_compiled", "ransac_sklearn", "ransac_torch"]
 
 STOP_PROBABILITY = 0.99
 """sklearn's RANSACRegressor default: stop once an outlier-free sample was drawn with this probability."""
@@ -58,6 +64,13 @@ def ransac_sklearn(
         inliers[b, :n] = torch.from_numpy(ransac.inlier_mask_).to(support.device)
         found[b], trials[b] = True, ransac.n_trials_
     return inliers, found, trials
+
+
+@lru_cache(maxsize=8)
+def _uniforms(seed: int, trials: int, k: int) -> Tensor:
+    """The uniforms that draw the hypotheses' samples (trials x k float64, CPU; read only): one seeded stream per
+    ``seed``, shared by all images and devices. Cached: drawing 1000 x 50 costs more than a mild fit's RANSAC."""
+    return torch.rand((trials, k), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def _sample_subsets(count: Tensor, u: Tensor) -> Tensor:
@@ -126,8 +139,7 @@ def ransac_torch(
     trials = torch.where(done, 0, max_trials)
     if width < min_samples:  # not a single image has enough points for a hypothesis
         return torch.zeros_like(support), torch.zeros(batch, dtype=torch.bool, device=device), trials
-    u = torch.rand((max_trials, min_samples), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    u = u.to(device)
+    u = _uniforms(seed, max_trials, min_samples).to(device)
     # Centred per image, float32 keeps the residuals accurate whatever the data's offset. Padding slots (0 in p
     # and t) get t = _PAD_TARGET: never an inlier, and finite, so that masking their residual with 0 gives 0.
     denom = count.clamp_min(1)
@@ -199,3 +211,29 @@ def ransac_torch(
     found = best_count >= 1
     best_res = _abs_residuals(neg_t, p_row, best_line[..., :1], best_line[..., 1:])[:, 0]
     return (best_res <= threshold) & found[:, None], found, trials
+
+
+def ransac_compiled(
+    p: Tensor, t: Tensor, support: Tensor, max_trials: int, min_samples: int, threshold: float, seed: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``ransac_torch`` on the CPU in compiled kernels, image by image and trial by trial: the same hypotheses
+    (the same uniforms), scoring arithmetic, tie-break and stop; p, t, support B x W (prefix) -> consensus set,
+    found, trials. An image's work stops at its own stopping trial instead of at the end of a block of them.
+    """
+    from depthadapt import fit_kernels
+
+    batch, width = p.shape
+    count = support.sum(1)
+    u = _uniforms(seed, max_trials, min_samples)
+    stop_counts = _stop_counts(count, max_trials, min_samples).numpy()
+    p_rows, t_rows = p.double().numpy(), t.double().numpy()
+    u_rows, counts = u.numpy(), count.tolist()
+    inliers = np.zeros((batch, width), dtype=bool)
+
+    def fit(b: int) -> tuple[bool, int]:
+        return fit_kernels.ransac_row(p_rows[b], t_rows[b], counts[b], u_rows, stop_counts[b], float(threshold),
+                                      _REL_SPREAD_TOL, inliers[b])
+
+    found, trials = zip(*support_points.map_rows(fit, batch), strict=True) if batch else ((), ())
+    return (torch.from_numpy(inliers), torch.tensor(found, dtype=torch.bool),
+            torch.tensor(trials, dtype=torch.long))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from depthadapt import support
+from depthadapt import fit_kernels, support
 from depthadapt.alignment import ScaleShiftFitOptions, fit_scale_shift, lstsq_scale_shift
 
 
@@ -130,10 +130,10 @@ def test_cpu_and_batched_torch_support_selection_agree_with_numpy(quantised: boo
     threads = torch.get_num_threads()
     try:  # with 2 threads the images are selected concurrently: the same result
         torch.set_num_threads(2)
-        concurrent = support.support_points_numpy(pred, target, valid, "extremes", percentiles)
+        concurrent = support.support_points_cpu(pred, target, valid, "extremes", percentiles)
     finally:
         torch.set_num_threads(threads)
-    idx, pc, tc, count = support.support_points_numpy(pred, target, valid, "extremes", percentiles)
+    idx, pc, tc, count = support.support_points_cpu(pred, target, valid, "extremes", percentiles)
     assert all(torch.equal(a, b) for a, b in zip(concurrent, (idx, pc, tc, count), strict=True))
     idx_t, pc_t, tc_t, count_t = support.support_points_torch(pred, target, valid, "extremes", percentiles)
     assert torch.equal(idx, idx_t) and torch.equal(count, count_t)
@@ -147,15 +147,39 @@ def test_cpu_and_batched_torch_support_selection_agree_with_numpy(quantised: boo
         assert (idx[b, count[b] :] == target.shape[1]).all() and (tc[b, count[b] :] == 0).all()
 
 
-def test_order_statistics_equal_a_full_sort() -> None:
+def _periodic_row(n: int) -> np.ndarray:
+    """A row whose strided sample sees one phase only: the sampled brackets miss (the whole-row path)."""
+    return (torch.arange(n).remainder(4).float() + torch.linspace(0, 1e-3, n)).numpy()
+
+
+def test_the_periodic_row_defeats_the_sampled_brackets() -> None:
+    values = _periodic_row(70_000)
+    n = values.size
+    for percentiles in ((10, 90), (25, 50)):
+        ranks = [int(p / 100 * (n - 1)) for p in percentiles]
+        bounds = fit_kernels._brackets(values, np.array([ranks[0], ranks[0] + 1, ranks[1], ranks[1] + 1]))
+        below = [(values < bounds[b, 0]).sum() for b in range(2)]
+        inside = [((values >= bounds[b, 0]) & (values <= bounds[b, 1])).sum() for b in range(2)]
+        assert any(not below[b] <= ranks[b] < below[b] + inside[b] - 1 for b in range(2)), percentiles
+
+
+@pytest.mark.parametrize("percentiles", [(10, 90), (0, 100), (33.3, 50), (25, 50), (50, 50.5)])
+def test_support_row_is_numpys_rule_on_every_kind_of_row(percentiles: tuple) -> None:
     g = torch.Generator().manual_seed(3)
-    # The periodic row: its strided sample sees one phase only, so the sampled bracket misses (fallback path).
-    for values in (torch.randn(100_000, generator=g), torch.randint(0, 5, (100_000,), generator=g).double(),
-                   torch.arange(70_000).remainder(4).float(), torch.rand(100, generator=g)):
-        array = values.numpy()
-        ordered = np.sort(array)
-        for rank in (0, 1, array.size // 10, array.size // 2, array.size - 2):
-            assert support.order_statistics(array, (rank, rank + 1)) == (ordered[rank], ordered[rank + 1])
+    rows = [torch.randn(100_000, generator=g).numpy(), torch.randint(0, 5, (100_000,), generator=g).double().numpy(),
+            _periodic_row(70_000), torch.rand(100, generator=g).numpy(), np.ones(50_000, np.float32),
+            np.array([2.0]), np.array([3.0, 1.0]), torch.rand(70_001, generator=g).numpy()]
+    for values in rows:
+        n = values.size
+        preds = np.arange(n, dtype=np.float64) * 0.5
+        idx, pc, tc = np.full(n, -1), np.full(n, np.nan), np.full(n, np.nan)
+        count = fit_kernels.support_row(values, preds, True, *map(float, percentiles), idx, pc, tc)
+        low, high = np.percentile(values, percentiles)
+        expected = np.flatnonzero((values < low) | (values > high))
+        assert np.array_equal(idx[:count], expected), (n, values.dtype)
+        assert np.array_equal(tc[:count], values[expected]) and np.array_equal(pc[:count], preds[expected])
+        count = fit_kernels.support_row(values, preds, False, *map(float, percentiles), idx, pc, tc)
+        assert count == n and np.array_equal(idx, np.arange(n)) and np.array_equal(tc, values)
 
 
 def test_fit_options_flow_in_as_a_value_or_keywords() -> None:
@@ -182,15 +206,3 @@ def test_fit_options_name_the_bad_field() -> None:
         ScaleShiftFitOptions(seed=-1)
     with pytest.raises(TypeError, match="trials"):
         fit_scale_shift(torch.rand(1, 10), torch.rand(1, 10), trials=3)
-
-
-def test_extreme_indices_when_the_sampled_bracket_misses(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A periodic row: its strided sample sees one phase only, so both brackets miss and the whole row is used.
-    values = (torch.arange(70_000).remainder(4).float() + torch.linspace(0, 1e-3, 70_000)).numpy()
-    fallbacks = []
-    monkeypatch.setattr(support, "order_statistics", lambda v, r: fallbacks.append(r) or tuple(np.sort(v)[list(r)]))
-    for percentiles in ((10, 90), (25, 50)):
-        low, high = np.percentile(values, percentiles)
-        expected = np.flatnonzero((values < low) | (values > high))
-        assert np.array_equal(support.extreme_indices_numpy(values, percentiles), expected)
-    assert len(fallbacks) == 4

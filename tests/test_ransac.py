@@ -235,8 +235,10 @@ def test_both_backends_stop_at_the_99_percent_budget(backend: str) -> None:
     assert fit_scale_shift(pred, target).trials.eq(0).all()  # least squares: no trials
 
 
-@pytest.mark.parametrize("chunk", [None, 3])
-def test_torch_ransac_winner_is_the_brute_force_one(monkeypatch: pytest.MonkeyPatch, chunk: int | None) -> None:
+@pytest.mark.parametrize(("implementation", "chunk"), [("ransac_torch", None), ("ransac_torch", 3),
+                                                       ("ransac_compiled", None)])
+def test_ransac_winner_is_the_brute_force_one(monkeypatch: pytest.MonkeyPatch, implementation: str,
+                                              chunk: int | None) -> None:
     # Quantised points: many hypotheses tie on the inlier count with different inlier sets, so the winner is
     # the tie-break's (smaller sum of squared inlier residuals; the earlier trial on an exact tie). Brute force:
     # every hypothesis the backend drew, scored in float64, up to the trial it stopped at.
@@ -249,7 +251,7 @@ def test_torch_ransac_winner_is_the_brute_force_one(monkeypatch: pytest.MonkeyPa
     t = 2 * p + 0.5 * torch.randint(0, 5, (32, 40), generator=g).double()
     support = torch.ones_like(p, dtype=torch.bool)
     max_trials, k, threshold, seed = 40, 3, 0.3, 1
-    inliers, found, trials = ransac.ransac_torch(p, t, support, max_trials, k, threshold, seed)
+    inliers, found, trials = getattr(ransac, implementation)(p, t, support, max_trials, k, threshold, seed)
     u = torch.rand((max_trials, k), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     scale, shift = ransac._hypotheses(p, t, support.sum(1), u)
     residual = (scale[..., None] * p[:, None] + shift[..., None] - t[:, None]).abs()  # B x trials x n
@@ -264,3 +266,39 @@ def test_torch_ransac_winner_is_the_brute_force_one(monkeypatch: pytest.MonkeyPa
         exercised += int(not torch.equal(is_inlier[b, winner], is_inlier[b, tied[0]]))  # not the first top one's
         assert found[b] and torch.equal(inliers[b], is_inlier[b, winner]), b
     assert exercised >= 3  # images whose winner needed the tie-break
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_compiled_cpu_ransac_is_the_batched_torch_one(seed: int) -> None:
+    # The CPU kernels follow ransac_torch (the GPU path) trial by trial: the same hypotheses, inlier sets, stop.
+    from depthadapt import ransac
+
+    g = torch.Generator().manual_seed(seed)
+    pred, target, _, _, _ = _line_with_outliers(6, 3000, 0.3, seed=seed, noise=0.05)
+    count = torch.tensor([3000, 2500, 40, 7, 0, 1200])  # packed prefixes, one shorter than min_samples, one empty
+    support = torch.arange(3000) < count[:, None]
+    pred, target = torch.where(support, pred, 0.0), torch.where(support, target, 0.0)
+    target[2] = 1.5 * pred[2] + 0.25 * torch.randint(0, 3, (3000,), generator=g).double() * support[2]  # ties
+    for max_trials, k in ((200, 8), (30, 2)):
+        expected = ransac.ransac_torch(pred, target, support, max_trials, k, 0.1, seed)
+        compiled = ransac.ransac_compiled(pred, target, support, max_trials, k, 0.1, seed)
+        for a, b in zip(expected, compiled, strict=True):
+            assert torch.equal(a, b), (max_trials, k)
+        assert expected[2][4] == 0 and not expected[1][4]  # the empty row ran no trial
+
+
+def test_masked_moments_kernel_is_the_torch_refit() -> None:
+    from depthadapt.alignment import _weighted_scale_shift
+
+    g = torch.Generator().manual_seed(6)
+    p = torch.randn(4, 5000, generator=g, dtype=torch.float64) * 3 + 100
+    t = 0.5 * p + torch.randn(4, 5000, generator=g, dtype=torch.float64)
+    w = torch.rand(4, 5000, generator=g) < torch.tensor([0.5, 1.0, 0.0, 1 / 5000])[:, None]
+    w[3] = False
+    w[3, 17] = True  # one point: degenerate; row 2 empty: the identity
+    compiled = _weighted_scale_shift(p, t, w)  # CPU, 2-D, bool: the kernel
+    reference = _weighted_scale_shift(p, t, w.double())  # float weights: the torch reductions
+    torch.testing.assert_close(compiled[0], reference[0], rtol=1e-10, atol=0)
+    torch.testing.assert_close(compiled[1], reference[1], rtol=1e-10, atol=0)
+    assert torch.equal(compiled[2], reference[2]) and compiled[2].tolist() == [False, False, True, True]
+    assert compiled[0][2] == 1 and compiled[1][2] == 0 and compiled[1][3] == t[3, 17]

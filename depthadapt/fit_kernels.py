@@ -1,0 +1,335 @@
+"""Compiled CPU kernels of the scale/shift fit (numba): support selection and packing, RANSAC, masked moments.
+
+Each kernel works on one image (a row) and releases the GIL, so ``support.map_rows`` runs the images of a batch
+on torch's intra-op threads. They implement the rules of their torch counterparts (``depthadapt.support``'s
+``support_mask_torch``, ``depthadapt.ransac.ransac_torch``, ``depthadapt.alignment._weighted_scale_shift``) in
+one or two passes over a row instead of one pass per tensor operation: on the CPU these full-resolution passes
+are most of a fit's time. Compiled on first use and cached beside this file.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+_JIT = {"nogil": True, "cache": True, "error_model": "numpy"}
+# Rows longer than 4 x this are bracketed from a strided sample of about this many points (then only the points
+# inside the bracket are selected exactly); shorter rows are selected directly.
+SAMPLE_POINTS = 8192
+# Half-width of a bracket in standard deviations of a sample rank (binomial), plus a few points.
+BRACKET_SIGMAS = 5.0
+
+
+@numba.njit(**_JIT)
+def _move_front(a: np.ndarray, lo: int, hi: int, pivot: float, strictly_below: bool) -> int:
+    """Move the entries of ``a[lo:hi]`` that are < pivot (``strictly_below``) or == pivot to its front, branch-free
+    (unpredictable comparisons cost a misprediction each in a branching partition); returns where they end."""
+    store = lo
+    for i in range(lo, hi):
+        x = a[i]
+        a[i] = a[store]
+        a[store] = x
+        store += (x < pivot) if strictly_below else (x == pivot)
+    return store
+
+
+@numba.njit(**_JIT)
+def _select(a: np.ndarray, lo: int, hi: int, k: int) -> None:
+    """Rearrange ``a[lo:hi]`` in place so that ``a[k]`` is its (k - lo)-th smallest, smaller ones before it and
+    the others after it: three-way partitions around median-of-three pivots (runs of equal values take one
+    step), a sort once the segment stops shrinking."""
+    budget = 2 * (int(math.log2(max(hi - lo, 2))) + 4)
+    while hi - lo > 1:
+        if budget == 0:  # adversarial input: finish with a sort, O(n log n) whatever the data
+            a[lo:hi] = np.sort(a[lo:hi])
+            return
+        budget -= 1
+        x, y, z = a[lo], a[(lo + hi) // 2], a[hi - 1]
+        pivot = max(min(x, y), min(max(x, y), z))
+        below = _move_front(a, lo, hi, pivot, True)
+        if k < below:
+            hi = below
+            continue
+        equal = _move_front(a, below, hi, pivot, False)
+        if k < equal:
+            return
+        lo = equal
+
+
+@numba.njit(**_JIT)
+def _percentile_ranks(percentile: float, n: int) -> tuple[int, int, float]:
+    """numpy's linear-interpolation percentile of n sorted values: ranks below and above, weight of the upper."""
+    position = percentile / 100 * (n - 1)
+    below = math.floor(position)
+    return below, min(below + 1, n - 1), position - below
+
+
+@numba.njit(**_JIT)
+def _brackets(values: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """Bounds that hold each of ``ranks`` (4 ascending: low pair, high pair) of a long row with near certainty,
+    read off one strided sample: 2 x 2 (low, high bracket) x (lower, upper bound); (-inf, inf) for short rows."""
+    bounds = np.empty((2, 2))
+    bounds[:, 0], bounds[:, 1] = -np.inf, np.inf
+    n = values.size
+    if n <= 4 * SAMPLE_POINTS:
+        return bounds
+    sample = values[:: n // SAMPLE_POINTS].astype(np.float64)
+    m = sample.size
+    ends = np.empty(4, np.int64)
+    for b in range(2):
+        centre = ranks[2 * b] * (m - 1) / max(n - 1, 1)
+        q = centre / max(m - 1, 1)
+        half = BRACKET_SIGMAS * math.sqrt(m * q * (1 - q)) + 4
+        ends[2 * b], ends[2 * b + 1] = math.floor(centre - half), math.ceil(centre + 1 + half)
+    start = 0
+    for e in np.argsort(ends):  # ascending: each selection works on what lies above the previous one
+        position = ends[e]
+        if 0 <= position < m:
+            if position >= start:
+                _select(sample, start, m, position)
+                start = position + 1
+            bounds[e // 2, e % 2] = sample[position]
+    return bounds
+
+
+@numba.njit(**_JIT)
+def _two_ranks(inside: np.ndarray, count: int, first: int, second: int) -> tuple[bool, float, float]:
+    """Values of the ranks ``first`` and ``second`` (``first`` or ``first + 1``) among ``inside[:count]``
+    (rearranged); False when one is not there."""
+    if first < 0 or second >= count:
+        return False, 0.0, 0.0
+    _select(inside, 0, count, first)
+    following = inside[first]
+    if second > first:  # everything after ``first`` is >= it: the next rank is the smallest of the rest
+        following = inside[first + 1 : count].min()
+    return True, inside[first], following
+
+
+@numba.njit(**_JIT)
+def _flag_points(values: np.ndarray, bounds: np.ndarray, flags: np.ndarray) -> tuple[int, int, int, int]:
+    """Flag each value (bit 0: at or outside a bracket's inner end, a candidate; bits 1, 2: inside the low, the
+    high bracket) and count the values under and over the brackets' ends: under low, <= low's upper end,
+    >= high's lower end, over high (one vectorised pass)."""
+    low_lo, low_hi, high_lo, high_hi = bounds[0, 0], bounds[0, 1], bounds[1, 0], bounds[1, 1]
+    under_low = upto_low = from_high = over_high = 0
+    for i in range(values.size):
+        v = values[i]
+        candidate = (v <= low_hi) | (v >= high_lo)
+        in_low = (v >= low_lo) & (v <= low_hi)
+        in_high = (v >= high_lo) & (v <= high_hi)
+        flags[i] = np.uint8(candidate) | (np.uint8(in_low) << 1) | (np.uint8(in_high) << 2)
+        under_low += v < low_lo
+        upto_low += v <= low_hi
+        from_high += v >= high_lo
+        over_high += v > high_hi
+    return under_low, upto_low, from_high, over_high
+
+
+@numba.njit(**_JIT)
+def _bracket_values(values: np.ndarray, flags: np.ndarray, inside_low: np.ndarray,
+                    inside_high: np.ndarray) -> tuple[int, int]:
+    """The values flagged inside the low and the high bracket, to the front of the two buffers; their counts.
+    Whole words of 8 flags with neither bit are skipped at once; the last n % 8 flags are read one by one."""
+    words = flags.view(np.uint64)
+    either = np.uint64(0x0606060606060606)
+    # Unsigned cursors: numba skips the negative-index wraparound test on them (measured 2x on these loops).
+    n_low = n_high = np.uint64(0)
+    n = values.size
+    for w in range(n // 8):
+        if words[w] & either == 0:
+            continue
+        for i in range(8 * w, 8 * w + 8):  # branch-free append
+            v, flag = values[i], flags[i]
+            inside_low[n_low] = v
+            n_low += np.uint64((flag >> 1) & 1)
+            inside_high[n_high] = v
+            n_high += np.uint64((flag >> 2) & 1)
+    for i in range(n - n % 8, n):
+        if flags[i] & 2:
+            inside_low[n_low] = values[i]
+            n_low += np.uint64(1)
+        if flags[i] & 4:
+            inside_high[n_high] = values[i]
+            n_high += np.uint64(1)
+    return np.int64(n_low), np.int64(n_high)
+
+
+@numba.njit(**_JIT)
+def support_row(values: np.ndarray, preds: np.ndarray, extremes: bool, low_percentile: float,
+                high_percentile: float, idx: np.ndarray, pc: np.ndarray, tc: np.ndarray) -> int:
+    """One image's support points packed to the front of idx (int64), pc, tc (float64), each >= values.size long;
+    returns their count. values (the target), preds: 1-D finite.
+
+    ``extremes``: the values strictly below the low or above the high percentile (numpy's linear interpolation),
+    else all. The percentile lies between the two order statistics it interpolates, and no value lies strictly
+    between those, so each strict comparison is one against an order statistic: no rounding of the bound matters.
+    The order statistics come from the points inside two brackets read off a strided sample (a bracket that
+    misses, counted, means the whole row); the final pass looks only at the candidates outside the brackets'
+    inner ends (about a fifth of a row at 10/90).
+    """
+    n = values.size
+    if not extremes or n == 0:
+        for i in range(n):
+            idx[i], pc[i], tc[i] = i, preds[i], values[i]
+        return n
+    k, k1, weight = _percentile_ranks(low_percentile, n)
+    j, j1, _ = _percentile_ranks(high_percentile, n)
+    bounds = _brackets(values, np.array([k, k1, j, j1]))
+    flags = np.empty(n + 8 - n % 8, np.uint8)  # a whole number of 8-flag words; the tail is read bytewise
+    under_low, upto_low, from_high, over_high = _flag_points(values, bounds, flags)
+    below_high = n - from_high
+    if under_low <= k and k1 < upto_low and below_high <= j and j1 < n - over_high:
+        # the scratch space: pc and tc, written only by the final pass
+        n_low, n_high = _bracket_values(values, flags, pc, tc)
+        _, below_k, above_k = _two_ranks(pc, n_low, k - under_low, k1 - under_low)
+        _, below_j, above_j = _two_ranks(tc, n_high, j - below_high, j1 - below_high)
+    else:  # a bracket missed (e.g. a periodic row the sample sees in one phase): the whole row, every point
+        pc[:n] = values
+        _, below_k, above_k = _two_ranks(pc, n, k, k1)
+        _, below_j, above_j = _two_ranks(pc, n, j, j1)
+        flags[:n] = 1
+    # strictly below the low percentile, strictly above the high one, as comparisons with order statistics
+    low_bound = below_k if weight > 0 and above_k > below_k else np.nextafter(below_k, -np.inf)
+    high_bound = above_j if above_j > below_j else np.nextafter(above_j, np.inf)
+    words = flags.view(np.uint64)
+    candidate = np.uint64(0x0101010101010101)
+    chosen = np.uint64(0)  # unsigned: no wraparound test
+    for w in range(n // 8):
+        if words[w] & candidate == 0:
+            continue
+        for i in range(8 * w, 8 * w + 8):  # branch-free append
+            v = values[i]
+            idx[chosen], pc[chosen], tc[chosen] = i, preds[i], v
+            chosen += np.uint64(flags[i] & ((v <= low_bound) | (v >= high_bound)))
+    for i in range(n - n % 8, n):
+        v = values[i]
+        if flags[i] & ((v <= low_bound) | (v >= high_bound)):
+            idx[chosen], pc[chosen], tc[chosen] = i, preds[i], v
+            chosen += np.uint64(1)
+    return np.int64(chosen)
+
+
+@numba.njit(**_JIT)
+def _line_through(p: np.ndarray, t: np.ndarray, subset: np.ndarray, tolerance: float) -> tuple[float, float]:
+    """Least-squares line through the points ``subset`` (``_weighted_scale_shift`` with unit weights)."""
+    k = subset.size
+    mean_p = mean_t = 0.0
+    for i in subset:
+        mean_p += p[i]
+        mean_t += t[i]
+    mean_p /= k
+    mean_t /= k
+    var_p = cov = 0.0
+    for i in subset:
+        dp = p[i] - mean_p
+        var_p += dp * dp
+        cov += dp * (t[i] - mean_t)
+    if var_p <= k * tolerance**2 * (mean_p * mean_p + var_p / k):  # constant pred: sklearn's answer
+        return 0.0, mean_t
+    scale = cov / var_p
+    return scale, mean_t - scale * mean_p
+
+
+@numba.njit(**_JIT)
+def _inlier_count(neg_t: np.ndarray, p: np.ndarray, scale: np.float32, shift: np.float32,
+                  threshold: np.float32, residual: np.ndarray) -> int:
+    """How many |scale * p + shift - t| <= threshold, in float32 (``ransac._abs_residuals``' arithmetic); the
+    residuals into ``residual``."""
+    count = 0
+    for i in range(p.size):
+        r = abs(neg_t[i] + shift + scale * p[i])
+        residual[i] = r
+        count += r <= threshold
+    return count
+
+
+@numba.njit(**_JIT, fastmath={"reassoc"})  # a reassociated sum: vectorised; the residuals are computed already
+def _inlier_ssr(residual: np.ndarray, threshold: np.float32) -> float:
+    """Sum of the squared residuals <= threshold, in float64."""
+    ssr = 0.0
+    for i in range(residual.size):
+        r = float(residual[i])
+        ssr += r * r if residual[i] <= threshold else 0.0
+    return ssr
+
+
+@numba.njit(**_JIT, fastmath={"reassoc"})  # reassociated sums: vectorised reductions
+def _centred_float32(p: np.ndarray, t: np.ndarray, count: int) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """Means of the first ``count`` p and t, and p - mean_p, mean_t - t as float32 (ransac_torch's scoring data)."""
+    sum_p = sum_t = 0.0
+    for i in range(count):
+        sum_p += p[i]
+        sum_t += t[i]
+    mean_p, mean_t = sum_p / count, sum_t / count
+    p_row = np.empty(count, np.float32)
+    neg_t = np.empty(count, np.float32)
+    for i in range(count):
+        p_row[i] = p[i] - mean_p
+        neg_t[i] = mean_t - t[i]
+    return mean_p, mean_t, p_row, neg_t
+
+
+@numba.njit(**_JIT)
+def ransac_row(p: np.ndarray, t: np.ndarray, count: int, u: np.ndarray, stop_counts: np.ndarray,
+               threshold: float, tolerance: float, inliers: np.ndarray) -> tuple[bool, int]:
+    """``ransac.ransac_torch`` on one image, trial by trial: packed p, t (count points), u trials x k, stop counts
+    (trials,) -> consensus set in ``inliers`` (bool, the row's width), found, trials run.
+    """
+    trials, k = u.shape
+    inliers[:] = False
+    if count < k:
+        return False, 0
+    mean_p, mean_t, p_row, neg_t = _centred_float32(p, t, count)
+    limit = np.float32(threshold)
+    best, best_ssr, running = 0, np.inf, 0
+    best_scale = best_shift = np.float32(0.0)
+    subset = np.empty(k, np.int64)
+    residual = np.empty(count, np.float32)
+    ran = trials
+    for trial in range(trials):
+        for i in range(k):  # Floyd's algorithm, as ransac._sample_subsets
+            last = count - k + i
+            candidate = min(int(u[trial, i] * (last + 1)), last)
+            for q in range(i):
+                if subset[q] == candidate:
+                    candidate = last
+                    break
+            subset[i] = candidate
+        scale, shift = _line_through(p, t, subset, tolerance)
+        scale32, shift32 = np.float32(scale), np.float32(shift + scale * mean_p - mean_t)
+        n_inliers = _inlier_count(neg_t, p_row, scale32, shift32, limit, residual)
+        running = max(running, n_inliers)
+        if n_inliers >= 1 and n_inliers >= best:  # a new best, or a tie: the smaller squared residuals win
+            ssr = _inlier_ssr(residual, limit)
+            if n_inliers > best or ssr < best_ssr:
+                best, best_ssr, best_scale, best_shift = n_inliers, ssr, scale32, shift32
+        if running >= stop_counts[trial]:  # sklearn's adaptive budget, checked after every trial
+            ran = trial + 1
+            break
+    if best == 0:
+        return False, ran
+    for i in range(count):
+        inliers[i] = abs(neg_t[i] + best_shift + best_scale * p_row[i]) <= limit
+    return True, ran
+
+
+@numba.njit(**_JIT, fastmath={"reassoc"})  # reassociated sums: vectorised reductions
+def masked_moments(p: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[float, float, float, float, float]:
+    """Count, means and centred moments of the points ``w`` (bool) of one row: count, mean_p, mean_t, var_p, cov."""
+    count = sum_p = sum_t = 0.0
+    for i in range(p.size):
+        weight = 1.0 if w[i] else 0.0
+        count += weight
+        sum_p += weight * p[i]
+        sum_t += weight * t[i]
+    if count == 0:
+        return 0.0, 0.0, 0.0, 0.0, 0.0
+    mean_p, mean_t = sum_p / count, sum_t / count
+    var_p = cov = 0.0
+    for i in range(p.size):
+        dp = (p[i] - mean_p) if w[i] else 0.0
+        var_p += dp * dp
+        cov += dp * (t[i] - mean_t)
+    return count, mean_p, mean_t, var_p, cov
