@@ -217,8 +217,10 @@ def ransac_compiled(
     p: Tensor, t: Tensor, support: Tensor, max_trials: int, min_samples: int, threshold: float, seed: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``ransac_torch`` on the CPU in compiled kernels, image by image and trial by trial: the same hypotheses
-    (the same uniforms), scoring arithmetic, tie-break and stop; p, t, support B x W (prefix) -> consensus set,
-    found, trials. An image's work stops at its own stopping trial instead of at the end of a block of them.
+    (the same uniforms), float32 scoring, tie-break and stop; p, t, support B x W (prefix) -> consensus set, found,
+    trials. An image's work stops at its own stopping trial instead of at the end of a block of them. The tie-break
+    sums the squared residuals in float64 (``ransac_torch``: float32), so ties whose sums differ only by rounding,
+    e.g. two-point lines through exact data, may go to another of the tied hypotheses.
     """
     from depthadapt import fit_kernels
 
