@@ -302,3 +302,32 @@ def test_masked_moments_kernel_is_the_torch_refit() -> None:
     torch.testing.assert_close(compiled[1], reference[1], rtol=1e-10, atol=0)
     assert torch.equal(compiled[2], reference[2]) and compiled[2].tolist() == [False, False, True, True]
     assert compiled[0][2] == 1 and compiled[1][2] == 0 and compiled[1][3] == t[3, 17]
+
+
+@pytest.mark.parametrize("shape", [(0, 10), (2, 0), (1, 1), (3, 7), (2, 4, 5), (2, 40_000)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.int32])
+def test_cpu_fit_is_the_batched_torch_fit_on_odd_inputs(monkeypatch: pytest.MonkeyPatch, shape: tuple,
+                                                         dtype: torch.dtype) -> None:
+    # The CPU path (compiled selection and RANSAC) against the GPU path run on the CPU: empty batches and rows,
+    # one point, 3-D maps, half precision and integers, a mask, a NaN, a strided (non-contiguous) input.
+    from depthadapt import ransac, support
+
+    g = torch.Generator().manual_seed(len(shape) + shape[-1])
+    p = (torch.rand((*shape, 2), generator=g) * 10).to(dtype)[..., 0]
+    t = (2 * p.double() + 1 + torch.randn(shape, generator=g, dtype=torch.float64)).float()
+    if t.numel():
+        t.view(-1)[0] = float("nan")
+    mask = torch.rand(shape, generator=g) < 0.7
+    fits = {}
+    for path in ("cpu", "torch"):
+        if path == "torch":
+            monkeypatch.setattr(support, "support_points_cpu", support.support_points_torch)
+            monkeypatch.setattr(ransac, "ransac_compiled", ransac.ransac_torch)
+        fits[path] = [fit_scale_shift(p, t, m, method=method, support=s, min_samples=4, max_trials=50)
+                      for m in (None, mask) for method, s in (("lstsq", "extremes"), ("ransac", "all"),
+                                                              ("ransac", "extremes"))]
+    for cpu, reference in zip(fits["cpu"], fits["torch"], strict=True):
+        for name in ("inliers", "fallback", "support_count", "trials"):
+            assert torch.equal(getattr(cpu, name), getattr(reference, name)), name
+        torch.testing.assert_close(cpu.scale, reference.scale, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(cpu.shift, reference.shift, rtol=1e-5, atol=1e-5)
