@@ -71,11 +71,13 @@ def _prepare_inputs(
 
 def _moments(p: Tensor, t: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Weighted moments over the last dim: ... x N -> points with weight, weight sum, means, centred var_p, cov."""
-    if w.dtype == torch.bool and p.device.type == "cpu" and p.ndim == 2 and p.shape == t.shape == w.shape:
+    differentiable = torch.is_grad_enabled() and (p.requires_grad or t.requires_grad)  # e.g. a scale-free loss
+    if (w.dtype == torch.bool and p.device.type == "cpu" and p.ndim == 2 and p.shape == t.shape == w.shape
+            and not differentiable):
         # The refit over every packed support point: one compiled two-pass kernel per row on the CPU.
         from depthadapt import fit_kernels, support
 
-        p_rows, t_rows, w_rows = p.double().numpy(), t.double().numpy(), w.numpy()
+        p_rows, t_rows, w_rows = p.detach().double().numpy(), t.detach().double().numpy(), w.numpy()
         rows = support.map_rows(lambda b: fit_kernels.masked_moments(p_rows[b], t_rows[b], w_rows[b]), p.shape[0])
         count, mean_p, mean_t, var_p, cov = torch.tensor(rows, dtype=torch.float64).reshape(-1, 5).unbind(1)
         return count, count, mean_p.to(p.dtype), mean_t.to(p.dtype), var_p.to(p.dtype), cov.to(p.dtype)
