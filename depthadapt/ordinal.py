@@ -27,6 +27,7 @@ __all__ = [
     "OrdinalRecord",
     "check_pairs",
     "image_key",
+    "labelled_images",
     "pad_pairs",
     "read_ordinal_jsonl",
     "read_ordinal_records",
@@ -131,6 +132,16 @@ def simulate_batch(
         for d, v, s in zip(depth, valid, seeds, strict=True)
     ]
     return pad_pairs(pairs, 3 * num_anchors).to(depth.device)
+
+
+def labelled_images(index: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Which images carry weak labels when only ``fraction`` of a dataset is labelled: dataset indices (B,) ->
+    bool (B,). Decided by the index alone (a multiplicative hash spread over [0, 1)), so an image is labelled or
+    not whatever its batch, epoch or seed, and the labelled share of any large index range is ``fraction``."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"the labelled fraction must be in (0, 1], got {fraction}")
+    spread = (index.long() * 2654435761) % 2**32  # Knuth's multiplicative hash: consecutive indices spread apart
+    return spread.double() / 2**32 < fraction
 
 
 def image_key(name: str, root: str | os.PathLike | None = None) -> str:

@@ -17,7 +17,7 @@ from depthadapt.metrics import format_comparison_table
 from depthadapt.models.activation_checkpointing import enable_activation_checkpointing
 from depthadapt.models.card import DepthModelCard
 from depthadapt.models.lora import add_lora
-from depthadapt.ordinal import simulate_batch
+from depthadapt.ordinal import PADDING_ROW, labelled_images, simulate_batch
 from depthadapt.visualize import depth_panel
 from depthadapt.westar import WeSTARLoss
 from lightning_modules.base import DepthTask
@@ -37,8 +37,9 @@ class WeSTARAdapter(DepthTask):
     The student is the model with peft LoRA adapters (only they train); the teacher is its EMA. Each step the
     teacher labels a weakly augmented view and the student predicts a strongly augmented view of the same images;
     the loss is ``depthadapt.westar.WeSTARLoss``: ``self_training_weight`` x the self-training loss over ``context``
-    + ``weak_weight`` x the ordinal ranking loss on sparse pairs (``simulate``d from ground truth, or read by the
-    datamodule from a JSON Lines file: ``dataset``) + ``regularizer_weight`` x the LoRA weight regulariser. Every
+    + ``weak_weight`` x the ordinal ranking loss on sparse pairs (``simulate``d from ground truth, on the share
+    ``ordinal_label_fraction`` of the images as when only some are labelled by hand, or read by the datamodule from
+    a JSON Lines file: ``dataset``) + ``regularizer_weight`` x the LoRA weight regulariser. Every
     ``log_every_n_steps`` the gradient norm of each weighted term is logged as ``train/grad_norm/<term>``
     (``log_grad_norms``), to see whether one term swamps another. ``activation_checkpointing`` recomputes the
     student's encoder blocks in the backward pass instead of keeping their activations (less memory, ~1 more forward).
@@ -63,6 +64,7 @@ class WeSTARAdapter(DepthTask):
         ordinal_labels: str = "simulate",
         ordinal_anchors: int = 5,
         ordinal_relative_margin: float = 0.05,
+        ordinal_label_fraction: float = 1.0,
         ordinal_form: str = "normalised",
         ordinal_margin: float = 0.1,
         self_training_weight: float = 1.0,
@@ -91,6 +93,8 @@ class WeSTARAdapter(DepthTask):
                 raise ValueError(f"model.{name} must be one of {', '.join(choices)}, got {value!r}")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"model.ema_decay must be in [0, 1), got {ema_decay}")
+        if not 0.0 < ordinal_label_fraction <= 1.0:
+            raise ValueError(f"model.ordinal_label_fraction must be in (0, 1], got {ordinal_label_fraction}")
         super().__init__(lr, weight_decay, warmup_steps, eval_min_depth, eval_max_depth, eval_crop)
         self.save_hyperparameters(ignore=["weak_augmentation", "strong_augmentation"])
         self.card = self.run_at(model, input_size)
@@ -105,6 +109,7 @@ class WeSTARAdapter(DepthTask):
         self.strong_augmentation = strong_augmentation
         self.ordinal_labels, self.eval_model = ordinal_labels, eval_model
         self.ordinal_anchors, self.ordinal_relative_margin = ordinal_anchors, ordinal_relative_margin
+        self.ordinal_label_fraction = ordinal_label_fraction
         self.panel_images, self.log_grad_norms = panel_images, log_grad_norms
         self.conditions = EvaluationConditions(eval_corruptions, eval_severity)
         self.eval_metrics = nn.ModuleDict(
@@ -144,8 +149,12 @@ class WeSTARAdapter(DepthTask):
                 "model.ordinal_labels simulate needs ground-truth depth in the training batches: give the "
                 "datamodule a depth folder, or use ordinal_labels dataset with data.ordinal_file"
             )
-        return simulate_batch(batch["depth"], batch["valid"], self.ordinal_anchors, self.ordinal_relative_margin,
-                              seed=batch["index"])
+        pairs = simulate_batch(batch["depth"], batch["valid"], self.ordinal_anchors, self.ordinal_relative_margin,
+                               seed=batch["index"])
+        if self.ordinal_label_fraction < 1.0:  # the rest of the images carry no pairs (padding rows)
+            unlabelled = ~labelled_images(batch["index"], self.ordinal_label_fraction).to(pairs.device)
+            pairs[unlabelled] = torch.tensor(PADDING_ROW, device=pairs.device)
+        return pairs
 
     def views(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The teacher's (weak) and the student's (strong) views of B x 3 x H x W images in [0, 1]."""

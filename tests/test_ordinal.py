@@ -12,6 +12,7 @@ from depthadapt.io import UnreadableFileError
 from depthadapt.losses import ordinal_loss
 from depthadapt.ordinal import (
     OrdinalFileError,
+    labelled_images,
     pad_pairs,
     read_ordinal_jsonl,
     simulate_batch,
@@ -148,3 +149,17 @@ def test_malformed_lines_name_file_and_line(tmp_path: Path, line: str, reason: s
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(UnreadableFileError, match="does not exist"):
         read_ordinal_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_labelled_images_are_a_fixed_share_chosen_by_index() -> None:
+    index = torch.arange(20_000)
+    for fraction in (0.05, 0.1, 0.5):
+        labelled = labelled_images(index, fraction)
+        assert abs(labelled.double().mean().item() - fraction) < 0.01, fraction
+        assert abs(labelled[:1000].double().mean().item() - fraction) < 0.04  # spread, not one block
+        assert torch.equal(labelled_images(index.flip(0), fraction), labelled.flip(0))  # by index, not position
+    assert (labelled_images(index, 0.1) <= labelled_images(index, 0.5)).all()  # a larger share keeps the smaller
+    assert labelled_images(index, 1.0).all()
+    for fraction in (0.0, 1.5):
+        with pytest.raises(ValueError, match="labelled fraction"):
+            labelled_images(index, fraction)

@@ -179,6 +179,21 @@ def test_ordinal_pairs_come_from_the_dataset_when_asked(synthetic_batch) -> None
     assert torch.equal(farther, real[:, 4] > 0)
 
 
+def test_only_the_labelled_share_of_the_images_gets_simulated_pairs(synthetic_batch) -> None:
+    from depthadapt.ordinal import labelled_images
+
+    batch = synthetic_batch(batch=8)
+    batch["index"] = torch.arange(100, 108)
+    full = WeSTARAdapter(TINY).ordinal_pairs(batch)
+    part = WeSTARAdapter(TINY, ordinal_label_fraction=0.5).ordinal_pairs(batch)
+    labelled = labelled_images(batch["index"], 0.5)
+    assert 0 < int(labelled.sum()) < 8  # both kinds in this batch
+    assert torch.equal(part[labelled], full[labelled])  # the labelled images keep their pairs
+    assert (part[~labelled][..., 0] < 0).all()  # the others carry padding only
+    with pytest.raises(ValueError, match="ordinal_label_fraction"):
+        WeSTARAdapter(TINY, ordinal_label_fraction=0.0)
+
+
 def run_fit(tmp_path: Path, *args: str):
     return cli.main(["fit", "--config", str(CONFIG), "--data.cache_dir", str(tmp_path / "cache"), *args])
 
