@@ -8,6 +8,7 @@ interpolation), packed with their count. Shapes: pred, target, mask B x N.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -40,8 +41,9 @@ def as_numpy(x: Tensor) -> np.ndarray:
 
 
 @cache
-def _row_pool(workers: int) -> ThreadPoolExecutor:
-    """A thread pool kept for the process (starting threads costs more than a small fit)."""
+def _row_pool(workers: int, process: int) -> ThreadPoolExecutor:
+    """A thread pool kept for the process (starting threads costs more than a small fit). Keyed by the process id:
+    a forked child (e.g. a DataLoader worker) inherits the parent's pool without its threads, and would hang."""
     return ThreadPoolExecutor(workers, thread_name_prefix="depthadapt-rows")
 
 
@@ -50,7 +52,7 @@ def map_rows(function: Callable[[int], T], batch: int) -> list[T]:
     workers = min(batch, torch.get_num_threads())
     if workers <= 1:
         return [function(b) for b in range(batch)]
-    return list(_row_pool(workers).map(function, range(batch)))
+    return list(_row_pool(workers, os.getpid()).map(function, range(batch)))
 
 
 def support_points_cpu(

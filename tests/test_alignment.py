@@ -206,3 +206,27 @@ def test_fit_options_name_the_bad_field() -> None:
         ScaleShiftFitOptions(seed=-1)
     with pytest.raises(TypeError, match="trials"):
         fit_scale_shift(torch.rand(1, 10), torch.rand(1, 10), trials=3)
+
+
+def _rows_in_child(queue) -> None:
+    queue.put(support.map_rows(lambda b: b * 3, 4))
+
+
+def test_row_workers_run_in_a_forked_child() -> None:
+    # A DataLoader worker forked after a fit inherits the parent's row pool without its threads: it must get its own.
+    import multiprocessing
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert support.map_rows(lambda b: b * 2, 4) == [0, 2, 4, 6]  # the parent's pool exists now
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        child = context.Process(target=_rows_in_child, args=(queue,))
+        child.start()
+        child.join(timeout=60)
+        if child.is_alive():
+            child.kill()
+        assert child.exitcode == 0 and queue.get(timeout=5) == [0, 3, 6, 9]
+    finally:
+        torch.set_num_threads(threads)
