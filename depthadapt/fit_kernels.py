@@ -95,16 +95,14 @@ def _brackets(values: np.ndarray, ranks: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(**_JIT)
-def _two_ranks(inside: np.ndarray, count: int, first: int, second: int) -> tuple[bool, float, float]:
-    """Values of the ranks ``first`` and ``second`` (``first`` or ``first + 1``) among ``inside[:count]``
-    (rearranged); False when one is not there."""
-    if first < 0 or second >= count:
-        return False, 0.0, 0.0
+def _two_ranks(inside: np.ndarray, count: int, first: int, second: int) -> tuple[float, float]:
+    """Values of the ranks ``first`` and ``second`` (``first`` or ``first + 1``, both < count) among
+    ``inside[:count]`` (rearranged)."""
     _select(inside, 0, count, first)
     following = inside[first]
     if second > first:  # everything after ``first`` is >= it: the next rank is the smallest of the rest
         following = inside[first + 1 : count].min()
-    return True, inside[first], following
+    return inside[first], following
 
 
 @numba.njit(**_JIT)
@@ -183,12 +181,12 @@ def support_row(values: np.ndarray, preds: np.ndarray, extremes: bool, low_perce
     if under_low <= k and k1 < upto_low and below_high <= j and j1 < n - over_high:
         # the scratch space: pc and tc, written only by the final pass
         n_low, n_high = _bracket_values(values, flags, pc, tc)
-        _, below_k, above_k = _two_ranks(pc, n_low, k - under_low, k1 - under_low)
-        _, below_j, above_j = _two_ranks(tc, n_high, j - below_high, j1 - below_high)
+        below_k, above_k = _two_ranks(pc, n_low, k - under_low, k1 - under_low)
+        below_j, above_j = _two_ranks(tc, n_high, j - below_high, j1 - below_high)
     else:  # a bracket missed (e.g. a periodic row the sample sees in one phase): the whole row, every point
         pc[:n] = values
-        _, below_k, above_k = _two_ranks(pc, n, k, k1)
-        _, below_j, above_j = _two_ranks(pc, n, j, j1)
+        below_k, above_k = _two_ranks(pc, n, k, k1)
+        below_j, above_j = _two_ranks(pc, n, j, j1)
         flags[:n] = 1
     # strictly below the low percentile, strictly above the high one, as comparisons with order statistics
     low_bound = below_k if weight > 0 and above_k > below_k else np.nextafter(below_k, -np.inf)

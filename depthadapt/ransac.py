@@ -1,7 +1,7 @@
 """RANSAC backends of ``depthadapt.alignment.fit_scale_shift``: sklearn's reference, a batched torch one (GPUs)
 and the same rules in compiled CPU kernels.
 
-Both take the support points of each image packed to the front of its row (``p``, ``t`` B x W float64,
+All take the support points of each image packed to the front of its row (``p``, ``t`` B x W float64,
 ``support`` B x W bool marking a prefix of each row) and return the consensus set (B x W bool), whether one
 was found (B,) and the trials run (B,) int64. ``ransac_sklearn`` loops over the images with
 ``sklearn.linear_model.RANSACRegressor``; ``ransac_torch`` runs all images and hypotheses at once on any

@@ -107,7 +107,7 @@ def support_points_torch(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Batched support selection and packing in torch (GPUs): the outputs of ``support_points_cpu``.
 
-    The same rule as ``fit_kernels.extreme_indices``, with the order statistics read off one sort of every row.
+    The same rule as ``fit_kernels.support_row``, with the order statistics read off one sort of every row.
     """
     idx, count = compact(support_mask_torch(t, valid, support, percentiles))
     used = torch.arange(idx.shape[1], device=idx.device) < count[:, None]
@@ -118,7 +118,7 @@ def support_points_torch(
 
 
 def support_mask_torch(t: Tensor, valid: Tensor | None, support: str, percentiles: tuple[float, float]) -> Tensor:
-    """The support points of ``fit_kernels.extreme_indices``' rule, batched: t, valid B x N -> bool B x N."""
+    """The support points of ``fit_kernels.support_row``'s rule, batched: t, valid B x N -> bool B x N."""
     valid = torch.ones_like(t, dtype=torch.bool) if valid is None else valid
     if support == "all" or t.numel() == 0:
         return valid

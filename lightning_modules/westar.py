@@ -149,11 +149,13 @@ class WeSTARAdapter(DepthTask):
                 "model.ordinal_labels simulate needs ground-truth depth in the training batches: give the "
                 "datamodule a depth folder, or use ordinal_labels dataset with data.ordinal_file"
             )
-        pairs = simulate_batch(batch["depth"], batch["valid"], self.ordinal_anchors, self.ordinal_relative_margin,
-                               seed=batch["index"])
-        if self.ordinal_label_fraction < 1.0:  # the rest of the images carry no pairs (padding rows)
-            unlabelled = ~labelled_images(batch["index"], self.ordinal_label_fraction).to(pairs.device)
-            pairs[unlabelled] = torch.tensor(PADDING_ROW, device=pairs.device)
+        labelled = labelled_images(batch["index"], self.ordinal_label_fraction).to(batch["depth"].device)
+        simulated = simulate_batch(batch["depth"][labelled], batch["valid"][labelled], self.ordinal_anchors,
+                                   self.ordinal_relative_margin, seed=batch["index"][labelled])
+        if bool(labelled.all()):
+            return simulated
+        pairs = torch.tensor(PADDING_ROW, device=simulated.device).repeat(len(labelled), simulated.shape[1], 1)
+        pairs[labelled] = simulated  # the other images carry padding rows only
         return pairs
 
     def views(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
