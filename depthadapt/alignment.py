@@ -8,8 +8,10 @@ or on the "support" points at the extremes of the target's distribution, with it
 over any leading dims, e.g. B x trials x N) is the building block of every fit.
 
 Speed: a fit's full-resolution work is the validity test, the support selection and its packing
-(``depthadapt.support``); on the CPU the selection, RANSAC and the refit's reductions run image by image in the
-compiled kernels of ``depthadapt.fit_kernels`` (numba) on torch's intra-op threads, on a GPU batched in torch.
+(``depthadapt.support``). On the CPU (least squares, or our RANSAC) each image's whole fit but the solve is one
+call of a compiled kernel (``depthadapt.fit_kernels.fit_row``, numba) on torch's intra-op threads: no full-size
+tensor operation between the steps (each one costs a pass, and torch's idle threads spin after it, taking the
+second core from the kernels). On a GPU (and for sklearn's RANSAC) the steps run batched in torch.
 """
 
 from __future__ import annotations
@@ -105,7 +107,12 @@ def _weighted_scale_shift(p: Tensor, t: Tensor, w: Tensor) -> tuple[Tensor, Tens
     positive weight, or constant p) get scale 0 and shift = weighted mean of t; rows with no weight at
     all get scale 1, shift 0.
     """
-    count, wsum, mean_p, mean_t, var_p, cov = _moments(p, t, w)
+    return _solve(*_moments(p, t, w))
+
+
+def _solve(count: Tensor, wsum: Tensor, mean_p: Tensor, mean_t: Tensor, var_p: Tensor,
+           cov: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``_weighted_scale_shift`` from the moments of ``_moments`` (any shape ...) -> scale, shift, degenerate."""
     safe_wsum = wsum.clamp_min(torch.finfo(var_p.dtype).tiny)
     # pred's weighted RMS magnitude: "constant" is a spread below _REL_SPREAD_TOL of it
     magnitude_sq = mean_p.square() + var_p / safe_wsum
@@ -239,8 +246,8 @@ def fit_scale_shift(
     adaptive early stop at 99 % confidence) and refits least squares on the winner's inliers.
     ``backend="sklearn"`` loops over the images with ``sklearn.linear_model.RANSACRegressor`` (the
     reference); ``backend="torch"`` fits all images and hypotheses at once on a GPU (``ransac_torch``) and image
-    by image, trial by trial in compiled kernels on the CPU (``ransac_compiled``: the same hypotheses, scoring,
-    tie-break and stop), reproducibly for a ``seed`` (an image's hypotheses and stopping trial do not depend on
+    by image, trial by trial in compiled kernels on the CPU (``fit_kernels.ransac_row``: the same hypotheses,
+    scoring, tie-break and stop), reproducibly for a ``seed`` (an image's hypotheses and stopping trial do not depend on
     the rest of the batch). Its inlier counts are float32 sums, exact up to 2**24 support points per image.
 
     The fit happens in whatever space pred and target are given in (disparity or depth): the caller
@@ -254,27 +261,12 @@ def fit_scale_shift(
     _check_shapes(pred, target, mask)
     out_dtype = pred.dtype if pred.is_floating_point() else torch.get_default_dtype()
     p, t = pred.flatten(1), target.flatten(1).to(pred.device)
-    batch, n = p.shape
     valid = support.valid_mask(p, t, mask)
-    # Everything after the selection runs on the support points packed to the front of each row (B x W).
-    selection = support.support_points_cpu if p.device.type == "cpu" else support.support_points_torch
-    idx, pc, tc, support_count = selection(p, t, valid, opts.support, opts.percentiles)
-    used = torch.arange(idx.shape[1], device=p.device) < support_count[:, None]
-    if opts.method == "ransac":
-        from depthadapt import ransac  # ransac builds on this module's solver
-
-        if opts.backend == "sklearn":
-            run = ransac.ransac_sklearn
-        else:
-            run = ransac.ransac_compiled if p.device.type == "cpu" else ransac.ransac_torch
-        used, found, trials = run(
-            pc, tc, used, opts.max_trials, opts.min_samples, opts.residual_threshold, opts.seed
-        )
+    if p.device.type == "cpu" and (opts.method == "lstsq" or opts.backend == "torch"):
+        inliers, support_count, found, trials, moments = _fit_compiled(p, t, valid, opts)
     else:
-        found, trials = torch.ones_like(support_count, dtype=torch.bool), torch.zeros_like(support_count)
-    scale, shift, degenerate = _weighted_scale_shift(pc, tc, used)
-    inliers = torch.zeros((batch, n + 1), dtype=torch.bool, device=p.device)
-    inliers = inliers.scatter_(1, idx, used)[:, :-1]
+        inliers, support_count, found, trials, moments = _fit_batched(p, t, valid, opts)
+    scale, shift, degenerate = _solve(*moments)
     fallback = degenerate | ~found
     if bool(fallback.any()):
         p_all, t_all, valid_all, _ = _prepare_inputs(pred, target, mask)
@@ -282,7 +274,7 @@ def fit_scale_shift(
         scale = torch.where(fallback, torch.where(all_degenerate, 1.0, all_scale), scale)
         shift = torch.where(fallback, torch.where(all_degenerate, 0.0, all_shift), shift)
         inliers = torch.where(fallback[:, None], valid_all & ~all_degenerate[:, None], inliers)
-    inlier_ratio = torch.where(fallback, 0.0, used.sum(1) / support_count.clamp_min(1))
+    inlier_ratio = torch.where(fallback, 0.0, moments[0] / support_count.clamp_min(1))
     return ScaleShiftFit(
         scale=scale.to(out_dtype),
         shift=shift.to(out_dtype),
@@ -292,3 +284,61 @@ def fit_scale_shift(
         inlier_ratio=inlier_ratio.to(out_dtype),
         trials=trials,
     )
+
+
+_Moments = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
+def _fit_batched(
+    p: Tensor, t: Tensor, valid: Tensor | None, opts: ScaleShiftFitOptions
+) -> tuple[Tensor, Tensor, Tensor, Tensor, _Moments]:
+    """The fit but the solve, batched (GPU; sklearn's RANSAC): p, t, valid B x N -> the points used B x N, support
+    count, found, trials (B,), and the ``_moments`` of the points used."""
+    batch, n = p.shape
+    # Everything after the selection runs on the support points packed to the front of each row (B x W).
+    selection = support.support_points_cpu if p.device.type == "cpu" else support.support_points_torch
+    idx, pc, tc, support_count = selection(p, t, valid, opts.support, opts.percentiles)
+    used = torch.arange(idx.shape[1], device=p.device) < support_count[:, None]
+    if opts.method == "ransac":
+        from depthadapt import ransac  # ransac builds on this module's solver
+
+        run = ransac.ransac_sklearn if opts.backend == "sklearn" else ransac.ransac_torch
+        used, found, trials = run(
+            pc, tc, used, opts.max_trials, opts.min_samples, opts.residual_threshold, opts.seed
+        )
+    else:
+        found, trials = torch.ones_like(support_count, dtype=torch.bool), torch.zeros_like(support_count)
+    moments = _moments(pc, tc, used)
+    inliers = torch.zeros((batch, n + 1), dtype=torch.bool, device=p.device)
+    return inliers.scatter_(1, idx, used)[:, :-1], support_count, found, trials, moments
+
+
+def _fit_compiled(
+    p: Tensor, t: Tensor, valid: Tensor | None, opts: ScaleShiftFitOptions
+) -> tuple[Tensor, Tensor, Tensor, Tensor, _Moments]:
+    """``_fit_batched`` on the CPU, one compiled kernel per image (``fit_kernels.fit_row``: selection, RANSAC by
+    ``ransac_torch``'s rules, the moments and the scatter in one call, no full-size tensor in between)."""
+    import numpy as np
+
+    from depthadapt import fit_kernels, ransac
+
+    batch, n = p.shape
+    rows = support.ValidRows(p, t, valid)
+    u = ransac._uniforms(opts.seed, opts.max_trials, opts.min_samples).numpy()
+    stop_ratios = ransac._stop_ratios(opts.max_trials, opts.min_samples).numpy()
+    idx, pc, tc = np.empty((batch, n), dtype=np.int64), np.empty((batch, n)), np.empty((batch, n))
+    used, inliers = np.empty((batch, n), dtype=bool), np.empty((batch, n), dtype=bool)
+    low, high = map(float, opts.percentiles)
+
+    def fit(b: int) -> tuple:
+        return fit_kernels.fit_row(
+            *rows[b], opts.support == "extremes", low, high, opts.method == "ransac", u, stop_ratios,
+            float(opts.residual_threshold), _REL_SPREAD_TOL, idx[b], pc[b], tc[b], used[b], inliers[b],
+        )
+
+    results = support.map_rows(fit, batch)
+    support_count, found, trials = (torch.tensor([r[i] for r in results], dtype=dtype).reshape(batch)
+                                    for i, dtype in enumerate((torch.long, torch.bool, torch.long)))
+    count, mean_p, mean_t, var_p, cov = torch.tensor([r[3:] for r in results], dtype=torch.float64).reshape(
+        batch, 5).unbind(1)
+    return torch.from_numpy(inliers), support_count, found, trials, (count, count, mean_p, mean_t, var_p, cov)

@@ -270,10 +270,11 @@ def _centred_float32(p: np.ndarray, t: np.ndarray, count: int) -> tuple[float, f
 
 
 @numba.njit(**_JIT)
-def ransac_row(p: np.ndarray, t: np.ndarray, count: int, u: np.ndarray, stop_counts: np.ndarray,
+def ransac_row(p: np.ndarray, t: np.ndarray, count: int, u: np.ndarray, stop_ratios: np.ndarray,
                threshold: float, tolerance: float, inliers: np.ndarray) -> tuple[bool, int]:
-    """``ransac.ransac_torch`` on one image, trial by trial: packed p, t (count points), u trials x k, stop counts
-    (trials,) -> consensus set in ``inliers`` (bool, the row's width), found, trials run.
+    """``ransac.ransac_torch`` on one image, trial by trial: packed p, t (count points), u trials x k, the stop
+    ratios of ``ransac._stop_ratios`` (trials,) -> consensus set in ``inliers`` (bool, the row's width), found,
+    trials run.
     """
     trials, k = u.shape
     inliers[:] = False
@@ -303,7 +304,7 @@ def ransac_row(p: np.ndarray, t: np.ndarray, count: int, u: np.ndarray, stop_cou
             ssr = _inlier_ssr(residual, limit)
             if n_inliers > best or ssr < best_ssr:
                 best, best_ssr, best_scale, best_shift = n_inliers, ssr, scale32, shift32
-        if running >= stop_counts[trial]:  # sklearn's adaptive budget, checked after every trial
+        if running >= math.ceil(count * stop_ratios[trial]):  # sklearn's adaptive budget, after every trial
             ran = trial + 1
             break
     if best == 0:
@@ -331,3 +332,30 @@ def masked_moments(p: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[float, 
         var_p += dp * dp
         cov += dp * (t[i] - mean_t)
     return count, mean_p, mean_t, var_p, cov
+
+
+@numba.njit(**_JIT)
+def fit_row(values: np.ndarray, preds: np.ndarray, base: np.ndarray, extremes: bool, low_percentile: float,
+            high_percentile: float, ransac: bool, u: np.ndarray, stop_ratios: np.ndarray, threshold: float,
+            tolerance: float, idx: np.ndarray, pc: np.ndarray, tc: np.ndarray, used: np.ndarray,
+            inliers: np.ndarray) -> tuple[int, bool, int, float, float, float, float, float]:
+    """One image's whole fit but the solve: ``support_row``, then ``ransac_row`` (``ransac``) or every support point,
+    then the ``masked_moments`` of the points used, which are marked in ``inliers`` (bool, the image's N points).
+
+    values (the target), preds: 1-D finite, the valid points; ``base``: their indices among the N (empty: all N
+    are valid, in order). idx, pc, tc, used: scratch at least values.size long. Returns the support count, found,
+    trials, and the moments: points used, mean_p, mean_t, var_p, cov.
+    """
+    count = support_row(values, preds, extremes, low_percentile, high_percentile, idx, pc, tc)
+    if ransac:
+        found, trials = ransac_row(pc, tc, count, u, stop_ratios, threshold, tolerance, used)
+    else:
+        used[:count] = True
+        found, trials = True, 0
+    n_used, mean_p, mean_t, var_p, cov = masked_moments(pc[:count], tc[:count], used[:count])
+    inliers[:] = False
+    remap = base.size > 0
+    for i in range(count):
+        if used[i]:
+            inliers[base[idx[i]] if remap else idx[i]] = True
+    return count, found, trials, n_used, mean_p, mean_t, var_p, cov

@@ -9,22 +9,21 @@ device and follows sklearn's semantics: hypotheses are least-squares lines throu
 drawn without replacement, a point is an inlier when ``|residual| <= threshold``, the hypothesis with the
 most inliers wins (ties: the smaller sum of squared inlier residuals, sklearn's higher R^2 on the inliers
 whenever the tied hypotheses share their inlier set), and an image stops at sklearn's adaptive trial budget
-(``STOP_PROBABILITY``). ``ransac_compiled`` runs ``ransac_torch``'s rules on the CPU image by image and trial by
-trial (``depthadapt.fit_kernels.ransac_row``), so that an image's work ends at its own stopping trial.
+(``STOP_PROBABILITY``). On the CPU, ``depthadapt.fit_kernels.ransac_row`` runs ``ransac_torch``'s rules image by
+image and trial by trial (the same uniforms and stop ratios, from here), so that an image's work ends at its own
+stopping trial.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from depthadapt import support as support_points
-from depthadapt.alignment import _REL_SPREAD_TOL, _weighted_scale_shift
+from depthadapt.alignment import _weighted_scale_shift
 
-__all__ = ["STOP_PROBABILITY", "ransac_compiled", "ransac_sklearn", "ransac_torch"]
+__all__ = ["STOP_PROBABILITY", "ransac_sklearn", "ransac_torch"]
 
 STOP_PROBABILITY = 0.99
 """sklearn's RANSACRegressor default: stop once an outlier-free sample was drawn with this probability."""
@@ -104,14 +103,20 @@ def _hypotheses(p: Tensor, t: Tensor, count: Tensor, u: Tensor) -> tuple[Tensor,
     return scale, shift
 
 
+@lru_cache(maxsize=8)
+def _stop_ratios(trials: int, k: int) -> Tensor:
+    """(1 - (1 - P) ** (1 / i)) ** (1 / k) for trials i = 1..trials (float64, CPU; read only): see ``_stop_counts``."""
+    i = torch.arange(1, trials + 1, dtype=torch.float64)
+    return (1 - (1 - STOP_PROBABILITY) ** (1 / i)) ** (1 / k)
+
+
 def _stop_counts(count: Tensor, trials: int, k: int) -> Tensor:
     """sklearn's adaptive stop, inverted: count (B,) -> B x trials, the best inlier count that ends trial i + 1.
 
     sklearn stops after trial i once i >= ceil(log(1 - P) / log(1 - (inliers / count) ** k)), P = 0.99,
-    which is: inliers >= count * (1 - (1 - P) ** (1 / i)) ** (1 / k).
+    which is: inliers >= ceil(count * (1 - (1 - P) ** (1 / i)) ** (1 / k)) (the kernels: the same product).
     """
-    i = torch.arange(1, trials + 1, dtype=torch.float64, device=count.device)
-    return torch.ceil(count[:, None].double() * (1 - (1 - STOP_PROBABILITY) ** (1 / i)) ** (1 / k))
+    return torch.ceil(count[:, None].double() * _stop_ratios(trials, k).to(count.device))
 
 
 def _abs_residuals(neg_t: Tensor, p: Tensor, scale: Tensor, shift: Tensor, out: Tensor | None = None) -> Tensor:
@@ -211,31 +216,3 @@ def ransac_torch(
     found = best_count >= 1
     best_res = _abs_residuals(neg_t, p_row, best_line[..., :1], best_line[..., 1:])[:, 0]
     return (best_res <= threshold) & found[:, None], found, trials
-
-
-def ransac_compiled(
-    p: Tensor, t: Tensor, support: Tensor, max_trials: int, min_samples: int, threshold: float, seed: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``ransac_torch`` on the CPU in compiled kernels, image by image and trial by trial: the same hypotheses
-    (the same uniforms), float32 scoring, tie-break and stop; p, t, support B x W (prefix) -> consensus set, found,
-    trials. An image's work stops at its own stopping trial instead of at the end of a block of them. The tie-break
-    sums the squared residuals in float64 (``ransac_torch``: float32), so ties whose sums differ only by rounding,
-    e.g. two-point lines through exact data, may go to another of the tied hypotheses.
-    """
-    from depthadapt import fit_kernels
-
-    batch, width = p.shape
-    count = support.sum(1)
-    u = _uniforms(seed, max_trials, min_samples)
-    stop_counts = _stop_counts(count, max_trials, min_samples).numpy()
-    p_rows, t_rows = p.double().numpy(), t.double().numpy()
-    u_rows, counts = u.numpy(), count.tolist()
-    inliers = np.zeros((batch, width), dtype=bool)
-
-    def fit(b: int) -> tuple[bool, int]:
-        return fit_kernels.ransac_row(p_rows[b], t_rows[b], counts[b], u_rows, stop_counts[b], float(threshold),
-                                      _REL_SPREAD_TOL, inliers[b])
-
-    found, trials = zip(*support_points.map_rows(fit, batch), strict=True) if batch else ((), ())
-    return (torch.from_numpy(inliers), torch.tensor(found, dtype=torch.bool),
-            torch.tensor(trials, dtype=torch.long))

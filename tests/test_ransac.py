@@ -235,8 +235,23 @@ def test_both_backends_stop_at_the_99_percent_budget(backend: str) -> None:
     assert fit_scale_shift(pred, target).trials.eq(0).all()  # least squares: no trials
 
 
+def _ransac_rows(p: torch.Tensor, t: torch.Tensor, support: torch.Tensor, max_trials: int, k: int, threshold: float,
+                 seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The CPU kernel ``fit_kernels.ransac_row`` row by row, as ``fit_kernels.fit_row`` calls it: ransac_torch's
+    inputs and outputs."""
+    from depthadapt import fit_kernels, ransac
+    from depthadapt.alignment import _REL_SPREAD_TOL
+
+    u, ratios = ransac._uniforms(seed, max_trials, k).numpy(), ransac._stop_ratios(max_trials, k).numpy()
+    inliers = np.zeros(tuple(p.shape), dtype=bool)
+    rows = [fit_kernels.ransac_row(p[b].double().numpy(), t[b].double().numpy(), int(support[b].sum()), u, ratios,
+                                   threshold, _REL_SPREAD_TOL, inliers[b]) for b in range(p.shape[0])]
+    found, trials = zip(*rows, strict=True)
+    return torch.from_numpy(inliers), torch.tensor(found), torch.tensor(trials)
+
+
 @pytest.mark.parametrize(("implementation", "chunk"), [("ransac_torch", None), ("ransac_torch", 3),
-                                                       ("ransac_compiled", None)])
+                                                       ("kernel", None)])
 def test_ransac_winner_is_the_brute_force_one(monkeypatch: pytest.MonkeyPatch, implementation: str,
                                               chunk: int | None) -> None:
     # Quantised points: many hypotheses tie on the inlier count with different inlier sets, so the winner is
@@ -251,7 +266,8 @@ def test_ransac_winner_is_the_brute_force_one(monkeypatch: pytest.MonkeyPatch, i
     t = 2 * p + 0.5 * torch.randint(0, 5, (32, 40), generator=g).double()
     support = torch.ones_like(p, dtype=torch.bool)
     max_trials, k, threshold, seed = 40, 3, 0.3, 1
-    inliers, found, trials = getattr(ransac, implementation)(p, t, support, max_trials, k, threshold, seed)
+    run = _ransac_rows if implementation == "kernel" else ransac.ransac_torch
+    inliers, found, trials = run(p, t, support, max_trials, k, threshold, seed)
     u = torch.rand((max_trials, k), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     scale, shift = ransac._hypotheses(p, t, support.sum(1), u)
     residual = (scale[..., None] * p[:, None] + shift[..., None] - t[:, None]).abs()  # B x trials x n
@@ -281,7 +297,7 @@ def test_compiled_cpu_ransac_is_the_batched_torch_one(seed: int) -> None:
     target[2] = 1.5 * pred[2] + 0.25 * torch.randint(0, 3, (3000,), generator=g).double() * support[2]  # ties
     for max_trials, k in ((200, 8), (30, 2)):
         expected = ransac.ransac_torch(pred, target, support, max_trials, k, 0.1, seed)
-        compiled = ransac.ransac_compiled(pred, target, support, max_trials, k, 0.1, seed)
+        compiled = _ransac_rows(pred, target, support, max_trials, k, 0.1, seed)
         for a, b in zip(expected, compiled, strict=True):
             assert torch.equal(a, b), (max_trials, k)
         assert expected[2][4] == 0 and not expected[1][4]  # the empty row ran no trial
@@ -310,7 +326,7 @@ def test_cpu_fit_is_the_batched_torch_fit_on_odd_inputs(monkeypatch: pytest.Monk
                                                          dtype: torch.dtype) -> None:
     # The CPU path (compiled selection and RANSAC) against the GPU path run on the CPU: empty batches and rows,
     # one point, 3-D maps, half precision and integers, a mask, a NaN, a strided (non-contiguous) input.
-    from depthadapt import ransac, support
+    from depthadapt import alignment, support
 
     g = torch.Generator().manual_seed(len(shape) + shape[-1])
     p = (torch.rand((*shape, 2), generator=g) * 10).to(dtype)[..., 0]
@@ -322,7 +338,7 @@ def test_cpu_fit_is_the_batched_torch_fit_on_odd_inputs(monkeypatch: pytest.Monk
     for path in ("cpu", "torch"):
         if path == "torch":
             monkeypatch.setattr(support, "support_points_cpu", support.support_points_torch)
-            monkeypatch.setattr(ransac, "ransac_compiled", ransac.ransac_torch)
+            monkeypatch.setattr(alignment, "_fit_compiled", alignment._fit_batched)
         fits[path] = [fit_scale_shift(p, t, m, method=method, support=s, min_samples=4, max_trials=50)
                       for m in (None, mask) for method, s in (("lstsq", "extremes"), ("ransac", "all"),
                                                               ("ransac", "extremes"))]
