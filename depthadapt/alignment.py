@@ -261,11 +261,10 @@ def fit_scale_shift(
     _check_shapes(pred, target, mask)
     out_dtype = pred.dtype if pred.is_floating_point() else torch.get_default_dtype()
     p, t = pred.flatten(1), target.flatten(1).to(pred.device)
-    valid = support.valid_mask(p, t, mask)
     if p.device.type == "cpu" and (opts.method == "lstsq" or opts.backend == "torch"):
-        inliers, support_count, found, trials, moments = _fit_compiled(p, t, valid, opts)
+        inliers, support_count, found, trials, moments = _fit_compiled(p, t, mask, opts)
     else:
-        inliers, support_count, found, trials, moments = _fit_batched(p, t, valid, opts)
+        inliers, support_count, found, trials, moments = _fit_batched(p, t, support.valid_mask(p, t, mask), opts)
     scale, shift, degenerate = _solve(*moments)
     fallback = degenerate | ~found
     if bool(fallback.any()):
@@ -314,31 +313,41 @@ def _fit_batched(
 
 
 def _fit_compiled(
-    p: Tensor, t: Tensor, valid: Tensor | None, opts: ScaleShiftFitOptions
+    p: Tensor, t: Tensor, mask: Tensor | None, opts: ScaleShiftFitOptions
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, _Moments]:
-    """``_fit_batched`` on the CPU, one compiled kernel per image (``fit_kernels.fit_row``: selection, RANSAC by
-    ``ransac_torch``'s rules, the moments and the scatter in one call, no full-size tensor in between)."""
+    """``_fit_batched`` on the CPU in one compiled call (``fit_kernels.fit_rows``: per image the finiteness test,
+    the selection, RANSAC by ``ransac_torch``'s rules, the moments and the scatter, no full-size tensor in between),
+    on torch's OpenMP threads (``depthadapt.omp_team``) or, where those cannot be reached, on ``support.map_rows``'
+    threads. A batch with a NaN or inf is fitted again on the valid points of the full test."""
     import numpy as np
 
-    from depthadapt import fit_kernels, ransac
+    from depthadapt import fit_kernels, omp_team, ransac
 
     batch, n = p.shape
-    rows = support.ValidRows(p, t, valid)
-    u = ransac._uniforms(opts.seed, opts.max_trials, opts.min_samples).numpy()
-    stop_ratios = ransac._stop_ratios(opts.max_trials, opts.min_samples).numpy()
-    idx, pc, tc = np.empty((batch, n), dtype=np.int64), np.empty((batch, n)), np.empty((batch, n))
-    used, inliers = np.empty((batch, n), dtype=bool), np.empty((batch, n), dtype=bool)
-    low, high = map(float, opts.percentiles)
+    values, preds = support.as_numpy(t), support.as_numpy(p)
+    dtype = np.float32 if values.dtype == preds.dtype == np.float32 else np.float64
+    values, preds = np.ascontiguousarray(values, dtype=dtype), np.ascontiguousarray(preds, dtype=dtype)
+    inliers, results = np.empty((batch, n), dtype=bool), np.empty((batch, 8))
+    threads = min(batch, torch.get_num_threads())
 
-    def fit(b: int) -> tuple:
-        return fit_kernels.fit_row(
-            *rows[b], opts.support == "extremes", low, high, opts.method == "ransac", u, stop_ratios,
-            float(opts.residual_threshold), _REL_SPREAD_TOL, idx[b], pc[b], tc[b], used[b], inliers[b],
+    def fit(valid: Tensor | None) -> None:
+        arguments = (
+            values, preds, np.zeros((0, 0), dtype=bool) if valid is None else np.ascontiguousarray(valid.numpy()),
+            opts.support == "extremes", *map(float, opts.percentiles), opts.method == "ransac",
+            ransac._uniforms(opts.seed, opts.max_trials, opts.min_samples).numpy(),
+            ransac._stop_ratios(opts.max_trials, opts.min_samples).numpy(), float(opts.residual_threshold),
+            _REL_SPREAD_TOL, inliers, results, np.zeros(1, dtype=np.int64),  # the threads' shared row counter
         )
+        if threads > 1 and omp_team.available():
+            block, _options = fit_kernels.fit_rows_arguments(*arguments)
+            omp_team.run(fit_kernels.fit_rows_entry(dtype).address, block.ctypes.data, threads)
+        else:  # each thread runs the same loop, taking the rows off the shared counter
+            support.map_rows(lambda _: fit_kernels.fit_rows(*arguments), max(threads, 1))
 
-    results = support.map_rows(fit, batch)
-    support_count, found, trials = (torch.tensor([r[i] for r in results], dtype=dtype).reshape(batch)
-                                    for i, dtype in enumerate((torch.long, torch.bool, torch.long)))
-    count, mean_p, mean_t, var_p, cov = torch.tensor([r[3:] for r in results], dtype=torch.float64).reshape(
-        batch, 5).unbind(1)
+    fit(support.valid_mask(p, t, mask, finite=True))
+    if results[:, 0].min(initial=0) < 0:  # a NaN or inf: again, on the valid points of the full test
+        fit(support.valid_mask(p, t, mask))
+    result = torch.from_numpy(results)
+    support_count, found, trials = result[:, 0].long(), result[:, 1].bool(), result[:, 2].long()
+    count, mean_p, mean_t, var_p, cov = result[:, 3:].unbind(1)
     return torch.from_numpy(inliers), support_count, found, trials, (count, count, mean_p, mean_t, var_p, cov)

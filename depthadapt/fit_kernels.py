@@ -1,18 +1,23 @@
 """Compiled CPU kernels of the scale/shift fit (numba): support selection and packing, RANSAC, masked moments.
 
-Each kernel works on one image (a row) and releases the GIL, so ``support.map_rows`` runs the images of a batch
-on torch's intra-op threads. They implement the rules of their torch counterparts (``depthadapt.support``'s
-``support_mask_torch``, ``depthadapt.ransac.ransac_torch``, ``depthadapt.alignment._weighted_scale_shift``) in
-one or two passes over a row instead of one pass per tensor operation: on the CPU these full-resolution passes
-are most of a fit's time. Compiled on first use and cached beside this file.
+Each kernel works on one image (a row) and releases the GIL. They implement the rules of their torch counterparts
+(``depthadapt.support``'s ``support_mask_torch``, ``depthadapt.ransac.ransac_torch``,
+``depthadapt.alignment._weighted_scale_shift``) in one or two passes over a row instead of one pass per tensor
+operation: on the CPU these full-resolution passes are most of a fit's time. ``fit_row`` chains them for one
+image; ``fit_rows`` takes a batch's rows off a shared atomic counter, so that any number of threads can run it at
+once: torch's OpenMP team through the C callback ``fit_rows_entry`` (``depthadapt.omp_team``), or the threads of
+``support.map_rows``. Compiled on first use and cached beside this file.
 """
 
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import intrinsic
 
 _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}
 # Rows longer than 4 x this are bracketed from a strided sample of about this many points (then only the points
@@ -334,6 +339,15 @@ def masked_moments(p: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[float, 
     return count, mean_p, mean_t, var_p, cov
 
 
+@numba.njit(**_JIT, fastmath={"reassoc"})  # a reassociated sum: vectorised
+def _finite(values: np.ndarray, preds: np.ndarray) -> bool:
+    """Whether every value and pred is finite (x - x is 0 for those, NaN for NaN and inf; one read-only pass)."""
+    total = 0.0
+    for i in range(values.size):
+        total += (values[i] - values[i]) + (preds[i] - preds[i])
+    return total == 0.0
+
+
 @numba.njit(**_JIT)
 def fit_row(values: np.ndarray, preds: np.ndarray, base: np.ndarray, extremes: bool, low_percentile: float,
             high_percentile: float, ransac: bool, u: np.ndarray, stop_ratios: np.ndarray, threshold: float,
@@ -342,10 +356,13 @@ def fit_row(values: np.ndarray, preds: np.ndarray, base: np.ndarray, extremes: b
     """One image's whole fit but the solve: ``support_row``, then ``ransac_row`` (``ransac``) or every support point,
     then the ``masked_moments`` of the points used, which are marked in ``inliers`` (bool, the image's N points).
 
-    values (the target), preds: 1-D finite, the valid points; ``base``: their indices among the N (empty: all N
-    are valid, in order). idx, pc, tc, used: scratch at least values.size long. Returns the support count, found,
-    trials, and the moments: points used, mean_p, mean_t, var_p, cov.
+    values (the target), preds: 1-D, the valid points; ``base``: their indices among the N (empty: all N are
+    valid, in order). idx, pc, tc, used: scratch at least values.size long. Returns the support count, found,
+    trials, and the moments: points used, mean_p, mean_t, var_p, cov; a support count of -1 (and nothing
+    written) when a value or pred is NaN or infinite.
     """
+    if not _finite(values, preds):
+        return -1, False, 0, 0.0, 0.0, 0.0, 0.0, 0.0
     count = support_row(values, preds, extremes, low_percentile, high_percentile, idx, pc, tc)
     if ransac:
         found, trials = ransac_row(pc, tc, count, u, stop_ratios, threshold, tolerance, used)
@@ -359,3 +376,107 @@ def fit_row(values: np.ndarray, preds: np.ndarray, base: np.ndarray, extremes: b
         if used[i]:
             inliers[base[idx[i]] if remap else idx[i]] = True
     return count, found, trials, n_used, mean_p, mean_t, var_p, cov
+
+
+@intrinsic
+def _pointer(typingctx, address, dtype):  # noqa: ANN001, ANN202 (numba's intrinsic protocol)
+    """An integer address as a pointer to ``dtype`` (for ``numba.carray``)."""
+    pointer = types.CPointer(dtype.dtype)
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        return builder.inttoptr(args[0], context.get_value_type(pointer))
+
+    return pointer(address, dtype), codegen
+
+
+@intrinsic
+def _next_row(typingctx, address):  # noqa: ANN001, ANN202
+    """Atomically increment the int64 at ``address``; its value before (the threads' shared row counter)."""
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        counter = builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.int64)))
+        return builder.atomic_rmw("add", counter, context.get_constant(types.int64, 1), "monotonic")
+
+    return types.int64(address), codegen
+
+
+@numba.njit(**_JIT)
+def fit_rows(values: np.ndarray, preds: np.ndarray, valid: np.ndarray, extremes: bool, low_percentile: float,
+             high_percentile: float, ransac: bool, u: np.ndarray, stop_ratios: np.ndarray, threshold: float,
+             tolerance: float, inliers: np.ndarray, results: np.ndarray, counter: np.ndarray) -> None:
+    """``fit_row`` on every image of values, preds B x N (valid B x N bool, or 0 x 0: all valid), the rows taken
+    one by one from the shared ``counter`` (an int64 array of one 0), so that any number of threads can call it at
+    once; inliers B x N, results B x 8 (``fit_row``'s values) are written."""
+    batch, n = values.shape
+    idx, pc, tc, used = np.empty(n, np.int64), np.empty(n), np.empty(n), np.empty(n, np.bool_)
+    everything = np.empty(0, np.int64)
+    masked = valid.shape[0] > 0
+    while True:
+        b = _next_row(counter.ctypes.data)
+        if b >= batch:
+            return
+        if masked:
+            base = np.flatnonzero(valid[b])
+            row = fit_row(values[b][base], preds[b][base], base, extremes, low_percentile, high_percentile, ransac,
+                          u, stop_ratios, threshold, tolerance, idx, pc, tc, used, inliers[b])
+        else:
+            row = fit_row(values[b], preds[b], everything, extremes, low_percentile, high_percentile, ransac, u,
+                          stop_ratios, threshold, tolerance, idx, pc, tc, used, inliers[b])
+        results[b, 0], results[b, 1], results[b, 2], results[b, 3] = row[0], row[1], row[2], row[3]
+        results[b, 4], results[b, 5], results[b, 6], results[b, 7] = row[4], row[5], row[6], row[7]
+
+
+# The argument block of ``fit_rows_entry``: int64 slots, addresses and sizes (see ``fit_rows_arguments``).
+_VALUES, _PREDS, _VALID, _U, _RATIOS, _INLIERS, _RESULTS, _COUNTER, _OPTIONS = range(9)
+_BATCH, _N, _MASKED_ROWS, _TRIALS, _K, _FLAGS, _SLOTS = range(9, 16)
+
+
+def _fit_rows_entry(dtype):  # noqa: ANN001, ANN202 (a numba type)
+    """``fit_rows`` as a C callback ``void(void *arguments)`` for values and preds of ``dtype`` (an OpenMP team's
+    threads call it with one argument block, ``fit_rows_arguments``)."""
+
+    @numba.cfunc(types.void(types.voidptr), cache=True)
+    def entry(arguments):  # noqa: ANN001, ANN202
+        a = numba.carray(arguments, (_SLOTS,), np.int64)
+        batch, n, masked_rows = a[_BATCH], a[_N], a[_MASKED_ROWS]
+        options = numba.carray(_pointer(a[_OPTIONS], numba.float64), (4,))
+        fit_rows(
+            numba.carray(_pointer(a[_VALUES], dtype), (batch, n)),
+            numba.carray(_pointer(a[_PREDS], dtype), (batch, n)),
+            numba.carray(_pointer(a[_VALID], numba.boolean), (masked_rows, n if masked_rows else 0)),
+            a[_FLAGS] & 1 != 0, options[0], options[1], a[_FLAGS] & 2 != 0,
+            numba.carray(_pointer(a[_U], numba.float64), (a[_TRIALS], a[_K])),
+            numba.carray(_pointer(a[_RATIOS], numba.float64), (a[_TRIALS],)),
+            options[2], options[3],
+            numba.carray(_pointer(a[_INLIERS], numba.boolean), (batch, n)),
+            numba.carray(_pointer(a[_RESULTS], numba.float64), (batch, 8)),
+            numba.carray(_pointer(a[_COUNTER], numba.int64), (1,)),
+        )
+
+    return entry
+
+
+@cache
+def fit_rows_entry(dtype: np.dtype) -> numba.core.ccallback.CFunc:
+    """The compiled ``fit_rows`` callback for values and preds of ``dtype`` (float32 or float64), built once."""
+    return _fit_rows_entry(numba.from_dtype(np.dtype(dtype)))
+
+
+def fit_rows_arguments(values: np.ndarray, preds: np.ndarray, valid: np.ndarray, extremes: bool,
+                       low_percentile: float, high_percentile: float, ransac: bool, u: np.ndarray,
+                       stop_ratios: np.ndarray, threshold: float, tolerance: float, inliers: np.ndarray,
+                       results: np.ndarray, counter: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``fit_rows``' arguments as the argument block of ``fit_rows_entry`` (C-contiguous arrays, values and preds
+    of one dtype): the block and the options array it points to (keep both alive while the callback runs)."""
+    arrays = (values, preds, valid, u, stop_ratios, inliers, results, counter)
+    if not all(a.flags.c_contiguous for a in arrays) or values.dtype != preds.dtype:
+        raise ValueError("fit_rows_arguments needs C-contiguous arrays and values, preds of one dtype")
+    options = np.array([low_percentile, high_percentile, threshold, tolerance], dtype=np.float64)
+    block = np.zeros(_SLOTS, dtype=np.int64)
+    for slot, a in zip((_VALUES, _PREDS, _VALID, _U, _RATIOS, _INLIERS, _RESULTS, _COUNTER), arrays, strict=True):
+        block[slot] = a.ctypes.data
+    block[_OPTIONS] = options.ctypes.data
+    block[_BATCH], block[_N] = values.shape
+    block[_MASKED_ROWS], (block[_TRIALS], block[_K]) = valid.shape[0], u.shape
+    block[_FLAGS] = int(extremes) | 2 * int(ransac)
+    return block, options

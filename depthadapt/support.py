@@ -21,11 +21,12 @@ from torch import Tensor
 T = TypeVar("T")
 
 
-def valid_mask(pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor | None:
-    """Entries that count: pred, target, mask B x N -> bool B x N, or None when every entry counts."""
+def valid_mask(pred: Tensor, target: Tensor, mask: Tensor | None, finite: bool = False) -> Tensor | None:
+    """Entries that count: pred, target, mask B x N -> bool B x N, or None when every entry counts. ``finite``:
+    pred and target are known to be finite (checked elsewhere), only the mask counts."""
     # Two sums are finite exactly when no NaN or inf is present (or, rarely, when huge values overflow: then
     # the elementwise test below decides): a read-only pass instead of the much slower elementwise isfinite.
-    if bool(torch.isfinite(pred.sum() + target.sum())):
+    if finite or bool(torch.isfinite(pred.sum() + target.sum())):
         valid = None
     else:
         valid = torch.isfinite(pred) & torch.isfinite(target)

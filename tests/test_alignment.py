@@ -208,25 +208,35 @@ def test_fit_options_name_the_bad_field() -> None:
         fit_scale_shift(torch.rand(1, 10), torch.rand(1, 10), trials=3)
 
 
-def _rows_in_child(queue) -> None:
-    queue.put(support.map_rows(lambda b: b * 3, 4))
+def _rows_in_child(queue, pred: torch.Tensor, target: torch.Tensor) -> None:
+    fit = fit_scale_shift(pred, target, method="ransac", support="extremes", min_samples=4)
+    queue.put((support.map_rows(lambda b: b * 3, 4), fit.scale.tolist()))
 
 
 def test_row_workers_run_in_a_forked_child() -> None:
-    # A DataLoader worker forked after a fit inherits the parent's row pool without its threads: it must get its own.
+    # A process forked after a fit (a DataLoader worker) inherits the parent's row pool and OpenMP team without
+    # their threads: it must not wait for them (map_rows: a pool of its own; the fit: not on the team).
     import multiprocessing
 
+    from depthadapt import omp_team
+
     threads = torch.get_num_threads()
+    pred = torch.rand(4, 2000, generator=torch.Generator().manual_seed(3))  # small: torch's own ops stay serial
+    target = 2 * pred + 1
     try:
         torch.set_num_threads(2)
         assert support.map_rows(lambda b: b * 2, 4) == [0, 2, 4, 6]  # the parent's pool exists now
+        fit_scale_shift(pred, target, method="ransac", support="extremes", min_samples=4)  # and its team's threads
+        assert omp_team.available()  # torch's pip wheels bundle libgomp (CI's); elsewhere this test is moot
         context = multiprocessing.get_context("fork")
         queue = context.Queue()
-        child = context.Process(target=_rows_in_child, args=(queue,))
+        child = context.Process(target=_rows_in_child, args=(queue, pred, target))
         child.start()
         child.join(timeout=60)
         if child.is_alive():
             child.kill()
-        assert child.exitcode == 0 and queue.get(timeout=5) == [0, 3, 6, 9]
+        rows, scale = queue.get(timeout=5)
+        assert child.exitcode == 0 and rows == [0, 3, 6, 9]
+        assert scale == pytest.approx([2.0] * 4)
     finally:
         torch.set_num_threads(threads)

@@ -338,7 +338,8 @@ def test_cpu_fit_is_the_batched_torch_fit_on_odd_inputs(monkeypatch: pytest.Monk
     for path in ("cpu", "torch"):
         if path == "torch":
             monkeypatch.setattr(support, "support_points_cpu", support.support_points_torch)
-            monkeypatch.setattr(alignment, "_fit_compiled", alignment._fit_batched)
+            monkeypatch.setattr(alignment, "_fit_compiled", lambda p, t, mask, opts: alignment._fit_batched(
+                p, t, support.valid_mask(p, t, mask), opts))
         fits[path] = [fit_scale_shift(p, t, m, method=method, support=s, min_samples=4, max_trials=50)
                       for m in (None, mask) for method, s in (("lstsq", "extremes"), ("ransac", "all"),
                                                               ("ransac", "extremes"))]
@@ -347,3 +348,35 @@ def test_cpu_fit_is_the_batched_torch_fit_on_odd_inputs(monkeypatch: pytest.Monk
             assert torch.equal(getattr(cpu, name), getattr(reference, name)), name
         torch.testing.assert_close(cpu.scale, reference.scale, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(cpu.shift, reference.shift, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_fit_is_the_same_on_torchs_team_our_threads_and_one_thread(monkeypatch: pytest.MonkeyPatch,
+                                                                       dtype: torch.dtype) -> None:
+    # The compiled CPU fit runs on torch's OpenMP team where it can (omp_team), else on our row threads, or serially
+    # at one thread: the rows are shared out at run time, and every launch gives the same results.
+    from depthadapt import omp_team
+
+    g = torch.Generator().manual_seed(8)
+    pred, target, _, _, _ = _line_with_outliers(7, 6000, 0.3, seed=8, noise=0.05)
+    pred, target = pred.to(dtype), target.to(dtype)
+    mask = torch.rand(pred.shape, generator=g) < 0.8
+    launches = []
+    monkeypatch.setattr(omp_team, "run", lambda *a, run=omp_team.run: (launches.append(a[2]), run(*a)))
+    threads = torch.get_num_threads()
+    fits = {}
+    try:
+        for launch in ("team", "threads", "serial"):
+            torch.set_num_threads(1 if launch == "serial" else 2)
+            if launch == "threads":
+                monkeypatch.setattr(omp_team, "available", lambda: False)
+            fits[launch] = [fit_scale_shift(pred, target, m, method="ransac", support="extremes", min_samples=8,
+                                            max_trials=300) for m in (None, mask)]
+    finally:
+        torch.set_num_threads(threads)
+    assert launches == [2, 2]  # the team ran the first two fits, and only those
+    for launch in ("threads", "serial"):
+        for fit, reference in zip(fits[launch], fits["team"], strict=True):
+            for name in ("scale", "shift", "inliers", "fallback", "support_count", "trials", "inlier_ratio"):
+                assert torch.equal(getattr(fit, name), getattr(reference, name)), (launch, name)
+    assert fits["team"][0].trials.min() > 1 and not torch.equal(fits["team"][0].inliers, fits["team"][1].inliers)
