@@ -10,17 +10,17 @@ import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 # The default experiment (config_yaml/westar.yaml: neon's "-C" images, 64 validation images of a room style never seen
-# in pretraining) cut from 300 to 200 steps of 4 to fit the suite's budget (300 steps: benchmarks/RESULTS.md).
-# Gains in d1 at 200 steps, seed 0 / seed 1, measured at 1 thread; the test runs seed 0 (at the suite's thread
+# in pretraining) cut from 300 to 150 steps of 4 to fit the suite's budget (300 steps: benchmarks/RESULTS.md).
+# Gains in d1 at 150 steps, seed 0 / seed 1, measured at 1 thread; the test runs seed 0 (at the suite's thread
 # count, which sums in another order) and asserts under half of the smaller of the two.
-STEPS = 200
+STEPS = 150
 MEASURED_GAINS = {
-    "clean": (0.168, 0.175),
-    "fog-3": (0.045, 0.039),
-    "dark-3": (0.229, 0.221),
-    "snow-3": (0.085, 0.092),
-    "gaussian_noise-3": (0.179, 0.184),
-    "motion_blur-3": (0.120, 0.133),
+    "clean": (0.103, 0.147),
+    "fog-3": (0.058, 0.054),
+    "dark-3": (0.141, 0.171),
+    "snow-3": (0.043, 0.058),
+    "gaussian_noise-3": (0.120, 0.160),
+    "motion_blur-3": (0.061, 0.118),
 }
 
 
