@@ -327,7 +327,7 @@ def _fit_compiled(
     values, preds = support.as_numpy(t), support.as_numpy(p)
     dtype = np.float32 if values.dtype == preds.dtype == np.float32 else np.float64
     values, preds = np.ascontiguousarray(values, dtype=dtype), np.ascontiguousarray(preds, dtype=dtype)
-    inliers, results = np.empty((batch, n), dtype=bool), np.empty((batch, 8))
+    inliers, results = np.empty((batch, n), dtype=bool), np.full((batch, 8), np.nan)  # NaN: not written
     threads = min(batch, torch.get_num_threads())
 
     def fit(valid: Tensor | None) -> None:
@@ -347,6 +347,9 @@ def _fit_compiled(
     fit(support.valid_mask(p, t, mask, finite=True))
     if results[:, 0].min(initial=0) < 0:  # a NaN or inf: again, on the valid points of the full test
         fit(support.valid_mask(p, t, mask))
+    if np.isnan(results[:, 0]).any():  # a C callback cannot raise: an image it could not fit is never written
+        raise RuntimeError(f"the compiled fit left {int(np.isnan(results[:, 0]).sum())} of {batch} images unfitted "
+                           "(out of memory?)")
     result = torch.from_numpy(results)
     support_count, found, trials = result[:, 0].long(), result[:, 1].bool(), result[:, 2].long()
     count, mean_p, mean_t, var_p, cov = result[:, 3:].unbind(1)

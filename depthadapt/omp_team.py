@@ -20,7 +20,8 @@ from functools import cache
 import torch
 
 _FORKED = []  # set in a forked child: its team is the parent's, whose threads it lacks (GOMP_parallel would hang)
-os.register_at_fork(after_in_child=lambda: _FORKED.append(True))
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=lambda: _FORKED.append(True))
 
 
 @cache

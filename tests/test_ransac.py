@@ -380,3 +380,19 @@ def test_cpu_fit_is_the_same_on_torchs_team_our_threads_and_one_thread(monkeypat
             for name in ("scale", "shift", "inliers", "fallback", "support_count", "trials", "inlier_ratio"):
                 assert torch.equal(getattr(fit, name), getattr(reference, name)), (launch, name)
     assert fits["team"][0].trials.min() > 1 and not torch.equal(fits["team"][0].inliers, fits["team"][1].inliers)
+
+
+def test_an_image_the_compiled_fit_did_not_write_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The kernel runs as a C callback on torch's team, which cannot raise: a row it never wrote must not pass as fitted.
+    from depthadapt import omp_team
+
+    pred, target, _, _, _ = _line_with_outliers(4, 500, 0.1, seed=2, noise=0.01)
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(omp_team, "available", lambda: True)
+    monkeypatch.setattr(omp_team, "run", lambda *arguments: None)  # the team did nothing
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(RuntimeError, match="left 4 of 4 images unfitted"):
+            fit_scale_shift(pred, target, method="ransac", support="extremes")
+    finally:
+        torch.set_num_threads(threads)
