@@ -111,14 +111,17 @@ def _two_ranks(inside: np.ndarray, count: int, first: int, second: int) -> tuple
 
 
 @numba.njit(**_JIT)
-def _flag_points(values: np.ndarray, bounds: np.ndarray, flags: np.ndarray) -> tuple[int, int, int, int]:
+def _flag_points(values: np.ndarray, preds: np.ndarray, bounds: np.ndarray,
+                 flags: np.ndarray) -> tuple[int, int, int, int, int]:
     """Flag each value (bit 0: at or outside a bracket's inner end, a candidate; bits 1, 2: inside the low, the
     high bracket) and count the values under and over the brackets' ends: under low, <= low's upper end,
-    >= high's lower end, over high (one vectorised pass)."""
+    >= high's lower end, over high, and the points whose value or pred is NaN or infinite (x - x is not 0 for
+    those); one vectorised pass."""
     low_lo, low_hi, high_lo, high_hi = bounds[0, 0], bounds[0, 1], bounds[1, 0], bounds[1, 1]
-    under_low = upto_low = from_high = over_high = 0
+    under_low = upto_low = from_high = over_high = not_finite = 0
     for i in range(values.size):
         v = values[i]
+        not_finite += (v - v != 0) | (preds[i] - preds[i] != 0)
         candidate = (v <= low_hi) | (v >= high_lo)
         in_low = (v >= low_lo) & (v <= low_hi)
         in_high = (v >= high_lo) & (v <= high_hi)
@@ -127,7 +130,7 @@ def _flag_points(values: np.ndarray, bounds: np.ndarray, flags: np.ndarray) -> t
         upto_low += v <= low_hi
         from_high += v >= high_lo
         over_high += v > high_hi
-    return under_low, upto_low, from_high, over_high
+    return under_low, upto_low, from_high, over_high, not_finite
 
 
 @numba.njit(**_JIT)
@@ -163,7 +166,8 @@ def _bracket_values(values: np.ndarray, flags: np.ndarray, inside_low: np.ndarra
 def support_row(values: np.ndarray, preds: np.ndarray, extremes: bool, low_percentile: float,
                 high_percentile: float, idx: np.ndarray, pc: np.ndarray, tc: np.ndarray) -> int:
     """One image's support points packed to the front of idx (int64), pc, tc (float64), each >= values.size long;
-    returns their count. values (the target), preds: 1-D finite.
+    returns their count, or -1 (the buffers then undefined) when a value or pred is NaN or infinite. values (the
+    target), preds: 1-D.
 
     ``extremes``: the values strictly below the low or above the high percentile (numpy's linear interpolation),
     else all. The percentile lies between the two order statistics it interpolates, and no value lies strictly
@@ -174,14 +178,19 @@ def support_row(values: np.ndarray, preds: np.ndarray, extremes: bool, low_perce
     """
     n = values.size
     if not extremes or n == 0:
+        not_finite = 0
         for i in range(n):
-            idx[i], pc[i], tc[i] = i, preds[i], values[i]
-        return n
+            v, p = values[i], preds[i]
+            idx[i], pc[i], tc[i] = i, p, v
+            not_finite += (v - v != 0) | (p - p != 0)
+        return -1 if not_finite else n
     k, k1, weight = _percentile_ranks(low_percentile, n)
     j, j1, _ = _percentile_ranks(high_percentile, n)
     bounds = _brackets(values, np.array([k, k1, j, j1]))
     flags = np.empty(n + 8 - n % 8, np.uint8)  # a whole number of 8-flag words; the tail is read bytewise
-    under_low, upto_low, from_high, over_high = _flag_points(values, bounds, flags)
+    under_low, upto_low, from_high, over_high, not_finite = _flag_points(values, preds, bounds, flags)
+    if not_finite:
+        return -1
     below_high = n - from_high
     if under_low <= k and k1 < upto_low and below_high <= j and j1 < n - over_high:
         # the scratch space: pc and tc, written only by the final pass
@@ -339,15 +348,6 @@ def masked_moments(p: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[float, 
     return count, mean_p, mean_t, var_p, cov
 
 
-@numba.njit(**_JIT, fastmath={"reassoc"})  # a reassociated sum: vectorised
-def _finite(values: np.ndarray, preds: np.ndarray) -> bool:
-    """Whether every value and pred is finite (x - x is 0 for those, NaN for NaN and inf; one read-only pass)."""
-    total = 0.0
-    for i in range(values.size):
-        total += (values[i] - values[i]) + (preds[i] - preds[i])
-    return total == 0.0
-
-
 @numba.njit(**_JIT)
 def fit_row(values: np.ndarray, preds: np.ndarray, base: np.ndarray, extremes: bool, low_percentile: float,
             high_percentile: float, ransac: bool, u: np.ndarray, stop_ratios: np.ndarray, threshold: float,
@@ -361,9 +361,9 @@ def fit_row(values: np.ndarray, preds: np.ndarray, base: np.ndarray, extremes: b
     trials, and the moments: points used, mean_p, mean_t, var_p, cov; a support count of -1 (and nothing
     written) when a value or pred is NaN or infinite.
     """
-    if not _finite(values, preds):
-        return -1, False, 0, 0.0, 0.0, 0.0, 0.0, 0.0
     count = support_row(values, preds, extremes, low_percentile, high_percentile, idx, pc, tc)
+    if count < 0:
+        return -1, False, 0, 0.0, 0.0, 0.0, 0.0, 0.0
     if ransac:
         found, trials = ransac_row(pc, tc, count, u, stop_ratios, threshold, tolerance, used)
     else:

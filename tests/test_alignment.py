@@ -182,6 +182,19 @@ def test_support_row_is_numpys_rule_on_every_kind_of_row(percentiles: tuple) -> 
         assert count == n and np.array_equal(idx, np.arange(n)) and np.array_equal(tc, values)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_support_row_refuses_a_row_with_a_nan_or_inf(bad: float) -> None:
+    # The compiled fit tests finiteness in the selection's first pass (the caller then fits on the valid points).
+    values, preds = np.linspace(0, 1, 200_000), np.linspace(1, 3, 200_000)
+    idx, pc, tc = np.empty(200_000, np.int64), np.empty(200_000), np.empty(200_000)
+    for where, position in (("values", 123_457), ("preds", 199_999), ("preds", 0)):
+        row = {"values": values.copy(), "preds": preds.copy()}
+        row[where][position] = bad
+        for extremes in (True, False):
+            assert fit_kernels.support_row(row["values"], row["preds"], extremes, 10.0, 90.0, idx, pc, tc) == -1
+    assert fit_kernels.support_row(values, preds, True, 10.0, 90.0, idx, pc, tc) == 40_000
+
+
 def test_fit_options_flow_in_as_a_value_or_keywords() -> None:
     pred, target, mask = _support_inputs(False, n=3000)
     target = 2 * pred + 0.1 * target
