@@ -56,25 +56,6 @@ def map_rows(function: Callable[[int], T], batch: int) -> list[T]:
     return list(_row_pool(workers, os.getpid()).map(function, range(batch)))
 
 
-class ValidRows:
-    """The valid points of each image as numpy rows, for the CPU kernels: p, t, valid B x N (valid None: all).
-
-    ``rows[b]`` is (target values, pred values, their indices among the N), the indices empty when every point of
-    the batch is valid (then the values are views of the rows)."""
-
-    _ALL = np.empty(0, dtype=np.int64)
-
-    def __init__(self, p: Tensor, t: Tensor, valid: Tensor | None) -> None:
-        self.values, self.preds = as_numpy(t), as_numpy(p)
-        self.keep = None if valid is None else valid.numpy()
-
-    def __getitem__(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if self.keep is None:
-            return self.values[b], self.preds[b], self._ALL
-        base = np.flatnonzero(self.keep[b])
-        return self.values[b].take(base), self.preds[b].take(base), base
-
-
 def support_points_cpu(
     p: Tensor, t: Tensor, valid: Tensor | None, support: str, percentiles: tuple[float, float]
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -87,16 +68,20 @@ def support_points_cpu(
     from depthadapt import fit_kernels
 
     batch, n = t.shape
-    rows = ValidRows(p, t, valid)
+    values, preds = as_numpy(t), as_numpy(p)
+    keep_rows = None if valid is None else valid.numpy()
     idx = np.empty((batch, n), dtype=np.int64)
     pc, tc = np.empty((batch, n)), np.empty((batch, n))
     low, high = float(percentiles[0]), float(percentiles[1])
 
     def select(b: int) -> int:
-        values, preds, base = rows[b]
-        count = fit_kernels.support_row(values, preds, support == "extremes", low, high, idx[b], pc[b], tc[b])
-        if base.size:
-            idx[b, :count] = base.take(idx[b, :count])
+        if keep_rows is None:
+            return fit_kernels.support_row(values[b], preds[b], support == "extremes", low, high, idx[b], pc[b], tc[b])
+        base = np.flatnonzero(keep_rows[b])
+        count = fit_kernels.support_row(
+            values[b].take(base), preds[b].take(base), support == "extremes", low, high, idx[b], pc[b], tc[b]
+        )
+        idx[b, :count] = base.take(idx[b, :count])
         return count
 
     counts = map_rows(select, batch)
