@@ -19,6 +19,8 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
+from depthadapt import lanes
+
 _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}
 # Rows longer than 4 x this are bracketed from a strided sample of about this many points (then only the points
 # inside the bracket are selected exactly); shorter rows are selected directly.
@@ -111,70 +113,103 @@ def _two_ranks(inside: np.ndarray, count: int, first: int, second: int) -> tuple
 
 
 @numba.njit(**_JIT)
-def _flag_points(values: np.ndarray, preds: np.ndarray, bounds: np.ndarray,
-                 flags: np.ndarray) -> tuple[int, int, int, int, int]:
-    """Flag each value (bit 0: at or outside a bracket's inner end, a candidate; bits 1, 2: inside the low, the
-    high bracket) and count the values under and over the brackets' ends: under low, <= low's upper end,
-    >= high's lower end, over high, and the points whose value or pred is NaN or infinite (x - x is not 0 for
-    those); one vectorised pass."""
+def _pack(values: np.ndarray, preds: np.ndarray, low: float, low_strict: bool, high: float, high_strict: bool,
+          idx: np.ndarray, pc: np.ndarray, tc: np.ndarray) -> tuple[int, bool]:
+    """Pack every point whose value is below ``low`` or above ``high`` (``<`` or ``<=`` by the flags) to the front
+    of idx, pc, tc (its index, pred, value); returns how many, and whether a value or pred is NaN or infinite. One
+    pass, 16 points at a time (``lanes``); the bounds are compared in the values' dtype, exactly for bounds read off
+    the values or infinite."""
+    n = values.size
+    packed = not_finite = 0
+    end = n - n % lanes.LANES
+    for i in range(0, end, lanes.LANES):
+        not_finite |= lanes.lanes_not_finite(values, preds, i)
+        below = lanes.lanes_lt(values, i, low) if low_strict else lanes.lanes_le(values, i, low)
+        above = lanes.lanes_gt(values, i, high) if high_strict else lanes.lanes_ge(values, i, high)
+        chosen = below | above
+        if chosen:  # a depth map's extremes come in regions: most chunks choose nothing
+            lanes.compress(values, i, chosen, tc, packed)
+            lanes.compress(preds, i, chosen, pc, packed)
+            lanes.compress_indices(i, chosen, idx, packed)
+            packed += lanes.popcount(chosen)
+    for i in range(end, n):
+        v, p = values[i], preds[i]
+        not_finite |= (v - v != 0) | (p - p != 0)
+        idx[packed], pc[packed], tc[packed] = i, p, v
+        packed += ((v < low) if low_strict else (v <= low)) | ((v > high) if high_strict else (v >= high))
+    return packed, not_finite != 0
+
+
+@numba.njit(**_JIT)
+def _keep(idx: np.ndarray, pc: np.ndarray, tc: np.ndarray, count: int, low: float, low_strict: bool, high: float,
+          high_strict: bool) -> int:
+    """``_pack``'s test again on the first ``count`` packed points, in place: returns how many stay."""
+    kept = 0
+    end = count - count % lanes.LANES
+    for i in range(0, end, lanes.LANES):
+        below = lanes.lanes_lt(tc, i, low) if low_strict else lanes.lanes_le(tc, i, low)
+        above = lanes.lanes_gt(tc, i, high) if high_strict else lanes.lanes_ge(tc, i, high)
+        chosen = below | above
+        lanes.compress(tc, i, chosen, tc, kept)  # stores end at or before i + LANES: this chunk is read already
+        lanes.compress(pc, i, chosen, pc, kept)
+        lanes.compress(idx, i, chosen, idx, kept)
+        kept += lanes.popcount(chosen)
+    for i in range(end, count):
+        v = tc[i]
+        idx[kept], pc[kept], tc[kept] = idx[i], pc[i], v
+        kept += ((v < low) if low_strict else (v <= low)) | ((v > high) if high_strict else (v >= high))
+    return kept
+
+
+@numba.njit(**_JIT)
+def _bracket_values(tc: np.ndarray, count: int, bounds: np.ndarray, scratch: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """The first ``count`` values of tc inside the low and the high bracket (``bounds`` 2 x 2, disjoint) to the
+    front of ``scratch`` and of ``scratch[count:]``; how many of each, and the counts of the values under the low
+    bracket, up to its upper end, from the high bracket's lower end, and over it (4,)."""
     low_lo, low_hi, high_lo, high_hi = bounds[0, 0], bounds[0, 1], bounds[1, 0], bounds[1, 1]
-    under_low = upto_low = from_high = over_high = not_finite = 0
-    for i in range(values.size):
-        v = values[i]
-        not_finite += (v - v != 0) | (preds[i] - preds[i] != 0)
-        candidate = (v <= low_hi) | (v >= high_lo)
-        in_low = (v >= low_lo) & (v <= low_hi)
-        in_high = (v >= high_lo) & (v <= high_hi)
-        flags[i] = np.uint8(candidate) | (np.uint8(in_low) << 1) | (np.uint8(in_high) << 2)
+    n_low = n_high = under_low = upto_low = from_high = over_high = 0
+    high_values = scratch[count:]
+    end = count - count % lanes.LANES
+    for i in range(0, end, lanes.LANES):
+        upto = lanes.lanes_le(tc, i, low_hi)
+        under = lanes.lanes_lt(tc, i, low_lo)
+        start = lanes.lanes_ge(tc, i, high_lo)
+        over = lanes.lanes_gt(tc, i, high_hi)
+        lanes.compress(tc, i, upto & ~under, scratch, n_low)
+        lanes.compress(tc, i, start & ~over, high_values, n_high)
+        n_low += lanes.popcount(upto & ~under)
+        n_high += lanes.popcount(start & ~over)
+        under_low += lanes.popcount(under)
+        upto_low += lanes.popcount(upto)
+        from_high += lanes.popcount(start)
+        over_high += lanes.popcount(over)
+    for i in range(end, count):
+        v = tc[i]
+        scratch[n_low] = v
+        n_low += (v >= low_lo) & (v <= low_hi)
+        high_values[n_high] = v
+        n_high += (v >= high_lo) & (v <= high_hi)
         under_low += v < low_lo
         upto_low += v <= low_hi
         from_high += v >= high_lo
         over_high += v > high_hi
-    return under_low, upto_low, from_high, over_high, not_finite
-
-
-@numba.njit(**_JIT)
-def _bracket_values(values: np.ndarray, flags: np.ndarray, inside_low: np.ndarray,
-                    inside_high: np.ndarray) -> tuple[int, int]:
-    """The values flagged inside the low and the high bracket, to the front of the two buffers; their counts.
-    Whole words of 8 flags with neither bit are skipped at once; the last n % 8 flags are read one by one."""
-    words = flags.view(np.uint64)
-    either = np.uint64(0x0606060606060606)
-    # Unsigned cursors: numba skips the negative-index wraparound test on them (measured 2x on these loops).
-    n_low = n_high = np.uint64(0)
-    n = values.size
-    for w in range(n // 8):
-        if words[w] & either == 0:
-            continue
-        for i in range(8 * w, 8 * w + 8):  # branch-free append
-            v, flag = values[i], flags[i]
-            inside_low[n_low] = v
-            n_low += np.uint64((flag >> 1) & 1)
-            inside_high[n_high] = v
-            n_high += np.uint64((flag >> 2) & 1)
-    for i in range(n - n % 8, n):
-        if flags[i] & 2:
-            inside_low[n_low] = values[i]
-            n_low += np.uint64(1)
-        if flags[i] & 4:
-            inside_high[n_high] = values[i]
-            n_high += np.uint64(1)
-    return np.int64(n_low), np.int64(n_high)
+    return n_low, n_high, np.array([under_low, upto_low, from_high, over_high])
 
 
 @numba.njit(**_JIT)
 def support_row(values: np.ndarray, preds: np.ndarray, extremes: bool, low_percentile: float,
-                high_percentile: float, idx: np.ndarray, pc: np.ndarray, tc: np.ndarray) -> int:
-    """One image's support points packed to the front of idx (int64), pc, tc (float64), each >= values.size long;
-    returns their count, or -1 (the buffers then undefined) when a value or pred is NaN or infinite. values (the
-    target), preds: 1-D.
+                high_percentile: float, idx: np.ndarray, pc: np.ndarray, tc: np.ndarray, scratch: np.ndarray) -> int:
+    """One image's support points packed to the front of idx (ints), pc, tc (floats that hold values and preds
+    exactly), each >= values.size long; returns their count, or -1 (the buffers then undefined) when a value or pred
+    is NaN or infinite. values (the target), preds: 1-D; scratch: >= 2 * values.size long, of values' dtype or wider.
 
     ``extremes``: the values strictly below the low or above the high percentile (numpy's linear interpolation),
     else all. The percentile lies between the two order statistics it interpolates, and no value lies strictly
     between those, so each strict comparison is one against an order statistic: no rounding of the bound matters.
-    The order statistics come from the points inside two brackets read off a strided sample (a bracket that
-    misses, counted, means the whole row); the final pass looks only at the candidates outside the brackets'
-    inner ends (about a fifth of a row at 10/90).
+    A long row is read once (``_pack``): the points at or outside two brackets read off a strided sample (about a
+    fifth of a row at 10/90) are packed, the order statistics are selected among those inside the brackets, and
+    the packed points are filtered in place (``_keep``). A bracket that misses (counted) or a short row: the order
+    statistics from the whole row, then one ``_pack`` with them.
     """
     n = values.size
     if not extremes or n == 0:
@@ -187,40 +222,35 @@ def support_row(values: np.ndarray, preds: np.ndarray, extremes: bool, low_perce
     k, k1, weight = _percentile_ranks(low_percentile, n)
     j, j1, _ = _percentile_ranks(high_percentile, n)
     bounds = _brackets(values, np.array([k, k1, j, j1]))
-    flags = np.empty(n + 8 - n % 8, np.uint8)  # a whole number of 8-flag words; the tail is read bytewise
-    under_low, upto_low, from_high, over_high, not_finite = _flag_points(values, preds, bounds, flags)
-    if not_finite:
-        return -1
-    below_high = n - from_high
-    if under_low <= k and k1 < upto_low and below_high <= j and j1 < n - over_high:
-        # the scratch space: pc and tc, written only by the final pass
-        n_low, n_high = _bracket_values(values, flags, pc, tc)
-        below_k, above_k = _two_ranks(pc, n_low, k - under_low, k1 - under_low)
-        below_j, above_j = _two_ranks(tc, n_high, j - below_high, j1 - below_high)
-    else:  # a bracket missed (e.g. a periodic row the sample sees in one phase): the whole row, every point
-        pc[:n] = values
-        below_k, above_k = _two_ranks(pc, n, k, k1)
-        below_j, above_j = _two_ranks(pc, n, j, j1)
-        flags[:n] = 1
+    low_hi, high_lo = bounds[0, 1], bounds[1, 0]  # the brackets' inner ends
+    found, packed = False, 0
+    n_low = n_high = under_low = below_high = 0
+    if n > 4 * SAMPLE_POINTS and low_hi < high_lo:
+        packed, not_finite = _pack(values, preds, low_hi, False, high_lo, False, idx, pc, tc)
+        if not_finite:
+            return -1
+        n_low, n_high, counts = _bracket_values(tc, packed, bounds, scratch)
+        under_low, upto_low, from_high, over_high = counts[0], counts[1], counts[2], counts[3]
+        below_high = n - from_high
+        found = under_low <= k and k1 < upto_low and below_high <= j and j1 < n - over_high
+    if found:
+        below_k, above_k = _two_ranks(scratch, n_low, k - under_low, k1 - under_low)
+        below_j, above_j = _two_ranks(scratch[packed:], n_high, j - below_high, j1 - below_high)
+    else:  # a short row, or a bracket missed (e.g. a periodic row the sample sees in one phase): the whole row
+        not_finite = 0
+        for i in range(n):
+            v, p = values[i], preds[i]
+            scratch[i] = v
+            not_finite += (v - v != 0) | (p - p != 0)
+        if not_finite:
+            return -1
+        below_k, above_k = _two_ranks(scratch, n, k, k1)
+        below_j, above_j = _two_ranks(scratch, n, j, j1)
     # strictly below the low percentile, strictly above the high one, as comparisons with order statistics
-    low_bound = below_k if weight > 0 and above_k > below_k else np.nextafter(below_k, -np.inf)
-    high_bound = above_j if above_j > below_j else np.nextafter(above_j, np.inf)
-    words = flags.view(np.uint64)
-    candidate = np.uint64(0x0101010101010101)
-    chosen = np.uint64(0)  # unsigned: no wraparound test
-    for w in range(n // 8):
-        if words[w] & candidate == 0:
-            continue
-        for i in range(8 * w, 8 * w + 8):  # branch-free append
-            v = values[i]
-            idx[chosen], pc[chosen], tc[chosen] = i, preds[i], v
-            chosen += np.uint64(flags[i] & ((v <= low_bound) | (v >= high_bound)))
-    for i in range(n - n % 8, n):
-        v = values[i]
-        if flags[i] & ((v <= low_bound) | (v >= high_bound)):
-            idx[chosen], pc[chosen], tc[chosen] = i, preds[i], v
-            chosen += np.uint64(1)
-    return np.int64(chosen)
+    low_strict, high_strict = not (weight > 0 and above_k > below_k), not above_j > below_j
+    if found:
+        return _keep(idx, pc, tc, packed, below_k, low_strict, above_j, high_strict)
+    return _pack(values, preds, below_k, low_strict, above_j, high_strict, idx, pc, tc)[0]
 
 
 @numba.njit(**_JIT)
@@ -245,25 +275,21 @@ def _line_through(p: np.ndarray, t: np.ndarray, subset: np.ndarray, tolerance: f
 
 
 @numba.njit(**_JIT)
-def _inlier_count(neg_t: np.ndarray, p: np.ndarray, scale: np.float32, shift: np.float32,
-                  threshold: np.float32, residual: np.ndarray) -> int:
-    """How many |scale * p + shift - t| <= threshold, in float32 (``ransac._abs_residuals``' arithmetic); the
-    residuals into ``residual``."""
+def _inlier_count(neg_t: np.ndarray, p: np.ndarray, scale: np.float32, shift: np.float32, threshold: np.float32) -> int:
+    """How many |scale * p + shift - t| <= threshold, in float32 (``ransac._abs_residuals``' arithmetic)."""
     count = 0
     for i in range(p.size):
-        r = abs(neg_t[i] + shift + scale * p[i])
-        residual[i] = r
-        count += r <= threshold
+        count += abs(neg_t[i] + shift + scale * p[i]) <= threshold
     return count
 
 
-@numba.njit(**_JIT, fastmath={"reassoc"})  # a reassociated sum: vectorised; the residuals are computed already
-def _inlier_ssr(residual: np.ndarray, threshold: np.float32) -> float:
-    """Sum of the squared residuals <= threshold, in float64."""
+@numba.njit(**_JIT, fastmath={"reassoc"})  # a reassociated sum: vectorised
+def _inlier_ssr(neg_t: np.ndarray, p: np.ndarray, scale: np.float32, shift: np.float32, threshold: np.float32) -> float:
+    """Sum of the squared residuals <= threshold (``_inlier_count``'s, in float32), in float64."""
     ssr = 0.0
-    for i in range(residual.size):
-        r = float(residual[i])
-        ssr += r * r if residual[i] <= threshold else 0.0
+    for i in range(p.size):
+        r = abs(neg_t[i] + shift + scale * p[i])
+        ssr += float(r) * float(r) if r <= threshold else 0.0
     return ssr
 
 
@@ -296,10 +322,9 @@ def ransac_row(p: np.ndarray, t: np.ndarray, count: int, u: np.ndarray, stop_rat
         return False, 0
     mean_p, mean_t, p_row, neg_t = _centred_float32(p, t, count)
     limit = np.float32(threshold)
-    best, best_ssr, running = 0, np.inf, 0
+    best, best_ssr, running = 0, -1.0, 0  # the best's squared residuals: computed when a tie needs them (-1)
     best_scale = best_shift = np.float32(0.0)
     subset = np.empty(k, np.int64)
-    residual = np.empty(count, np.float32)
     ran = trials
     for trial in range(trials):
         for i in range(k):  # Floyd's algorithm, as ransac._sample_subsets
@@ -312,12 +337,16 @@ def ransac_row(p: np.ndarray, t: np.ndarray, count: int, u: np.ndarray, stop_rat
             subset[i] = candidate
         scale, shift = _line_through(p, t, subset, tolerance)
         scale32, shift32 = np.float32(scale), np.float32(shift + scale * mean_p - mean_t)
-        n_inliers = _inlier_count(neg_t, p_row, scale32, shift32, limit, residual)
+        n_inliers = _inlier_count(neg_t, p_row, scale32, shift32, limit)
         running = max(running, n_inliers)
-        if n_inliers >= 1 and n_inliers >= best:  # a new best, or a tie: the smaller squared residuals win
-            ssr = _inlier_ssr(residual, limit)
-            if n_inliers > best or ssr < best_ssr:
-                best, best_ssr, best_scale, best_shift = n_inliers, ssr, scale32, shift32
+        if n_inliers >= 1 and n_inliers > best:
+            best, best_ssr, best_scale, best_shift = n_inliers, -1.0, scale32, shift32
+        elif n_inliers >= 1 and n_inliers == best:  # a tie: the smaller squared residuals win
+            if best_ssr < 0:
+                best_ssr = _inlier_ssr(neg_t, p_row, best_scale, best_shift, limit)
+            ssr = _inlier_ssr(neg_t, p_row, scale32, shift32, limit)
+            if ssr < best_ssr:
+                best_ssr, best_scale, best_shift = ssr, scale32, shift32
         if running >= math.ceil(count * stop_ratios[trial]):  # sklearn's adaptive budget, after every trial
             ran = trial + 1
             break
@@ -351,17 +380,17 @@ def masked_moments(p: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[float, 
 @numba.njit(**_JIT)
 def fit_row(values: np.ndarray, preds: np.ndarray, base: np.ndarray, extremes: bool, low_percentile: float,
             high_percentile: float, ransac: bool, u: np.ndarray, stop_ratios: np.ndarray, threshold: float,
-            tolerance: float, idx: np.ndarray, pc: np.ndarray, tc: np.ndarray, used: np.ndarray,
-            inliers: np.ndarray) -> tuple[int, bool, int, float, float, float, float, float]:
+            tolerance: float, idx: np.ndarray, pc: np.ndarray, tc: np.ndarray, scratch: np.ndarray,
+            used: np.ndarray, inliers: np.ndarray) -> tuple[int, bool, int, float, float, float, float, float]:
     """One image's whole fit but the solve: ``support_row``, then ``ransac_row`` (``ransac``) or every support point,
     then the ``masked_moments`` of the points used, which are marked in ``inliers`` (bool, the image's N points).
 
     values (the target), preds: 1-D, the valid points; ``base``: their indices among the N (empty: all N are
-    valid, in order). idx, pc, tc, used: scratch at least values.size long. Returns the support count, found,
-    trials, and the moments: points used, mean_p, mean_t, var_p, cov; a support count of -1 (and nothing
-    written) when a value or pred is NaN or infinite.
+    valid, in order). idx, pc, tc, scratch: ``support_row``'s buffers; used: bool, at least values.size long. Returns
+    the support count, found, trials, and the moments: points used, mean_p, mean_t, var_p, cov; a support count of
+    -1 (and nothing written) when a value or pred is NaN or infinite.
     """
-    count = support_row(values, preds, extremes, low_percentile, high_percentile, idx, pc, tc)
+    count = support_row(values, preds, extremes, low_percentile, high_percentile, idx, pc, tc, scratch)
     if count < 0:
         return -1, False, 0, 0.0, 0.0, 0.0, 0.0, 0.0
     if ransac:
@@ -372,9 +401,8 @@ def fit_row(values: np.ndarray, preds: np.ndarray, base: np.ndarray, extremes: b
     n_used, mean_p, mean_t, var_p, cov = masked_moments(pc[:count], tc[:count], used[:count])
     inliers[:] = False
     remap = base.size > 0
-    for i in range(count):
-        if used[i]:
-            inliers[base[idx[i]] if remap else idx[i]] = True
+    for i in range(count):  # the indices are distinct: a store per point, no branch
+        inliers[base[idx[i]] if remap else idx[i]] = used[i]
     return count, found, trials, n_used, mean_p, mean_t, var_p, cov
 
 
@@ -408,7 +436,9 @@ def fit_rows(values: np.ndarray, preds: np.ndarray, valid: np.ndarray, extremes:
     one by one from the shared ``counter`` (an int64 array of one 0), so that any number of threads can call it at
     once; inliers B x N, results B x 8 (``fit_row``'s values) are written."""
     batch, n = values.shape
-    idx, pc, tc, used = np.empty(n, np.int64), np.empty(n), np.empty(n), np.empty(n, np.bool_)
+    # Packed in the inputs' dtype, indices in int32: a row's packed support stays in the core's cache.
+    idx, used = np.empty(n, np.int32), np.empty(n, np.bool_)
+    pc, tc, scratch = np.empty(n, values.dtype), np.empty(n, values.dtype), np.empty(2 * n, values.dtype)
     everything = np.empty(0, np.int64)
     masked = valid.shape[0] > 0
     while True:
@@ -418,10 +448,10 @@ def fit_rows(values: np.ndarray, preds: np.ndarray, valid: np.ndarray, extremes:
         if masked:
             base = np.flatnonzero(valid[b])
             row = fit_row(values[b][base], preds[b][base], base, extremes, low_percentile, high_percentile, ransac,
-                          u, stop_ratios, threshold, tolerance, idx, pc, tc, used, inliers[b])
+                          u, stop_ratios, threshold, tolerance, idx, pc, tc, scratch, used, inliers[b])
         else:
             row = fit_row(values[b], preds[b], everything, extremes, low_percentile, high_percentile, ransac, u,
-                          stop_ratios, threshold, tolerance, idx, pc, tc, used, inliers[b])
+                          stop_ratios, threshold, tolerance, idx, pc, tc, scratch, used, inliers[b])
         results[b, 0], results[b, 1], results[b, 2], results[b, 3] = row[0], row[1], row[2], row[3]
         results[b, 4], results[b, 5], results[b, 6], results[b, 7] = row[4], row[5], row[6], row[7]
 

@@ -123,11 +123,11 @@ def metric_pseudo_labels(
         return PseudoLabels(depth, usable.to(depth.dtype), None, method, fit_space)
 
     target = torch.where(usable, metric, 1.0)
-    target = 1.0 / target if fit_space == "disparity" else target
+    target = target.reciprocal() if fit_space == "disparity" else target  # ``1.0 / x`` is two passes in torch
     fit = fit_scale_shift(relative, target, usable, options)
     calibrated = fit.scale[:, None, None] * relative + fit.shift[:, None, None]
     positive = usable & (calibrated > 0)
-    label = 1.0 / calibrated if fit_space == "disparity" else calibrated
+    label = calibrated.reciprocal() if fit_space == "disparity" else calibrated
     depth = torch.where(positive, label.clamp_max(max_depth), 0.0)
     residual = (calibrated - target).abs()
     scaled = torch.where(residual > 0, residual / options.residual_threshold, 0.0)

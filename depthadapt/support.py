@@ -71,15 +71,17 @@ def support_points_cpu(
     values, preds = as_numpy(t), as_numpy(p)
     keep_rows = None if valid is None else valid.numpy()
     idx = np.empty((batch, n), dtype=np.int64)
-    pc, tc = np.empty((batch, n)), np.empty((batch, n))
+    pc, tc, scratch = np.empty((batch, n)), np.empty((batch, n)), np.empty((batch, 2 * n))
     low, high = float(percentiles[0]), float(percentiles[1])
 
     def select(b: int) -> int:
         if keep_rows is None:
-            return fit_kernels.support_row(values[b], preds[b], support == "extremes", low, high, idx[b], pc[b], tc[b])
+            return fit_kernels.support_row(values[b], preds[b], support == "extremes", low, high, idx[b], pc[b], tc[b],
+                                           scratch[b])
         base = np.flatnonzero(keep_rows[b])
         count = fit_kernels.support_row(
-            values[b].take(base), preds[b].take(base), support == "extremes", low, high, idx[b], pc[b], tc[b]
+            values[b].take(base), preds[b].take(base), support == "extremes", low, high, idx[b], pc[b], tc[b],
+            scratch[b],
         )
         idx[b, :count] = base.take(idx[b, :count])
         return count

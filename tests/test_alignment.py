@@ -172,13 +172,13 @@ def test_support_row_is_numpys_rule_on_every_kind_of_row(percentiles: tuple) -> 
     for values in rows:
         n = values.size
         preds = np.arange(n, dtype=np.float64) * 0.5
-        idx, pc, tc = np.full(n, -1), np.full(n, np.nan), np.full(n, np.nan)
-        count = fit_kernels.support_row(values, preds, True, *map(float, percentiles), idx, pc, tc)
+        idx, pc, tc, scratch = np.full(n, -1), np.full(n, np.nan), np.full(n, np.nan), np.empty(2 * n)
+        count = fit_kernels.support_row(values, preds, True, *map(float, percentiles), idx, pc, tc, scratch)
         low, high = np.percentile(values, percentiles)
         expected = np.flatnonzero((values < low) | (values > high))
         assert np.array_equal(idx[:count], expected), (n, values.dtype)
         assert np.array_equal(tc[:count], values[expected]) and np.array_equal(pc[:count], preds[expected])
-        count = fit_kernels.support_row(values, preds, False, *map(float, percentiles), idx, pc, tc)
+        count = fit_kernels.support_row(values, preds, False, *map(float, percentiles), idx, pc, tc, scratch)
         assert count == n and np.array_equal(idx, np.arange(n)) and np.array_equal(tc, values)
 
 
@@ -186,13 +186,14 @@ def test_support_row_is_numpys_rule_on_every_kind_of_row(percentiles: tuple) -> 
 def test_support_row_refuses_a_row_with_a_nan_or_inf(bad: float) -> None:
     # The compiled fit tests finiteness in the selection's first pass (the caller then fits on the valid points).
     values, preds = np.linspace(0, 1, 200_000), np.linspace(1, 3, 200_000)
-    idx, pc, tc = np.empty(200_000, np.int64), np.empty(200_000), np.empty(200_000)
+    idx, pc, tc, scratch = np.empty(200_000, np.int64), np.empty(200_000), np.empty(200_000), np.empty(400_000)
     for where, position in (("values", 123_457), ("preds", 199_999), ("preds", 0)):
         row = {"values": values.copy(), "preds": preds.copy()}
         row[where][position] = bad
         for extremes in (True, False):
-            assert fit_kernels.support_row(row["values"], row["preds"], extremes, 10.0, 90.0, idx, pc, tc) == -1
-    assert fit_kernels.support_row(values, preds, True, 10.0, 90.0, idx, pc, tc) == 40_000
+            count = fit_kernels.support_row(row["values"], row["preds"], extremes, 10.0, 90.0, idx, pc, tc, scratch)
+            assert count == -1
+    assert fit_kernels.support_row(values, preds, True, 10.0, 90.0, idx, pc, tc, scratch) == 40_000
 
 
 def test_fit_options_flow_in_as_a_value_or_keywords() -> None:
