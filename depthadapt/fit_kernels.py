@@ -27,6 +27,8 @@ _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}
 SAMPLE_POINTS = 8192
 # Half-width of a bracket in standard deviations of a sample rank (binomial), plus a few points.
 BRACKET_SIGMAS = 5.0
+# The selection among the points inside a bracket narrows it again from a sample of about this many of them.
+NARROW_POINTS = 512
 
 
 @numba.njit(**_JIT)
@@ -74,18 +76,20 @@ def _percentile_ranks(percentile: float, n: int) -> tuple[int, int, float]:
 
 
 @numba.njit(**_JIT)
-def _brackets(values: np.ndarray, ranks: np.ndarray) -> np.ndarray:
-    """Bounds that hold each of ``ranks`` (4 ascending: low pair, high pair) of a long row with near certainty,
-    read off one strided sample: 2 x 2 (low, high bracket) x (lower, upper bound); (-inf, inf) for short rows."""
-    bounds = np.empty((2, 2))
+def _brackets(values: np.ndarray, ranks: np.ndarray, sample_points: int) -> np.ndarray:
+    """Bounds that hold each pair of ``ranks`` (ascending pairs: the low pair, the high pair...) of a long row with
+    near certainty, read off one strided sample of about ``sample_points``: pairs x (lower, upper bound);
+    (-inf, inf) for rows of at most 4 x ``sample_points``."""
+    pairs = ranks.size // 2
+    bounds = np.empty((pairs, 2))
     bounds[:, 0], bounds[:, 1] = -np.inf, np.inf
     n = values.size
-    if n <= 4 * SAMPLE_POINTS:
+    if n <= 4 * sample_points:
         return bounds
-    sample = values[:: n // SAMPLE_POINTS].astype(np.float64)
+    sample = values[:: n // sample_points].astype(np.float64)
     m = sample.size
-    ends = np.empty(4, np.int64)
-    for b in range(2):
+    ends = np.empty(2 * pairs, np.int64)
+    for b in range(pairs):
         centre = ranks[2 * b] * (m - 1) / max(n - 1, 1)
         q = centre / max(m - 1, 1)
         half = BRACKET_SIGMAS * math.sqrt(m * q * (1 - q)) + 4
@@ -102,9 +106,43 @@ def _brackets(values: np.ndarray, ranks: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(**_JIT)
+def _narrow(inside: np.ndarray, count: int, first: int, second: int) -> tuple[int, int]:
+    """Move the values of a bracket around the ranks ``first`` <= ``second`` of ``inside[:count]`` (read off a
+    sample) to its front; returns how many, and how many lay under it (the ranks' offset); (count, 0) and nothing
+    moved when the bracket misses (counted) or the row is short."""
+    bounds = _brackets(inside[:count], np.array([first, second]), NARROW_POINTS)
+    low, high = bounds[0, 0], bounds[0, 1]
+    if low == -np.inf and high == np.inf:
+        return count, 0
+    under = within = 0
+    end = count - count % lanes.LANES
+    for i in range(0, end, lanes.LANES):
+        under += lanes.popcount(lanes.lanes_lt(inside, i, low))
+        within += lanes.popcount(lanes.lanes_ge(inside, i, low) & lanes.lanes_le(inside, i, high))
+    for i in range(end, count):
+        under += inside[i] < low
+        within += (inside[i] >= low) & (inside[i] <= high)
+    if not (under <= first and second < under + within):
+        return count, 0
+    kept = 0
+    for i in range(0, end, lanes.LANES):
+        chosen = lanes.lanes_ge(inside, i, low) & lanes.lanes_le(inside, i, high)
+        lanes.compress(inside, i, chosen, inside, kept)  # stores end at or before i + LANES: this chunk is read
+        kept += lanes.popcount(chosen)
+    for i in range(end, count):
+        v = inside[i]
+        inside[kept] = v
+        kept += (v >= low) & (v <= high)
+    return kept, under
+
+
+@numba.njit(**_JIT)
 def _two_ranks(inside: np.ndarray, count: int, first: int, second: int) -> tuple[float, float]:
     """Values of the ranks ``first`` and ``second`` (``first`` or ``first + 1``, both < count) among
-    ``inside[:count]`` (rearranged)."""
+    ``inside[:count]`` (rearranged, values dropped: call once per buffer): a bracket from a sample, then an exact
+    selection inside it."""
+    count, under = _narrow(inside, count, first, second)
+    first, second = first - under, second - under
     _select(inside, 0, count, first)
     following = inside[first]
     if second > first:  # everything after ``first`` is >= it: the next rank is the smallest of the rest
@@ -221,7 +259,7 @@ def support_row(values: np.ndarray, preds: np.ndarray, extremes: bool, low_perce
         return -1 if not_finite else n
     k, k1, weight = _percentile_ranks(low_percentile, n)
     j, j1, _ = _percentile_ranks(high_percentile, n)
-    bounds = _brackets(values, np.array([k, k1, j, j1]))
+    bounds = _brackets(values, np.array([k, k1, j, j1]), SAMPLE_POINTS)
     low_hi, high_lo = bounds[0, 1], bounds[1, 0]  # the brackets' inner ends
     found, packed = False, 0
     n_low = n_high = under_low = below_high = 0
@@ -238,14 +276,14 @@ def support_row(values: np.ndarray, preds: np.ndarray, extremes: bool, low_perce
         below_j, above_j = _two_ranks(scratch[packed:], n_high, j - below_high, j1 - below_high)
     else:  # a short row, or a bracket missed (e.g. a periodic row the sample sees in one phase): the whole row
         not_finite = 0
-        for i in range(n):
+        for i in range(n):  # a copy for each selection
             v, p = values[i], preds[i]
-            scratch[i] = v
+            scratch[i] = scratch[n + i] = v
             not_finite += (v - v != 0) | (p - p != 0)
         if not_finite:
             return -1
         below_k, above_k = _two_ranks(scratch, n, k, k1)
-        below_j, above_j = _two_ranks(scratch, n, j, j1)
+        below_j, above_j = _two_ranks(scratch[n:], n, j, j1)
     # strictly below the low percentile, strictly above the high one, as comparisons with order statistics
     low_strict, high_strict = not (weight > 0 and above_k > below_k), not above_j > below_j
     if found:

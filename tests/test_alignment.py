@@ -157,7 +157,8 @@ def test_the_periodic_row_defeats_the_sampled_brackets() -> None:
     n = values.size
     for percentiles in ((10, 90), (25, 50)):
         ranks = [int(p / 100 * (n - 1)) for p in percentiles]
-        bounds = fit_kernels._brackets(values, np.array([ranks[0], ranks[0] + 1, ranks[1], ranks[1] + 1]))
+        bounds = fit_kernels._brackets(values, np.array([ranks[0], ranks[0] + 1, ranks[1], ranks[1] + 1]),
+                                       fit_kernels.SAMPLE_POINTS)
         below = [(values < bounds[b, 0]).sum() for b in range(2)]
         inside = [((values >= bounds[b, 0]) & (values <= bounds[b, 1])).sum() for b in range(2)]
         assert any(not below[b] <= ranks[b] < below[b] + inside[b] - 1 for b in range(2)), percentiles
