@@ -316,7 +316,10 @@ def _line_through(p: np.ndarray, t: np.ndarray, subset: np.ndarray, tolerance: f
 def _inlier_count(neg_t: np.ndarray, p: np.ndarray, scale: np.float32, shift: np.float32, threshold: np.float32) -> int:
     """How many |scale * p + shift - t| <= threshold, in float32 (``ransac._abs_residuals``' arithmetic)."""
     count = 0
-    for i in range(p.size):
+    end = p.size - p.size % lanes.LANES
+    for i in range(0, end, lanes.LANES):
+        count += lanes.popcount(lanes.lanes_residual_within(neg_t, p, i, scale, shift, threshold))
+    for i in range(end, p.size):
         count += abs(neg_t[i] + shift + scale * p[i]) <= threshold
     return count
 

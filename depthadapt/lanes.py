@@ -24,7 +24,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = ["LANES", "avx512", "compress", "compress_indices", "lanes_ge", "lanes_gt", "lanes_le", "lanes_lt",
-           "lanes_not_finite", "popcount"]
+           "lanes_not_finite", "lanes_residual_within", "popcount"]
 
 LANES = 16
 _I32, _I64 = ir.IntType(32), ir.IntType(64)
@@ -160,6 +160,26 @@ def lanes_not_finite(typingctx, first, second, index):  # noqa: ANN001, ANN201
         return _to_bits(builder, builder.or_(*masks))
 
     return types.int64(first, second, index), codegen
+
+
+@intrinsic
+def lanes_residual_within(typingctx, offset, x, index, scale, shift, limit):  # noqa: ANN001, ANN201
+    """Bits of the lanes where ``|offset + shift + scale * x| <= limit`` (float32 arrays and scalars; evaluated in
+    that order, without fused multiply-adds, as the same expression in a numba loop)."""
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        o = _load(context, builder, signature.args[0], args[0], args[2])
+        v = _load(context, builder, signature.args[1], args[1], args[2])
+        scale_, shift_, limit_ = (_splat(builder, a, LANES) for a in args[3:])
+        residual = builder.fadd(builder.fadd(o, shift_), builder.fmul(scale_, v))
+        magnitude = builder.call(_declare(builder, f"llvm.fabs.v{LANES}f32", residual.type, [residual.type]),
+                                 [residual])
+        return _to_bits(builder, builder.fcmp_ordered("<=", magnitude, limit_))
+
+    if not all(a.dtype == types.float32 for a in (offset, x)) or not all(
+            a == types.float32 for a in (scale, shift, limit)):
+        return None
+    return types.int64(offset, x, index, scale, shift, limit), codegen
 
 
 @intrinsic
