@@ -2,8 +2,10 @@
 
 Each kernel works on one image (a row) and releases the GIL. They implement the rules of their torch counterparts
 (``depthadapt.support``'s ``support_mask_torch``, ``depthadapt.ransac.ransac_torch``,
-``depthadapt.alignment._weighted_scale_shift``) in one or two passes over a row instead of one pass per tensor
-operation: on the CPU these full-resolution passes are most of a fit's time. ``fit_row`` chains them for one
+``depthadapt.alignment._weighted_scale_shift``) with one read of a row instead of one pass per tensor operation:
+on the CPU these full-resolution passes are most of a fit's time. The row is read 16 points at a time, the support
+compressed out of it with AVX-512 where the CPU has it (``depthadapt.lanes``); the rest works on the packed
+~fifth of the row, in the inputs' dtype, which stays in the core's cache. ``fit_row`` chains the kernels for one
 image; ``fit_rows`` takes a batch's rows off a shared atomic counter, so that any number of threads can run it at
 once: torch's OpenMP team through the C callback ``fit_rows_entry`` (``depthadapt.omp_team``), or the threads of
 ``support.map_rows``. Compiled on first use and cached beside this file.
@@ -324,7 +326,7 @@ def _inlier_count(neg_t: np.ndarray, p: np.ndarray, scale: np.float32, shift: np
     return count
 
 
-@numba.njit(**_JIT, fastmath={"reassoc"})  # a reassociated sum: vectorised
+@numba.njit(**_JIT)  # no reassociation: the residuals must be _inlier_count's to the bit (only ties need this)
 def _inlier_ssr(neg_t: np.ndarray, p: np.ndarray, scale: np.float32, shift: np.float32, threshold: np.float32) -> float:
     """Sum of the squared residuals <= threshold (``_inlier_count``'s, in float32), in float64."""
     ssr = 0.0

@@ -30,7 +30,7 @@ LANES = 16
 _I32, _I64 = ir.IntType(32), ir.IntType(64)
 _MASK = ir.VectorType(ir.IntType(1), LANES)
 # Set by the tests to compile the portable path on a CPU that has AVX-512.
-FORCE_PORTABLE = []
+FORCE_PORTABLE = False
 
 
 @cache

@@ -43,7 +43,7 @@ def test_compress_keeps_the_chosen_lanes_in_order_and_writes_nothing_past_them(
     portable: bool, value_dtype: type, target_dtype: type, index_dtype: type, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if portable:
-        monkeypatch.setattr(lanes, "FORCE_PORTABLE", [True])
+        monkeypatch.setattr(lanes, "FORCE_PORTABLE", True)
     rng = np.random.default_rng(0)
     # runs of all-chosen and none-chosen chunks, single lanes, ties with the bounds, and a tail of 7 points
     values = np.concatenate([rng.random(1000), np.zeros(64), np.ones(64), np.full(32, 0.25), rng.random(7)])
@@ -62,7 +62,7 @@ def test_compress_keeps_the_chosen_lanes_in_order_and_writes_nothing_past_them(
 @pytest.mark.parametrize("portable", [False, True])
 def test_not_finite_flags_the_lane_of_either_array(portable: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if portable:
-        monkeypatch.setattr(lanes, "FORCE_PORTABLE", [True])
+        monkeypatch.setattr(lanes, "FORCE_PORTABLE", True)
     kernel = _compress_kernel()
     buffers = [np.empty(64), np.empty(64), np.empty(64, np.int64)]
     for where, lane, bad in (("values", 5, np.nan), ("preds", 18, np.inf), ("preds", 33, -np.inf)):
@@ -75,12 +75,12 @@ def test_not_finite_flags_the_lane_of_either_array(portable: bool, monkeypatch: 
 def test_the_portable_path_is_compiled_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     arguments = (np.zeros(32, np.float32), np.zeros(32, np.float32), 0.5, 0.6, np.empty(32, np.float32),
                  np.empty(32, np.float32), np.empty(32, np.int32))
-    monkeypatch.setattr(lanes, "FORCE_PORTABLE", [True])
+    monkeypatch.setattr(lanes, "FORCE_PORTABLE", True)
     portable = _compress_kernel()
     portable(*arguments)
     ir = next(iter(portable.inspect_llvm().values()))
     assert "llvm.masked.compressstore" in ir and "llvm.x86.avx512" not in ir
-    monkeypatch.setattr(lanes, "FORCE_PORTABLE", [])
+    monkeypatch.setattr(lanes, "FORCE_PORTABLE", False)
     if not lanes.avx512():
         pytest.skip("this CPU has no AVX-512: only the portable path exists")
     native = _compress_kernel()
