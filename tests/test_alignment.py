@@ -255,3 +255,26 @@ def test_row_workers_run_in_a_forked_child() -> None:
         assert scale == pytest.approx([2.0] * 4)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_two_ranks_narrows_from_a_sample_and_falls_back_when_the_sample_misses() -> None:
+    # The selection inside a bracket narrows it again from a strided sample (``_narrow``); a row whose sample sees one
+    # phase only (period = the sample's stride) misses there, counted, and is selected whole.
+    g = torch.Generator().manual_seed(4)
+    n = 9000
+    stride = n // fit_kernels.NARROW_POINTS
+    rows = {"random": torch.randn(n, generator=g).numpy(),
+            "quantised": torch.randint(0, 7, (n,), generator=g).float().numpy(),
+            "periodic": np.arange(n) % stride + np.linspace(0, 1e-3, n)}
+    for name, values in rows.items():
+        ordered = np.sort(values)
+        for first, second in ((0, 1), (900, 901), (4500, 4500), (8998, 8999)):
+            got = fit_kernels._two_ranks(values.copy(), n, first, second)
+            assert got == (ordered[first], ordered[second]), (name, first)
+            if name == "random":
+                assert _count_after_narrow(values, first, second) < n // 4, first  # a few hundred of the 9000
+    assert _count_after_narrow(rows["periodic"], 4500, 4501) == n  # its sample sees one phase: missed, whole row
+
+
+def _count_after_narrow(values: np.ndarray, first: int, second: int) -> int:
+    return fit_kernels._narrow(values.copy(), values.size, first, second)[0]
