@@ -26,7 +26,7 @@ from depthadapt import lanes
 _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}
 # Rows longer than 4 x this are bracketed from a strided sample of about this many points (then only the points
 # inside the bracket are selected exactly); shorter rows are selected directly.
-SAMPLE_POINTS = 8192
+SAMPLE_POINTS = 4096
 # Half-width of a bracket in standard deviations of a sample rank (binomial), plus a few points.
 BRACKET_SIGMAS = 5.0
 # The selection among the points inside a bracket narrows it again from a sample of about this many of them.

@@ -148,8 +148,10 @@ def test_cpu_and_batched_torch_support_selection_agree_with_numpy(quantised: boo
 
 
 def _periodic_row(n: int) -> np.ndarray:
-    """A row whose strided sample sees one phase only: the sampled brackets miss (the whole-row path)."""
-    return (torch.arange(n).remainder(4).float() + torch.linspace(0, 1e-3, n)).numpy()
+    """A row whose strided sample sees one phase only (its period is the sample's stride): the sampled brackets miss
+    (the whole-row path)."""
+    period = n // fit_kernels.SAMPLE_POINTS
+    return (torch.arange(n).remainder(period).float() + torch.linspace(0, 1e-3, n)).numpy()
 
 
 def test_the_periodic_row_defeats_the_sampled_brackets() -> None:
