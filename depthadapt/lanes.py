@@ -21,6 +21,7 @@ import llvmlite.binding
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 __all__ = ["LANES", "avx512", "compress", "compress_indices", "lanes_ge", "lanes_gt", "lanes_le", "lanes_lt",
@@ -43,6 +44,13 @@ def _host_avx512() -> bool:
 def avx512() -> bool:
     """Whether kernels compiled now use the AVX-512 register-form compression."""
     return _host_avx512() and not FORCE_PORTABLE
+
+
+def _contiguous(*arrays: types.Array) -> None:
+    """Refuse (at compile time) arrays that are not C-contiguous: a chunk is loaded as 16 adjacent elements."""
+    for array in arrays:
+        if not isinstance(array, types.Array) or array.layout != "C":
+            raise TypingError(f"depthadapt.lanes needs C-contiguous arrays, got {array}")
 
 
 def _declare(builder: ir.IRBuilder, name: str, result: ir.Type, arguments: list[ir.Type]) -> ir.Function:
@@ -129,6 +137,8 @@ def _comparison(predicate: str, name: str):  # noqa: ANN202 (a numba intrinsic)
     with the bound converted to the array's dtype first (exact for a bound read off the array)."""
 
     def typer(typingctx, array, index, bound):  # noqa: ANN001, ANN202
+        _contiguous(array)
+
         def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
             array_type, _, bound_type = signature.args
             values = _load(context, builder, array_type, args[0], args[1])
@@ -150,6 +160,7 @@ lanes_ge = _comparison(">=", "lanes_ge")
 @intrinsic
 def lanes_not_finite(typingctx, first, second, index):  # noqa: ANN001, ANN201
     """Bits of the lanes where ``first`` or ``second`` (float arrays) is NaN or infinite."""
+    _contiguous(first, second)
 
     def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
         masks = []
@@ -166,6 +177,7 @@ def lanes_not_finite(typingctx, first, second, index):  # noqa: ANN001, ANN201
 def lanes_residual_within(typingctx, offset, x, index, scale, shift, limit):  # noqa: ANN001, ANN201
     """Bits of the lanes where ``|offset + shift + scale * x| <= limit`` (float32 arrays and scalars; evaluated in
     that order, without fused multiply-adds, as the same expression in a numba loop)."""
+    _contiguous(offset, x)
 
     def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
         o = _load(context, builder, signature.args[0], args[0], args[2])
@@ -195,6 +207,7 @@ def popcount(typingctx, bits):  # noqa: ANN001, ANN201
 @intrinsic
 def compress(typingctx, source, index, bits, target, position):  # noqa: ANN001, ANN201
     """Store ``source[index + i]`` for every set bit i, in order, at ``target[position:]`` (converted to its dtype)."""
+    _contiguous(source, target)
 
     def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
         values = _load(context, builder, signature.args[0], args[0], args[1])
@@ -207,6 +220,7 @@ def compress(typingctx, source, index, bits, target, position):  # noqa: ANN001,
 @intrinsic
 def compress_indices(typingctx, index, bits, target, position):  # noqa: ANN001, ANN201
     """Store ``index + i`` for every set bit i, in order, at ``target[position:]`` (an integer array; index < 2**31)."""
+    _contiguous(target)
 
     def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
         first = _splat(builder, context.cast(builder, args[0], signature.args[0], types.int32), LANES)

@@ -68,7 +68,7 @@ def support_points_cpu(
     from depthadapt import fit_kernels
 
     batch, n = t.shape
-    values, preds = as_numpy(t), as_numpy(p)
+    values, preds = np.ascontiguousarray(as_numpy(t)), np.ascontiguousarray(as_numpy(p))  # the kernels' chunks
     keep_rows = None if valid is None else valid.numpy()
     idx = np.empty((batch, n), dtype=np.int64)
     pc, tc, scratch = np.empty((batch, n)), np.empty((batch, n)), np.empty((batch, 2 * n))

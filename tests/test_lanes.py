@@ -86,3 +86,10 @@ def test_the_portable_path_is_compiled_when_asked(monkeypatch: pytest.MonkeyPatc
     native = _compress_kernel()
     native(*arguments)
     assert "llvm.x86.avx512.mask.compress" in next(iter(native.inspect_llvm().values()))
+
+
+def test_a_strided_array_is_refused_when_the_kernel_compiles() -> None:
+    # A chunk is 16 adjacent elements: a strided view would be read wrong, so it does not compile.
+    values = np.zeros(64)
+    with pytest.raises(numba.core.errors.TypingError, match="C-contiguous"):
+        _compress_kernel()(values[::2], values[::2], 0.1, 0.9, np.empty(32), np.empty(32), np.empty(32, np.int64))

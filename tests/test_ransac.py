@@ -68,6 +68,20 @@ def test_sklearn_backend_is_ransacregressor_on_the_support_points() -> None:
         assert not fit.inliers[b][mask[b]].numpy()[~support].any()
 
 
+def test_sklearn_backend_takes_strided_inputs() -> None:
+    # Its selection runs in the compiled kernels, which load 16 adjacent elements at a time: a strided pred or target
+    # is made contiguous first, and fits as its contiguous copy does.
+    pred, target, _, _, _ = _line_with_outliers(2, 40_000, 0.2, seed=4)
+    strided_pred = torch.stack([pred, pred], dim=-1)[..., 0]
+    strided_target = torch.stack([target, target], dim=-1)[..., 1]
+    assert strided_pred.stride(-1) == strided_target.stride(-1) == 2
+    kwargs = {"method": "ransac", "support": "extremes", "backend": "sklearn", "min_samples": 8, "max_trials": 20}
+    strided = fit_scale_shift(strided_pred, strided_target, **kwargs)
+    contiguous = fit_scale_shift(pred, target, **kwargs)
+    for name in ("scale", "shift", "inliers", "support_count"):
+        assert torch.equal(getattr(strided, name), getattr(contiguous, name)), name
+
+
 def test_torch_ransac_is_reproducible_and_batch_independent() -> None:
     pred, target, _, _, _ = _line_with_outliers(3, 2000, 0.25, seed=4, noise=0.05)
     kwargs = {"method": "ransac", "min_samples": 6, "max_trials": 150}
