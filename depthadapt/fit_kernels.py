@@ -153,6 +153,20 @@ def _two_ranks(inside: np.ndarray, count: int, first: int, second: int) -> tuple
 
 
 @numba.njit(**_JIT)
+def _outside_lanes(a: np.ndarray, i: int, low: float, low_strict: bool, high: float, high_strict: bool) -> int:
+    """Bits of the lanes of ``a[i:i + LANES]`` below ``low`` or above ``high`` (``<`` or ``<=`` by the flags)."""
+    below = lanes.lanes_lt(a, i, low) if low_strict else lanes.lanes_le(a, i, low)
+    above = lanes.lanes_gt(a, i, high) if high_strict else lanes.lanes_ge(a, i, high)
+    return below | above
+
+
+@numba.njit(**_JIT)
+def _outside(v: float, low: float, low_strict: bool, high: float, high_strict: bool) -> bool:
+    """``_outside_lanes``' test on one value."""
+    return ((v < low) if low_strict else (v <= low)) | ((v > high) if high_strict else (v >= high))
+
+
+@numba.njit(**_JIT)
 def _pack(values: np.ndarray, preds: np.ndarray, low: float, low_strict: bool, high: float, high_strict: bool,
           idx: np.ndarray, pc: np.ndarray, tc: np.ndarray) -> tuple[int, bool]:
     """Pack every point whose value is below ``low`` or above ``high`` (``<`` or ``<=`` by the flags) to the front
@@ -164,9 +178,7 @@ def _pack(values: np.ndarray, preds: np.ndarray, low: float, low_strict: bool, h
     end = n - n % lanes.LANES
     for i in range(0, end, lanes.LANES):
         not_finite |= lanes.lanes_not_finite(values, preds, i)
-        below = lanes.lanes_lt(values, i, low) if low_strict else lanes.lanes_le(values, i, low)
-        above = lanes.lanes_gt(values, i, high) if high_strict else lanes.lanes_ge(values, i, high)
-        chosen = below | above
+        chosen = _outside_lanes(values, i, low, low_strict, high, high_strict)
         if chosen:  # a depth map's extremes come in regions: most chunks choose nothing
             lanes.compress(values, i, chosen, tc, packed)
             lanes.compress(preds, i, chosen, pc, packed)
@@ -176,7 +188,7 @@ def _pack(values: np.ndarray, preds: np.ndarray, low: float, low_strict: bool, h
         v, p = values[i], preds[i]
         not_finite |= (v - v != 0) | (p - p != 0)
         idx[packed], pc[packed], tc[packed] = i, p, v
-        packed += ((v < low) if low_strict else (v <= low)) | ((v > high) if high_strict else (v >= high))
+        packed += _outside(v, low, low_strict, high, high_strict)
     return packed, not_finite != 0
 
 
@@ -187,9 +199,7 @@ def _keep(idx: np.ndarray, pc: np.ndarray, tc: np.ndarray, count: int, low: floa
     kept = 0
     end = count - count % lanes.LANES
     for i in range(0, end, lanes.LANES):
-        below = lanes.lanes_lt(tc, i, low) if low_strict else lanes.lanes_le(tc, i, low)
-        above = lanes.lanes_gt(tc, i, high) if high_strict else lanes.lanes_ge(tc, i, high)
-        chosen = below | above
+        chosen = _outside_lanes(tc, i, low, low_strict, high, high_strict)
         lanes.compress(tc, i, chosen, tc, kept)  # stores end at or before i + LANES: this chunk is read already
         lanes.compress(pc, i, chosen, pc, kept)
         lanes.compress(idx, i, chosen, idx, kept)
@@ -197,7 +207,7 @@ def _keep(idx: np.ndarray, pc: np.ndarray, tc: np.ndarray, count: int, low: floa
     for i in range(end, count):
         v = tc[i]
         idx[kept], pc[kept], tc[kept] = idx[i], pc[i], v
-        kept += ((v < low) if low_strict else (v <= low)) | ((v > high) if high_strict else (v >= high))
+        kept += _outside(v, low, low_strict, high, high_strict)
     return kept
 
 
