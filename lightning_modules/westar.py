@@ -41,7 +41,8 @@ class WeSTARAdapter(DepthTask):
     ``ordinal_label_fraction`` of the images as when only some are labelled by hand, or read by the datamodule from
     a JSON Lines file: ``dataset``) + ``regularizer_weight`` x the LoRA weight regulariser. Every
     ``log_every_n_steps`` the gradient norm of each weighted term is logged as ``train/grad_norm/<term>``
-    (``log_grad_norms``), to see whether one term swamps another. ``activation_checkpointing`` recomputes the
+    (``log_grad_norms``; one extra backward pass per term, skipped when the trainer has no logger), to see whether
+    one term swamps another. ``activation_checkpointing`` recomputes the
     student's encoder blocks in the backward pass instead of keeping their activations (less memory, ~1 more forward).
 
     Validation and test score the source model (adapters off) and the adapted one (``eval_model``: student or EMA
@@ -173,7 +174,8 @@ class WeSTARAdapter(DepthTask):
         terms = self.objective(pred, pseudo_label, batch.get("instances"), ordinal, self.model)
         loss = terms.pop("loss")
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=len(pred))
-        if self.log_grad_norms and self._trainer is not None and self.global_step % self.trainer.log_every_n_steps == 0:
+        logged = self._trainer is not None and self.logger is not None
+        if self.log_grad_norms and logged and self.global_step % self.trainer.log_every_n_steps == 0:
             self.log_dict({f"train/grad_norm/{k}": v for k, v in self.term_gradient_norms(terms).items()},
                           batch_size=len(pred))
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=len(pred))

@@ -96,15 +96,17 @@ def test_student_on_masked_ransac_labels_beats_student_on_baseline_labels(tmp_pa
     (0.379 / 0.334 on another 32 images)."""
     monkeypatch.chdir(ROOT)
     abs_rel = {}
+    cache = ["--data.cache_dir", str(tmp_path / "cache")]  # both methods label and are scored on the same renders
     for method in ("baseline", "masked_ransac"):
-        labels = label(tmp_path, "config_yaml/pseudo_label.yaml", method, "[4000, 4032]", "--data.num_workers", "0")
+        labels = label(tmp_path, "config_yaml/pseudo_label.yaml", method, "[4000, 4032]", "--data.num_workers", "0",
+                       *cache)
         data = ["--data.image_dir", str(tmp_path / "images"), "--data.depth_dir", str(labels),
                 "--data.num_workers", "0"]
         fit = cli.main(["fit", "--config", "config_yaml/student.yaml", *data, "--data.batch_size", "4",
                         "--trainer.max_steps", "30", "--trainer.logger", "false",
                         "--trainer.enable_checkpointing", "false", "--trainer.enable_model_summary", "false"])
         test = cli.main(["--config", "config_yaml/student.yaml", "--config", "config_yaml/student_test.yaml",
-                         "--data.test_range", "[3100, 3132]", "--data.num_workers", "0"], run=False)
+                         "--data.test_range", "[3100, 3132]", "--data.num_workers", "0", *cache], run=False)
         test.trainer.test(fit.model, datamodule=test.datamodule, verbose=False)
         abs_rel[method] = test.trainer.callback_metrics["test/abs_rel"].item()
     assert abs_rel["masked_ransac"] < abs_rel["baseline"] - 0.03, abs_rel

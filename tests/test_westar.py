@@ -207,6 +207,7 @@ def test_cli_fit_exports_adapted_model_and_test_prints_source_vs_adapted(
     run = run_fit(tmp_path, "--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger",
                   "--trainer.logger.save_dir", "outputs")
     assert run.trainer.global_step == 2
+    assert {f"train/grad_norm/{term}" for term in ("self_training", "ordinal")} <= set(run.trainer.callback_metrics)
     out = capsys.readouterr().out
     assert "source clean" in out and "adapted fog-3" in out
     export = tmp_path / "outputs" / "westar" / "checkpoints"
@@ -234,6 +235,7 @@ def test_resume_restores_lora_teacher_optimizer_and_scheduler(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     first = run_fit(tmp_path, "--trainer.logger", "false")
+    assert not any("grad_norm" in key for key in first.trainer.callback_metrics)  # no logger: no extra backward
     checkpoint_path = tmp_path / "outputs" / "westar" / "checkpoints" / "last.ckpt"
     saved = torch.load(checkpoint_path, weights_only=False)
     assert saved["global_step"] == 2
