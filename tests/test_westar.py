@@ -218,6 +218,7 @@ def test_cli_fit_exports_adapted_model_and_test_prints_source_vs_adapted(
     with torch.no_grad():
         torch.testing.assert_close(merged.eval()(x), student(x), rtol=1e-4, atol=1e-5)
     assert any("lora_A" in n for n, _ in adapted.named_parameters())
+    assert (export / "adapted_model_hf" / "config.json").is_file()
     events = list((tmp_path / "outputs").rglob("events.out.tfevents*"))
     assert events  # scalars and the image panel went to TensorBoard
 
