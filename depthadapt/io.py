@@ -72,6 +72,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     ``path`` is left untouched, so a killed or failing job never leaves a half-written file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder: give the path of the file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}-{next(_tmp_counter)}{path.suffix}")
     try:

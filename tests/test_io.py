@@ -156,6 +156,11 @@ def test_atomic_path_uses_same_suffix_and_folder(tmp_path):
         assert tmp.parent == tmp_path and tmp.suffix == ".png" and tmp.name.startswith("x.tmp-")
         tmp.write_bytes(b"new")
     assert (tmp_path / "x.png").read_bytes() == b"new"
+    (tmp_path / "folder.pth").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"folder\.pth is a folder: give the path of the file"):
+        with atomic_path(tmp_path / "folder.pth"):
+            raise AssertionError("the body must not run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.pth", "x.png"]
 
 
 def test_failure_mid_write_keeps_old_file(tmp_path):
