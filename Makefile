@@ -49,7 +49,7 @@ gallery: $(STAMP) ## render docs/gallery.png (every synthetic style) and docs/co
 	$(PY) docs/gallery.py
 	$(PY) docs/corruption_sheet.py
 
-pretrain: $(STAMP) ## train the tiny teachers (~1 h) and the foundation-like model (~1 h), 2-core CPU; MODELS=foundation: one
+pretrain: $(STAMP) ## train the tiny teachers (~1 h) and the foundation-like models (~1 h each), 2-core CPU; MODELS=foundation: one
 	$(PY) checkpoints/pretrain.py $(if $(MODELS),--models $(MODELS))
 
 .PHONY: benchmark-gpu

@@ -1,8 +1,9 @@
 """`make pretrain`: train the tiny relative and metric teachers on the synthetic street domain and the tiny
-foundation-like relative model on domain-randomised street and room styles, export them (official key names,
-float16) into checkpoints/, score them, and write the card checkpoints/README.md and checkpoints/scores.json.
+foundation-like relative models (126 and 140 rows) on domain-randomised street and room styles, export them
+(official key names, float16) into checkpoints/, score them, and write the card checkpoints/README.md and
+checkpoints/scores.json.
 
-The teachers are scored on the test split of each street style; the foundation model on its training
+The teachers are scored on the test split of each street style; each foundation model on its training
 distribution and on every held-out style (``depthadapt.synth.HELD_OUT``), clean and under a fixed KITTI-C
 mixture at severity 3."""
 
@@ -30,12 +31,15 @@ from depthadapt.synth import HELD_OUT, RANDOM
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ROOT / "checkpoints"
+# kind: (its configs, layered as the CLI's repeated --config, and the exported file); trained in this order.
 MODELS = {
-    "relative": ("config_yaml/pretrain_relative.yaml", CHECKPOINTS / "tiny_relative_street.pth"),
-    "metric": ("config_yaml/pretrain_metric.yaml", CHECKPOINTS / "tiny_metric_street.pth"),
-    "foundation": ("config_yaml/pretrain_foundation.yaml", CHECKPOINTS / "tiny_foundation.pth"),
+    "relative": (("config_yaml/pretrain_relative.yaml",), CHECKPOINTS / "tiny_relative_street.pth"),
+    "metric": (("config_yaml/pretrain_metric.yaml",), CHECKPOINTS / "tiny_metric_street.pth"),
+    "foundation": (("config_yaml/pretrain_foundation.yaml",), CHECKPOINTS / "tiny_foundation.pth"),
+    "foundation_140": (("config_yaml/pretrain_foundation.yaml", "config_yaml/pretrain_foundation_140.yaml"),
+                       CHECKPOINTS / "tiny_foundation_140.pth"),
 }
-HEADS = {"relative": "relative", "metric": "metric", "foundation": "relative"}
+HEADS = {"relative": "relative", "metric": "metric", "foundation": "relative", "foundation_140": "relative"}
 # Teachers' evaluation conditions: (style, corruption, severity); every model is scored on the same images.
 CONDITIONS = [("source", None, 0), ("target", None, 0), ("source", "fog", 3), ("source", "gaussian_noise", 3),
               ("source", "motion_blur", 3), ("source", "dark", 3)]
@@ -44,20 +48,40 @@ EVAL_RANGE = (3100, 3300)
 # The foundation model: its training distribution and the held-out styles, at its training size, on the test range
 # of its config; corrupted with a fixed mixture (image index i gets MIXTURE[i % 5]) at MIXTURE_SEVERITY.
 FOUNDATION_DOMAINS = [("street", RANDOM), ("room", RANDOM), *((family, style) for style, family in HELD_OUT.items())]
-FOUNDATION_SIZE = (126, 252)
+# Each foundation model's training and scoring size per family: (height, width).
+FOUNDATION_SIZES = {"foundation": {"street": (126, 252), "room": (126, 252)},
+                    "foundation_140": {"street": (140, 462), "room": (140, 280)}}
+FOUNDATION_WARM_START = {"foundation": "tiny_relative_street.pth", "foundation_140": "tiny_foundation.pth"}
+BASELINES = {"foundation": "tiny_relative_street.pth", "foundation_140": "tiny_foundation.pth"}  # compared on the card
 FOUNDATION_START = 100100
 MIXTURE = ("fog", "dark", "snow", "gaussian_noise", "motion_blur")
 MIXTURE_SEVERITY = 3
 TARGET_D1 = (0.60, 0.90)  # held-out clean d1 of a good but not perfect source model
 
 
-def render_cache(config: str) -> None:
-    """Render the training and validation samples of a config into its cache, one process per core.
+def _merged(base: dict, update: dict) -> dict:
+    """``update`` over ``base``, key by key into nested mappings (how the CLI layers repeated --config files)."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(kind: str) -> dict:
+    """The layered configs of ``kind`` as one mapping."""
+    config: dict = {}
+    for path in MODELS[kind][0]:
+        config = _merged(config, yaml.safe_load((ROOT / path).read_text()))
+    return config
+
+
+def render_cache(kind: str) -> None:
+    """Render the training and validation samples of a model's config into its cache, one process per core.
 
     Training then reads them back, so rendering does not compete with the training threads. Configs without a
     ``cache_dir`` (fresh samples every step) render nothing here.
     """
-    data = yaml.safe_load((ROOT / config).read_text())["data"]["init_args"]
+    data = load_config(kind)["data"]["init_args"]
     if data.get("cache_dir") is None:
         return
     for span in (data["train_range"], data["val_range"]):
@@ -72,16 +96,16 @@ def export(kind: str, model: torch.nn.Module, facts: dict) -> dict:
     path = MODELS[kind][1]
     with atomic_path(path) as tmp:
         torch.save({k: v.half() for k, v in to_official_state_dict(model).items()}, tmp)
-    return {**facts, "config": MODELS[kind][0], "checkpoint": path.name,
+    return {**facts, "config": " + ".join(MODELS[kind][0]), "checkpoint": path.name,
             "size_mb": round(path.stat().st_size / 2**20, 1)}
 
 
 def train(kind: str, resume: str | None = None) -> dict:
     """Fit one model with its config (or resume its run from a Lightning checkpoint) and export it."""
-    config = MODELS[kind][0]
-    render_cache(config)
+    render_cache(kind)
     start = time.perf_counter()
-    run = cli.main(["fit", "--config", str(ROOT / config), *(["--ckpt_path", resume] if resume else [])])
+    configs = [arg for path in MODELS[kind][0] for arg in ("--config", str(ROOT / path))]
+    run = cli.main(["fit", *configs, *(["--ckpt_path", resume] if resume else [])])
     facts = {"steps": run.trainer.global_step, "epochs": run.trainer.current_epoch,
              "seed": run.config.fit.seed_everything, "train_minutes": round((time.perf_counter() - start) / 60)}
     return export(kind, run.model.model, facts)
@@ -94,7 +118,7 @@ def export_lightning_checkpoint(kind: str, ckpt_path: str) -> dict:
     """
     model = build_depth_model("vitt", head=HEADS[kind], checkpoint=ckpt_path, checkpoint_prefix="model.")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    trainer = yaml.safe_load((ROOT / MODELS[kind][0]).read_text())["trainer"]
+    trainer = load_config(kind)["trainer"]
     facts = {"steps": ckpt["global_step"], "epochs": ckpt["epoch"] + 1, "seed": 0}
     started = Path(ckpt_path).resolve().parents[1] / "config.yaml"
     if started.is_file():
@@ -138,15 +162,17 @@ def evaluate_teacher(kind: str, count: int) -> dict[str, dict[str, float]]:
     return scores
 
 
-def evaluate_foundation(checkpoint: Path, count: int) -> dict[str, dict[str, float]]:
-    """Affine-invariant scores of a relative ``vitt`` checkpoint on every foundation domain, clean and corrupted."""
+def evaluate_foundation(checkpoint: Path, count: int, kind: str) -> dict[str, dict[str, float]]:
+    """Affine-invariant scores of a relative ``vitt`` checkpoint on every foundation domain, clean and corrupted,
+    at foundation model ``kind``'s sizes."""
     model = build_depth_model("vitt", checkpoint=checkpoint).eval()
     scores = {}
     for family, style in FOUNDATION_DOMAINS:
-        dataset = SyntheticDataset(family, style, FOUNDATION_START, FOUNDATION_START + count, *FOUNDATION_SIZE)
+        height, width = FOUNDATION_SIZES[kind][family]
+        dataset = SyntheticDataset(family, style, FOUNDATION_START, FOUNDATION_START + count, height, width)
         for corruptions in ((), MIXTURE):
             name = f"{family}/{style}" + (f"+kitti-c-{MIXTURE_SEVERITY}" if corruptions else "")
-            scores[name] = score(model, dataset, FOUNDATION_SIZE[0], True, corruptions)
+            scores[name] = score(model, dataset, height, True, corruptions)
             print(checkpoint.name, name, scores[name], flush=True)
     return scores
 
@@ -187,48 +213,54 @@ def _teacher_lines(facts: dict, scores: dict) -> list[str]:
     return lines
 
 
-def _foundation_lines(fact: dict, scores: dict) -> list[str]:
-    h, w = FOUNDATION_SIZE
+def _foundation_lines(kind: str, fact: dict, scores: dict) -> list[str]:
+    sizes = FOUNDATION_SIZES[kind]
+    size_text = " and ".join(f"`{family}` at {h} x {w}" for family, (h, w) in sizes.items())
+    baseline_name = BASELINES[kind]
     count = fact["eval_images"]
     minutes = f", {fact['train_minutes']} min on one core of a shared 2-core CPU" if "train_minutes" in fact else ""
     held_out = ", ".join(f"`{style}` ({family})" for style, family in HELD_OUT.items())
+    configs = " ".join(f"--config {path}" for path in MODELS[kind][0])
+    rows = sorted({h for h, _ in sizes.values()})
+    grouped = " (every batch one family)" if len(set(sizes.values())) > 1 else ""
     lines = [
         "",
-        "## Foundation-like source model (domain-randomised street and room)",
+        f"## Foundation-like source model, {'/'.join(map(str, rows))} rows (domain-randomised street and room)",
         "",
         "The synthetic world's stand-in for Depth Anything V2 as WeSTAR's source model: good but not perfect out of",
         "domain. `vitt` encoder (as the teachers), relative head (disparity), official key names, float16;",
         f"`build_depth_model(\"vitt\", checkpoint=\"checkpoints/{fact['checkpoint']}\")`.",
         "",
         f"- **File**: `{fact['checkpoint']}` ({fact['size_mb']} MB). **Config**: `{fact['config']}`; reproduce with",
-        "  `make pretrain MODELS=foundation` (or `python cli.py fit --config config_yaml/pretrain_foundation.yaml`,",
-        "  then `python checkpoints/pretrain.py --models foundation --from-checkpoint .../last.ckpt`).",
+        f"  `make pretrain MODELS={kind}` (or `python cli.py fit {configs}`,",
+        f"  then `python checkpoints/pretrain.py --models {kind} --from-checkpoint .../last.ckpt`).",
         f"- **Training**: {fact['steps']} steps of batch 8, seed {fact['seed']}{minutes}; warm start from",
-        "  `tiny_relative_street.pth`; scale-and-shift-invariant loss on disparity; AdamW lr 3e-4, cosine.",
-        f"- **Data**: fresh samples (never repeated) of `street` and `room` at {h} x {w} in the randomised style",
-        "  family (`style: random`, `depthadapt.synth.randomize`: per-surface HSV palettes and textures, time of",
-        "  day, sky, sun / lamp colour, haze, exposure, contrast, saturation, tint, vignette, noise); horizontal",
-        "  flips, kornia photometric augmentation and, on 30 % of the images, one of brightness, contrast,",
-        "  defocus_blur, shot_noise, jpeg_compression, pixelate at severity 1-3.",
+        f"  `{FOUNDATION_WARM_START[kind]}`; scale-and-shift-invariant loss on disparity; AdamW lr 3e-4, cosine.",
+        f"- **Data**: fresh samples (never repeated) of {size_text}{grouped}",
+        "  in the randomised style family (`style: random`, `depthadapt.synth.randomize`: per-surface HSV palettes",
+        "  and textures, time of day, sky, sun / lamp colour, haze, exposure, contrast, saturation, tint, vignette,",
+        "  noise); horizontal flips, kornia photometric augmentation and, on 30 % of the images, one of brightness,",
+        "  contrast, defocus_blur, shot_noise, jpeg_compression, pixelate at severity 1-3.",
         "- **Held out** (never in training; outside the randomisation's support, tested):",
         f"  {held_out}.",
         "",
         f"Scores on {count} images per domain (indices {FOUNDATION_START}..{FOUNDATION_START + count - 1},",
-        f"{h} x {w}, run at {h} px), affine-invariant in disparity. `+kitti-c-{MIXTURE_SEVERITY}`: image i corrupted",
-        f"with ({', '.join(MIXTURE)})[i % 5] at severity {MIXTURE_SEVERITY} (`depthadapt.corruptions`; none of them",
-        "is a training augmentation). For comparison: the street teacher `tiny_relative_street.pth`, same images.",
+        f"{size_text}, run at {'/'.join(map(str, rows))} px), affine-invariant in disparity.",
+        f"`+kitti-c-{MIXTURE_SEVERITY}`: image i corrupted with ({', '.join(MIXTURE)})[i % 5] at severity",
+        f"{MIXTURE_SEVERITY} (`depthadapt.corruptions`; none of them is a training augmentation). For comparison:",
+        f"`{baseline_name}`, same images.",
         "",
-        "| domain | d1 | abs_rel | rmse (m) | street teacher d1 | street teacher abs_rel |",
+        f"| domain | d1 | abs_rel | rmse (m) | `{baseline_name}` d1 | `{baseline_name}` abs_rel |",
         "|---|---|---|---|---|---|",
     ]
-    baseline = scores.get("foundation_baseline", {})
-    for condition, value in scores["foundation"].items():
+    baseline = scores.get(f"{kind}_baseline", {})
+    for condition, value in scores[kind].items():
         ref = baseline.get(condition)
         ref_cells = f"{ref['d1']:.3f} | {ref['abs_rel']:.3f}" if ref else "- | -"
         cells = f"{value['d1']:.3f} | {value['abs_rel']:.3f} | {value['rmse']:.2f}"
         lines.append(f"| {condition} | {cells} | {ref_cells} |")
     low, high = TARGET_D1
-    outside = [f"{name} ({value['d1']:.3f})" for name, value in scores["foundation"].items()
+    outside = [f"{name} ({value['d1']:.3f})" for name, value in scores[kind].items()
                if name.split("/")[1] in HELD_OUT and "+" not in name and not low <= value["d1"] <= high]
     if outside:
         lines += ["", f"Held-out clean d1 outside the target band {low:.2f}-{high:.2f} (Depth Anything V2's regime "
@@ -241,8 +273,9 @@ def _foundation_lines(fact: dict, scores: dict) -> list[str]:
 def write_card(facts: dict, scores: dict) -> None:
     """checkpoints/README.md: what each model is, how it was made, how it scores (and scores.json)."""
     lines = _teacher_lines(facts, scores)
-    if "foundation" in facts and "foundation" in scores:
-        lines += _foundation_lines(facts["foundation"], scores)
+    for kind in FOUNDATION_SIZES:
+        if kind in facts and kind in scores:
+            lines += _foundation_lines(kind, facts[kind], scores)
     with atomic_path(CHECKPOINTS / "README.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     with atomic_path(CHECKPOINTS / "scores.json") as tmp:
@@ -268,10 +301,11 @@ def main() -> None:
             facts[kind] = export_lightning_checkpoint(kind, args.from_checkpoint)
         elif not args.eval_only:
             facts[kind] = train(kind, args.resume)
-        facts[kind]["eval_images"] = args.eval_images or (64 if kind == "foundation" else 200)
-        if kind == "foundation":
-            scores[kind] = evaluate_foundation(MODELS[kind][1], facts[kind]["eval_images"])
-            scores["foundation_baseline"] = evaluate_foundation(MODELS["relative"][1], facts[kind]["eval_images"])
+        facts[kind]["eval_images"] = args.eval_images or (64 if kind in FOUNDATION_SIZES else 200)
+        if kind in FOUNDATION_SIZES:
+            count = facts[kind]["eval_images"]
+            scores[kind] = evaluate_foundation(MODELS[kind][1], count, kind)
+            scores[f"{kind}_baseline"] = evaluate_foundation(CHECKPOINTS / BASELINES[kind], count, kind)
         else:
             scores[kind] = evaluate_teacher(kind, facts[kind]["eval_images"])
     write_card(facts, scores)

@@ -6,14 +6,17 @@ of this protocol; everything generic lives here.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 
 from depthadapt.io import list_image_files
 
@@ -22,6 +25,7 @@ __all__ = [
     "EpochShuffle",
     "HorizontalFlip",
     "SampleDataset",
+    "SizeGroupedBatches",
     "collate_samples",
     "list_image_files",  # re-exported: the listing lives in the core (the annotation tool uses it too)
     "make_sample",
@@ -185,6 +189,36 @@ class EpochShuffle(Sampler[int]):
         return iter((order + offset).tolist())
 
 
+class SizeGroupedBatches(Sampler[list[int]]):
+    """Batches of up to ``batch_size`` keys of ``sampler`` whose samples lie in one group: consecutive index spans of
+    the dataset of lengths ``group_sizes`` (a ``ConcatDataset``'s parts, one image size each).
+
+    Each group's keys are batched in the sampler's order, a batch is yielded as soon as it is full and the groups'
+    last, partial batches at the end (with one group: torch's ``BatchSampler``). Keys may carry the epoch
+    (``EpochShuffle``'s ``epoch_keys``): the group is that of ``key % len(dataset)``. Lightning sets the epoch on
+    ``self.sampler``.
+    """
+
+    def __init__(self, sampler: Iterable[int], group_sizes: Sequence[int], batch_size: int) -> None:
+        if batch_size < 1 or not group_sizes or min(group_sizes) < 1:
+            raise ValueError(f"need batch_size >= 1 and non-empty groups, got {batch_size} and {list(group_sizes)}")
+        self.sampler, self.group_sizes, self.batch_size = sampler, list(group_sizes), batch_size
+        self.ends = list(itertools.accumulate(self.group_sizes))
+
+    def __len__(self) -> int:
+        return sum(math.ceil(size / self.batch_size) for size in self.group_sizes)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        pending: list[list[int]] = [[] for _ in self.group_sizes]
+        for key in self.sampler:
+            group = pending[bisect.bisect_right(self.ends, key % self.ends[-1])]
+            group.append(key)
+            if len(group) == self.batch_size:
+                yield group.copy()
+                group.clear()
+        yield from (group for group in pending if group)
+
+
 def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack samples into a batch: tensors (image B x 3 x H x W, depth / valid / instances B x H x W,
     intrinsics B x 4) stacked, ``index`` a (B,) tensor, other values (name, corruption, ...) as lists.
@@ -214,20 +248,21 @@ def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def sample_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool = False) -> DataLoader:
+def sample_loader(
+    dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool = False,
+    group_sizes: Sequence[int] | None = None,
+) -> DataLoader:
     """A DataLoader of dict samples batched by ``collate_samples`` (workers kept alive across epochs).
 
     Shuffling is ``EpochShuffle`` seeded by ``torch.initial_seed()`` (the config's ``seed_everything``), so the
-    data order depends on the seed and the epoch only.
+    data order depends on the seed and the epoch only. ``group_sizes`` (consecutive spans of one image size
+    each) makes every batch come from one span (``SizeGroupedBatches``).
     """
     sampler = None
     if shuffle:
         sampler = EpochShuffle(len(dataset), torch.initial_seed(), epoch_keys=isinstance(dataset, HorizontalFlip))
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        collate_fn=collate_samples,
-        persistent_workers=num_workers > 0,
-    )
+    loader = dict(num_workers=num_workers, collate_fn=collate_samples, persistent_workers=num_workers > 0)
+    if group_sizes is not None and len(group_sizes) > 1:
+        batches = SizeGroupedBatches(sampler or SequentialSampler(dataset), group_sizes, batch_size)
+        return DataLoader(dataset, batch_sampler=batches, **loader)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **loader)

@@ -42,6 +42,17 @@ def _check_names(family: str, style: str) -> None:
         raise ValueError(f"unknown synthetic style {style!r}: choose one of {', '.join(STYLE_NAMES)}")
 
 
+def _per_family(name: str, value: int | list[int] | None, families: list[str], k: int, default: int) -> int:
+    """Family ``k``'s value of ``name``: one value for all, or a list of one per family."""
+    if value is None:
+        return default
+    if isinstance(value, int):
+        return value
+    if len(value) != len(families):
+        raise ValueError(f"{name} must be one value or one per family ({', '.join(families)}), got {list(value)}")
+    return int(value[k])
+
+
 def _check_range(name: str, span: Sequence[int]) -> tuple[int, int]:
     if len(span) != 2:
         raise ValueError(f"{name} must be (start, stop), got {span}")
@@ -192,9 +203,11 @@ class Augmented(Dataset):
 class SyntheticDataModule(LightningDataModule):
     """A synthetic domain for fit / validate / test / predict (``predict_range``, by default the test range).
 
-    ``family`` is ``street``, ``room`` or a list of both (every range then holds that range of each family, and
-    ``height`` / ``width`` must be given); ``style`` is a named style or ``random`` (domain randomisation).
-    ``height`` / ``width`` default to 196 x 644 for ``street`` and 266 x 350 for ``room``. Index ranges are
+    ``family`` is ``street``, ``room`` or a list of both (every range then holds that range of each family);
+    ``style`` is a named style or ``random`` (domain randomisation).
+    ``height`` / ``width`` default to 196 x 644 for ``street`` and 266 x 350 for ``room``; with several families,
+    each is one value or a list of one per family (then every batch holds one family: ``SizeGroupedBatches``). Index
+    ranges are
     [start, stop); the training range may not overlap the validation or test range. ``hflip`` randomly
     flips training samples; ``photometric`` (``PhotometricAugmentation`` arguments) and ``train_corruptions``
     (drawn with chance ``corruption_p`` at severity 1..``corruption_max_severity``) augment them (``Augmented``).
@@ -208,8 +221,8 @@ class SyntheticDataModule(LightningDataModule):
         self,
         family: str | list[str] = "street",
         style: str = "source",
-        height: int | None = None,
-        width: int | None = None,
+        height: int | list[int] | None = None,
+        width: int | list[int] | None = None,
         train_range: tuple[int, int] = (0, 2000),
         val_range: tuple[int, int] = (2000, 2100),
         test_range: tuple[int, int] = (2100, 2300),
@@ -235,8 +248,6 @@ class SyntheticDataModule(LightningDataModule):
             raise ValueError(f"data.family must be a family or a list of distinct families, got {family!r}")
         for name in self.families:
             _check_names(name, style)
-        if len(self.families) > 1 and (height is None or width is None):
-            raise ValueError("data.family lists several families: set data.height and data.width (one batch size)")
         check_instance_source(instance_source, mask_cache_dir)
         self.train_range = _check_range("data.train_range", train_range)
         self.val_range = _check_range("data.val_range", val_range)
@@ -256,10 +267,11 @@ class SyntheticDataModule(LightningDataModule):
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
         if haze_beta < 0:
             raise ValueError(f"data.haze_beta must be >= 0, got {haze_beta}")
-        default_h, default_w = DEFAULT_SIZES[self.families[0]]
         self.family, self.style = family, style
-        self.height = default_h if height is None else height
-        self.width = default_w if width is None else width
+        self.sizes = [(_per_family("data.height", height, self.families, k, DEFAULT_SIZES[name][0]),
+                       _per_family("data.width", width, self.families, k, DEFAULT_SIZES[name][1]))
+                      for k, name in enumerate(self.families)]
+        self.height, self.width = self.sizes[0]
         self.seed, self.haze_beta, self.cache_dir = seed, haze_beta, cache_dir
         self.batch_size, self.num_workers, self.hflip = batch_size, num_workers, hflip
         self.augmentation = dict(photometric=photometric, corruptions=train_corruptions or (),
@@ -273,8 +285,8 @@ class SyntheticDataModule(LightningDataModule):
 
     def dataset(self, span: tuple[int, int]) -> Dataset:
         """The samples of index range ``span`` with this module's settings (of each family, in order)."""
-        parts = [SyntheticDataset(family, self.style, *span, self.height, self.width, self.seed, self.haze_beta,
-                                  self.cache_dir) for family in self.families]
+        parts = [SyntheticDataset(family, self.style, *span, *size, self.seed, self.haze_beta, self.cache_dir)
+                 for family, size in zip(self.families, self.sizes, strict=True)]
         return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
     def setup(self, stage: str) -> None:
@@ -294,7 +306,10 @@ class SyntheticDataModule(LightningDataModule):
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"call setup() for the {split} split before asking for its dataloader")
-        return sample_loader(self.datasets[split], self.batch_size, self.num_workers, shuffle)
+        start, stop = {"train": self.train_range, "val": self.val_range, "test": self.test_range,
+                       "predict": self.predict_range}[split]
+        group_sizes = [stop - start] * len(self.families) if len(set(self.sizes)) > 1 else None
+        return sample_loader(self.datasets[split], self.batch_size, self.num_workers, shuffle, group_sizes)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (see ``collate_samples``)."""

@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from datamodules.base import HorizontalFlip
+from datamodules.base import HorizontalFlip, SizeGroupedBatches
 from datamodules.synthetic import Augmented, SyntheticDataModule, SyntheticDataset
 from depthadapt.synth import (
     FAMILIES,
@@ -399,8 +399,8 @@ def test_datamodule_rejects_bad_arguments():
         SyntheticDataModule(family="forest")
     with pytest.raises(ValueError, match="source, target, simulator"):
         SyntheticDataModule(style="watercolour")
-    with pytest.raises(ValueError, match="set data.height and data.width"):
-        SyntheticDataModule(family=["street", "room"])
+    with pytest.raises(ValueError, match=r"data.width must be one value or one per family \(street, room\)"):
+        SyntheticDataModule(family=["street", "room"], width=[56, 42, 28])
     with pytest.raises(ValueError, match="distinct families"):
         SyntheticDataModule(family=["street", "street"], height=14, width=28)
     with pytest.raises(ValueError, match="train_corruptions"):
@@ -455,6 +455,42 @@ def test_datamodule_mixes_both_families_in_random_styles():
     dm.setup("test")
     sample = dm.datasets["test"][2]
     assert torch.equal(sample["image"], SyntheticDataset("room", RANDOM, 5, 6, 28, 56)[0]["image"])
+
+
+def test_families_of_different_sizes_come_in_batches_of_one_family():
+    dm = SyntheticDataModule(family=["street", "room"], style=RANDOM, height=28, width=[84, 42], train_range=(0, 5),
+                             val_range=(5, 8), test_range=(8, 9), batch_size=2, hflip=True)
+    assert dm.sizes == [(28, 84), (28, 42)]
+    assert SyntheticDataModule(family=["room", "street"]).sizes == [(266, 350), (196, 644)]  # each its default
+    dm.setup("fit")
+    seen = []
+    for epoch in (0, 1):
+        loader = dm.train_dataloader()
+        loader.batch_sampler.sampler.set_epoch(epoch)  # as Lightning does
+        batches = list(loader)
+        assert len(batches) == len(loader) == 6  # 3 per family of 5: 2 + 2 + 1
+        for batch in batches:
+            family = {name.split("/")[0] for name in batch["name"]}
+            assert len(family) == 1
+            assert batch["image"].shape[-1] == {"street": 84, "room": 42}[family.pop()]
+        names = sorted(name for batch in batches for name in batch["name"])
+        assert names == sorted(f"{f}/random/{i:06d}" for f in ("street", "room") for i in range(5))
+        seen.append([name for batch in batches for name in batch["name"]])
+    assert seen[0] != seen[1]  # a new order each epoch
+    val = [batch["name"] for batch in dm.val_dataloader()]
+    assert val == [["street/random/000005", "street/random/000006"], ["room/random/000005", "room/random/000006"],
+                   ["street/random/000007"], ["room/random/000007"]]
+
+
+def test_size_grouped_batches_follow_the_sampler_within_each_group():
+    keys = [7, 0, 12, 3, 5, 1, 9, 4]  # epoch keys of a dataset of 10: groups [0, 6) and [6, 10)
+    batches = list(SizeGroupedBatches(keys, [6, 4], batch_size=3))
+    assert batches == [[0, 12, 3], [5, 1, 4], [7, 9]]  # 12 is index 2 (epoch 1); 7 and 9: the second group
+    assert len(SizeGroupedBatches(range(10), [6, 4], batch_size=3)) == 4 == len(list(SizeGroupedBatches(
+        range(10), [6, 4], batch_size=3)))
+    assert list(SizeGroupedBatches(range(5), [5], batch_size=2)) == [[0, 1], [2, 3], [4]]
+    with pytest.raises(ValueError, match="batch_size >= 1"):
+        SizeGroupedBatches(keys, [6, 4], batch_size=0)
 
 
 def test_augmentation_is_seeded_per_sample_and_changes_images():
