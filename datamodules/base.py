@@ -263,6 +263,7 @@ def sample_loader(
         sampler = EpochShuffle(len(dataset), torch.initial_seed(), epoch_keys=isinstance(dataset, HorizontalFlip))
     loader = dict(num_workers=num_workers, collate_fn=collate_samples, persistent_workers=num_workers > 0)
     if group_sizes is not None and len(group_sizes) > 1:
-        batches = SizeGroupedBatches(sampler or SequentialSampler(dataset), group_sizes, batch_size)
+        order = SequentialSampler(dataset) if sampler is None else sampler
+        batches = SizeGroupedBatches(order, group_sizes, batch_size)
         return DataLoader(dataset, batch_sampler=batches, **loader)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **loader)

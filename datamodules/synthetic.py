@@ -206,10 +206,9 @@ class SyntheticDataModule(LightningDataModule):
     ``family`` is ``street``, ``room`` or a list of both (every range then holds that range of each family);
     ``style`` is a named style or ``random`` (domain randomisation).
     ``height`` / ``width`` default to 196 x 644 for ``street`` and 266 x 350 for ``room``; with several families,
-    each is one value or a list of one per family (then every batch holds one family: ``SizeGroupedBatches``). Index
-    ranges are
-    [start, stop); the training range may not overlap the validation or test range. ``hflip`` randomly
-    flips training samples; ``photometric`` (``PhotometricAugmentation`` arguments) and ``train_corruptions``
+    each is one value or a list of one per family (then every batch holds one family: ``SizeGroupedBatches``).
+    Index ranges are [start, stop); the training range may not overlap the validation or test range. ``hflip``
+    randomly flips training samples; ``photometric`` (``PhotometricAugmentation`` arguments) and ``train_corruptions``
     (drawn with chance ``corruption_p`` at severity 1..``corruption_max_severity``) augment them (``Augmented``).
     ``cache_dir`` keeps rendered samples on disk (``SyntheticDataset``).
     Training samples carry weak labels (``WeakLabels``): ``instances`` from ``instance_source`` (the
