@@ -53,6 +53,9 @@ FOUNDATION_SIZES = {"foundation": {"street": (126, 252), "room": (126, 252)},
                     "foundation_140": {"street": (140, 462), "room": (140, 280)}}
 FOUNDATION_WARM_START = {"foundation": "tiny_relative_street.pth", "foundation_140": "tiny_foundation.pth"}
 BASELINES = {"foundation": "tiny_relative_street.pth", "foundation_140": "tiny_foundation.pth"}  # compared on the card
+ROLES = {"foundation": "the source model of every WeSTAR experiment here (`config_yaml/models/tiny_foundation.yaml`)",
+         "foundation_140": "the next source model in the making: the held-out street styles are not yet in the band "
+                           "below, and the experiments' figures are `tiny_foundation.pth`'s"}
 FOUNDATION_START = 100100
 MIXTURE = ("fog", "dark", "snow", "gaussian_noise", "motion_blur")
 MIXTURE_SEVERITY = 3
@@ -229,9 +232,10 @@ def _foundation_lines(kind: str, fact: dict, scores: dict) -> list[str]:
         "",
         "The synthetic world's stand-in for Depth Anything V2 as WeSTAR's source model: good but not perfect out of",
         "domain. `vitt` encoder (as the teachers), relative head (disparity), official key names, float16;",
-        f"`build_depth_model(\"vitt\", checkpoint=\"checkpoints/{fact['checkpoint']}\")`.",
+        f"`build_depth_model(\"vitt\", checkpoint=\"checkpoints/{fact['checkpoint']}\")`. Role: {ROLES[kind]}.",
         "",
-        f"- **File**: `{fact['checkpoint']}` ({fact['size_mb']} MB). **Config**: `{fact['config']}`; reproduce with",
+        f"- **File**: `{fact['checkpoint']}` ({fact['size_mb']} MB).",
+        f"- **Config**: `{fact['config']}`; reproduce with",
         f"  `make pretrain MODELS={kind}` (or `python cli.py fit {configs}`,",
         f"  then `python checkpoints/pretrain.py --models {kind} --from-checkpoint .../last.ckpt`).",
         f"- **Training**: {fact['steps']} steps of batch 8, seed {fact['seed']}{minutes}; warm start from",
