@@ -51,8 +51,8 @@ FOUNDATION_DOMAINS = [("street", RANDOM), ("room", RANDOM), *((family, style) fo
 # Each foundation model's training and scoring size per family: (height, width).
 FOUNDATION_SIZES = {"foundation": {"street": (126, 252), "room": (126, 252)},
                     "foundation_140": {"street": (140, 462), "room": (140, 280)}}
-FOUNDATION_WARM_START = {"foundation": "tiny_relative_street.pth", "foundation_140": "tiny_foundation.pth"}
-BASELINES = {"foundation": "tiny_relative_street.pth", "foundation_140": "tiny_foundation.pth"}  # compared on the card
+# What each foundation model starts from; its card compares the two on the same images.
+WARM_STARTS = {"foundation": "tiny_relative_street.pth", "foundation_140": "tiny_foundation.pth"}
 ROLES = {"foundation": "the source model of every WeSTAR experiment here (`config_yaml/models/tiny_foundation.yaml`)",
          "foundation_140": "the next source model in the making: the held-out street styles are not yet in the band "
                            "below, and the experiments' figures are `tiny_foundation.pth`'s"}
@@ -219,7 +219,7 @@ def _teacher_lines(facts: dict, scores: dict) -> list[str]:
 def _foundation_lines(kind: str, fact: dict, scores: dict) -> list[str]:
     sizes = FOUNDATION_SIZES[kind]
     size_text = " and ".join(f"`{family}` at {h} x {w}" for family, (h, w) in sizes.items())
-    baseline_name = BASELINES[kind]
+    baseline_name = WARM_STARTS[kind]
     count = fact["eval_images"]
     minutes = f", {fact['train_minutes']} min on one core of a shared 2-core CPU" if "train_minutes" in fact else ""
     held_out = ", ".join(f"`{style}` ({family})" for style, family in HELD_OUT.items())
@@ -239,7 +239,7 @@ def _foundation_lines(kind: str, fact: dict, scores: dict) -> list[str]:
         f"  `make pretrain MODELS={kind}` (or `python cli.py fit {configs}`,",
         f"  then `python checkpoints/pretrain.py --models {kind} --from-checkpoint .../last.ckpt`).",
         f"- **Training**: {fact['steps']} steps of batch 8, seed {fact['seed']}{minutes}; warm start from",
-        f"  `{FOUNDATION_WARM_START[kind]}`; scale-and-shift-invariant loss on disparity; AdamW lr 3e-4, cosine.",
+        f"  `{WARM_STARTS[kind]}`; scale-and-shift-invariant loss on disparity; AdamW lr 3e-4, cosine.",
         f"- **Data**: fresh samples (never repeated) of {size_text}{grouped}",
         "  in the randomised style family (`style: random`, `depthadapt.synth.randomize`: per-surface HSV palettes",
         "  and textures, time of day, sky, sun / lamp colour, haze, exposure, contrast, saturation, tint, vignette,",
@@ -309,7 +309,7 @@ def main() -> None:
         if kind in FOUNDATION_SIZES:
             count = facts[kind]["eval_images"]
             scores[kind] = evaluate_foundation(MODELS[kind][1], count, kind)
-            scores[f"{kind}_baseline"] = evaluate_foundation(CHECKPOINTS / BASELINES[kind], count, kind)
+            scores[f"{kind}_baseline"] = evaluate_foundation(CHECKPOINTS / WARM_STARTS[kind], count, kind)
         else:
             scores[kind] = evaluate_teacher(kind, facts[kind]["eval_images"])
     write_card(facts, scores)
