@@ -270,7 +270,6 @@ class SyntheticDataModule(LightningDataModule):
         self.sizes = [(_per_family("data.height", height, self.families, k, DEFAULT_SIZES[name][0]),
                        _per_family("data.width", width, self.families, k, DEFAULT_SIZES[name][1]))
                       for k, name in enumerate(self.families)]
-        self.height, self.width = self.sizes[0]
         self.seed, self.haze_beta, self.cache_dir = seed, haze_beta, cache_dir
         self.batch_size, self.num_workers, self.hflip = batch_size, num_workers, hflip
         self.augmentation = dict(photometric=photometric, corruptions=train_corruptions or (),

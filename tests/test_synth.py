@@ -390,8 +390,8 @@ def test_datamodule_batches():
     dm.setup("test")
     assert len(dm.test_dataloader().dataset) == 2
     room = SyntheticDataModule(family="room", style="target")
-    assert (room.height, room.width) == (266, 350)
-    assert (SyntheticDataModule().height, SyntheticDataModule().width) == (196, 644)
+    assert room.sizes == [(266, 350)]
+    assert SyntheticDataModule().sizes == [(196, 644)]
 
 
 def test_datamodule_rejects_bad_arguments():
