@@ -147,10 +147,10 @@ def test_cpu_and_batched_torch_support_selection_agree_with_numpy(quantised: boo
         assert (idx[b, count[b] :] == target.shape[1]).all() and (tc[b, count[b] :] == 0).all()
 
 
-def _periodic_row(n: int) -> np.ndarray:
-    """A row whose strided sample sees one phase only (its period is the sample's stride): the sampled brackets miss
-    (the whole-row path)."""
-    period = n // fit_kernels.SAMPLE_POINTS
+def _periodic_row(n: int, sample_points: int = fit_kernels.SAMPLE_POINTS) -> np.ndarray:
+    """A row whose strided sample of ``sample_points`` sees one phase only (its period is the sample's stride): the
+    sampled brackets miss (the whole-row path)."""
+    period = n // sample_points
     return (torch.arange(n).remainder(period).float() + torch.linspace(0, 1e-3, n)).numpy()
 
 
@@ -264,10 +264,9 @@ def test_two_ranks_narrows_from_a_sample_and_falls_back_when_the_sample_misses()
     # phase only (period = the sample's stride) misses there, counted, and is selected whole.
     g = torch.Generator().manual_seed(4)
     n = 9000
-    stride = n // fit_kernels.NARROW_POINTS
     rows = {"random": torch.randn(n, generator=g).numpy(),
             "quantised": torch.randint(0, 7, (n,), generator=g).float().numpy(),
-            "periodic": np.arange(n) % stride + np.linspace(0, 1e-3, n)}
+            "periodic": _periodic_row(n, fit_kernels.NARROW_POINTS)}
     for name, values in rows.items():
         ordered = np.sort(values)
         for first, second in ((0, 1), (900, 901), (4500, 4500), (8998, 8999)):
