@@ -18,16 +18,21 @@ only with ordinal labels on 10 % of the images (the paper labels a subset by han
 labels are scarce?).
 Each fit's scores are appended to ``benchmarks/results/westar_ablation.partial.jsonl`` as it finishes, and a rerun
 skips the fits found there (a killed benchmark resumes); ``westar_ablation.json`` gets every fit and the
-per-variant means over seeds.
+per-variant means over seeds. Every row carries the fingerprint of its setting (``setting_fingerprint``: the
+experiment config, the domain's fragment, the source model's card and weights), so fits of another source model or
+image size are neither skipped nor averaged in.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import tempfile
 from pathlib import Path
+
+import yaml
 
 import cli
 from benchmarks.common import RESULTS_DIR, write_result
@@ -55,12 +60,24 @@ VARIANTS: dict[str, list[str]] = {
     ],
 }
 PARTIAL = RESULTS_DIR / "westar_ablation.partial.jsonl"
+EXPERIMENT = ROOT / "config_yaml" / "westar.yaml"
+
+
+def setting_fingerprint(domain: str) -> str:
+    """12 hex digits of the SHA-256 of the experiment config, ``domain``'s fragment and the source model's card and
+    weights: what every variant of the domain shares."""
+    card = ROOT / "config_yaml" / yaml.safe_load(EXPERIMENT.read_text())["model"]["init_args"]["model"]
+    weights = ROOT / yaml.safe_load(card.read_text())["checkpoint"]
+    digest = hashlib.sha256()
+    for path in (EXPERIMENT, ROOT / "config_yaml" / "data" / f"ood_{domain}.yaml", card, weights):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def run_fit(domain: str, extra: list[str], seed: int, args: argparse.Namespace, workdir: Path) -> dict:
     """Fit one variant on one domain; its last validation scores {source|adapted: {condition: metrics}}."""
     run = cli.main([
-        "fit", "--config", str(ROOT / "config_yaml" / "westar.yaml"),
+        "fit", "--config", str(EXPERIMENT),
         "--data", str(ROOT / "config_yaml" / "data" / f"ood_{domain}.yaml"),
         "--seed_everything", str(seed),
         "--trainer.default_root_dir", str(workdir), "--trainer.logger", "false", "--trainer.callbacks", "[]",
@@ -72,9 +89,10 @@ def run_fit(domain: str, extra: list[str], seed: int, args: argparse.Namespace, 
     return run.model.last_val_scores
 
 
-def _rows(domain: str, variant: str, seed: int, steps: int, scores: dict[str, dict[str, float]]) -> list[dict]:
+def _rows(domain: str, variant: str, seed: int, steps: int, setting: str,
+          scores: dict[str, dict[str, float]]) -> list[dict]:
     return [{"benchmark": "westar_ablation", "domain": domain, "variant": variant, "seed": seed, "steps": steps,
-             "condition": condition, "d1": round(m["d1"], 5), "abs_rel": round(m["abs_rel"], 5)}
+             "setting": setting, "condition": condition, "d1": round(m["d1"], 5), "abs_rel": round(m["abs_rel"], 5)}
             for condition, m in scores.items()]
 
 
@@ -87,7 +105,9 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="no fits: tabulate the ones already in the partial file")
     args = parser.parse_args()
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    settings = {domain: setting_fingerprint(domain) for domain in args.domains}
     done = [json.loads(line) for line in PARTIAL.read_text().splitlines()] if PARTIAL.exists() else []
+    done = [r for r in done if r["domain"] in settings and r.get("setting") == settings[r["domain"]]]
     keys = {(r["domain"], r["variant"], r["seed"], r["steps"]) for r in done}
     with tempfile.TemporaryDirectory() as workdir:
         for domain in args.domains:
@@ -96,15 +116,15 @@ def main() -> None:
                     if (domain, variant, seed, args.steps) in keys or args.report:
                         continue
                     scores = run_fit(domain, VARIANTS[variant], seed, args, Path(workdir))
-                    new = _rows(domain, variant, seed, args.steps, scores["adapted"])
+                    new = _rows(domain, variant, seed, args.steps, settings[domain], scores["adapted"])
                     if (domain, "source model", 0, 0) not in keys:
-                        new += _rows(domain, "source model", 0, 0, scores["source"])
+                        new += _rows(domain, "source model", 0, 0, settings[domain], scores["source"])
                         keys.add((domain, "source model", 0, 0))
                     with PARTIAL.open("a") as f:
                         f.writelines(json.dumps(r) + "\n" for r in new)
                     done += new
                     keys.add((domain, variant, seed, args.steps))
-    wanted = [r for r in done if r["domain"] in args.domains and r["steps"] in (0, args.steps)]
+    wanted = [r for r in done if r["steps"] in (0, args.steps)]
     means = []
     for domain in args.domains:
         table = {}

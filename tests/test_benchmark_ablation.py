@@ -1,4 +1,5 @@
-"""The ablation benchmark's bookkeeping: each fit lands in the partial file once, reruns resume, --report fits none."""
+"""The ablation benchmark's bookkeeping: each fit lands in the partial file once, reruns resume (fits of the same
+setting only), --report fits none."""
 
 from __future__ import annotations
 
@@ -48,3 +49,37 @@ def test_fits_are_recorded_once_resumed_and_averaged(tmp_path: Path, monkeypatch
     before = len(calls)
     _run(monkeypatch, ["--domains", "neon", "sintel", "--report", *variants], calls)
     assert len(calls) == before  # --report tabulates, never fits
+
+
+def test_fits_of_another_setting_are_neither_skipped_nor_averaged(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(westar_ablation, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(westar_ablation, "PARTIAL", tmp_path / "westar_ablation.partial.jsonl")
+    variant = ["--variants", "SA-HDN + ordinal labels (default)", "--seeds", "1"]
+    calls: list = []
+    monkeypatch.setattr(westar_ablation, "setting_fingerprint", lambda domain: "old-model")
+    _run(monkeypatch, ["--domains", "neon", *variant], calls)
+    monkeypatch.setattr(westar_ablation, "setting_fingerprint", lambda domain: "new-model")
+    rows = _run(monkeypatch, ["--domains", "neon", *variant], calls)
+    assert len(calls) == 2  # the old model's fit is not taken for the new one's
+    assert {r["setting"] for r in rows if "setting" in r} == {"new-model"}
+    assert all(r["seeds"] == 1 for r in rows if "seeds" in r)  # and not averaged with it
+
+
+def test_the_setting_fingerprint_follows_the_fragment_and_the_weights(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "config_yaml" / "data").mkdir(parents=True)
+    (tmp_path / "config_yaml" / "models").mkdir()
+    (tmp_path / "config_yaml" / "westar.yaml").write_text("model: {init_args: {model: models/card.yaml}}\n")
+    (tmp_path / "config_yaml" / "models" / "card.yaml").write_text("checkpoint: weights.pth\n")
+    (tmp_path / "weights.pth").write_bytes(b"one")
+    for domain in ("neon", "sintel"):
+        (tmp_path / "config_yaml" / "data" / f"ood_{domain}.yaml").write_text(f"style: {domain}\n")
+    monkeypatch.setattr(westar_ablation, "ROOT", tmp_path)
+    monkeypatch.setattr(westar_ablation, "EXPERIMENT", tmp_path / "config_yaml" / "westar.yaml")
+    neon = westar_ablation.setting_fingerprint("neon")
+    assert neon != westar_ablation.setting_fingerprint("sintel")
+    (tmp_path / "weights.pth").write_bytes(b"two")
+    assert westar_ablation.setting_fingerprint("neon") != neon
+    assert len(neon) == 12
