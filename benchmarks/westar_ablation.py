@@ -1,6 +1,6 @@
 """WeSTAR baselines and ablations on the held-out domains (the paper's ablation table, CPU scale).
 
-Every variant is the default experiment (config_yaml/westar.yaml: the foundation-like model at 126 px, SA-HDN on
+Every variant is the default experiment (config_yaml/westar.yaml: the foundation-like model at 140 rows, SA-HDN on
 whole-object instances, the normalised ordinal term at weight 10, no regulariser) with a few switches, adapted to
 one held-out domain (config_yaml/data/ood_<domain>.yaml) for the same steps, once per seed. The unlabelled
 adaptation images are the domain's "-C" version (the fragment's ``train_corruptions``), as in the paper's corrupted

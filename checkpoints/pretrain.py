@@ -53,9 +53,10 @@ FOUNDATION_SIZES = {"foundation": {"street": (126, 252), "room": (126, 252)},
                     "foundation_140": {"street": (140, 462), "room": (140, 280)}}
 # What each foundation model starts from; its card compares the two on the same images.
 WARM_STARTS = {"foundation": "tiny_relative_street.pth", "foundation_140": "tiny_foundation.pth"}
-ROLES = {"foundation": "the source model of every WeSTAR experiment here (`config_yaml/models/tiny_foundation.yaml`)",
-         "foundation_140": "the next source model in the making: the held-out street styles are not yet in the band "
-                           "below, and the experiments' figures are `tiny_foundation.pth`'s"}
+ROLES = {"foundation": "the first foundation-like model and the warm start of `tiny_foundation_140.pth`; at 126 x 252 "
+                         "the street scenes cap it (benchmarks/RESULTS.md, \"Pretraining check: street at 140 rows\")",
+         "foundation_140": "the source model of every WeSTAR experiment here "
+                           "(`config_yaml/models/tiny_foundation_140.yaml`)"}
 FOUNDATION_START = 100100
 MIXTURE = ("fog", "dark", "snow", "gaussian_noise", "motion_blur")
 MIXTURE_SEVERITY = 3
@@ -110,7 +111,8 @@ def train(kind: str, resume: str | None = None) -> dict:
     configs = [arg for path in MODELS[kind][0] for arg in ("--config", str(ROOT / path))]
     run = cli.main(["fit", *configs, *(["--ckpt_path", resume] if resume else [])])
     facts = {"steps": run.trainer.global_step, "epochs": run.trainer.current_epoch,
-             "seed": run.config.fit.seed_everything, "train_minutes": round((time.perf_counter() - start) / 60)}
+             "seed": run.config.fit.seed_everything, "train_minutes": round((time.perf_counter() - start) / 60),
+             "torch_threads": torch.get_num_threads()}
     return export(kind, run.model.model, facts)
 
 
@@ -221,7 +223,8 @@ def _foundation_lines(kind: str, fact: dict, scores: dict) -> list[str]:
     size_text = " and ".join(f"`{family}` at {h} x {w}" for family, (h, w) in sizes.items())
     baseline_name = WARM_STARTS[kind]
     count = fact["eval_images"]
-    minutes = f", {fact['train_minutes']} min on one core of a shared 2-core CPU" if "train_minutes" in fact else ""
+    cores = f"{fact['torch_threads']} torch threads" if "torch_threads" in fact else "one core"
+    minutes = f", {fact['train_minutes']} min on {cores} of a shared 2-core CPU" if "train_minutes" in fact else ""
     held_out = ", ".join(f"`{style}` ({family})" for style, family in HELD_OUT.items())
     configs = " ".join(f"--config {path}" for path in MODELS[kind][0])
     rows = sorted({h for h, _ in sizes.values()})

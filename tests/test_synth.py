@@ -526,5 +526,19 @@ def test_out_of_domain_fragments(path):
     assert dm.datasets["test"][0]["name"].startswith(f"{HELD_OUT[style]}/{style}/")
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "config_yaml" / "data").glob("ood_*.yaml")), ids=lambda p: p.stem)
+def test_out_of_domain_fragments_are_at_the_source_models_training_size(path):
+    """Each family at the size the experiment's source model was pretrained on (its last pretraining config)."""
+    experiment = yaml.safe_load((ROOT / "config_yaml" / "westar.yaml").read_text())
+    card = yaml.safe_load((ROOT / "config_yaml" / experiment["model"]["init_args"]["model"]).read_text())
+    pretraining = yaml.safe_load((ROOT / "config_yaml" / "pretrain_foundation.yaml").read_text())["data"]["init_args"]
+    pretraining.update(yaml.safe_load((ROOT / "config_yaml" / "pretrain_foundation_140.yaml").read_text())["data"]
+                       ["init_args"])
+    assert card["checkpoint"] == "checkpoints/tiny_foundation_140.pth"
+    args = yaml.safe_load(path.read_text())["init_args"]
+    assert args["height"] == pretraining["height"] == card["input_size"]
+    assert args["width"] == pretraining["width"][pretraining["family"].index(args["family"])]
+
+
 def test_every_held_out_style_has_a_fragment():
     assert {p.stem.removeprefix("ood_") for p in (ROOT / "config_yaml" / "data").glob("ood_*.yaml")} == set(HELD_OUT)

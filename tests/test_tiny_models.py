@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import cli
 from datamodules.base import collate_samples
@@ -60,19 +61,26 @@ def test_demo_config_evaluates_the_foundation_model(tmp_path: Path, monkeypatch:
     assert "affine-invariant, vitt" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("style", ["neon"])
-def test_foundation_model_is_good_but_not_perfect_on_a_held_out_style(style: str) -> None:
-    """The regime of Depth Anything V2 out of domain (d1 0.6-0.9), where the street teacher collapses."""
-    kwargs = dict(family=HELD_OUT[style], size=(126, 252), start=100100)
-    foundation = score(build_depth_model("vitt", checkpoint=FOUNDATION).eval(), style, 126, True, **kwargs)
+@pytest.mark.parametrize("style", sorted(HELD_OUT))
+def test_the_source_model_is_good_but_not_perfect_on_every_held_out_style(style: str) -> None:
+    """The regime of Depth Anything V2 out of domain (d1 0.6-0.9), at the domain fragment's size (card, 64 images:
+    sintel 0.616, sepia 0.618, neon 0.671, pastel 0.878)."""
+    data = yaml.safe_load((ROOT / "config_yaml" / "data" / f"ood_{style}.yaml").read_text())["init_args"]
+    kwargs = dict(family=HELD_OUT[style], size=(data["height"], data["width"]), start=data["test_range"][0])
+    foundation = score(build_depth_model("vitt", checkpoint=FOUNDATION_140).eval(), style, 140, True, **kwargs)
     assert 0.60 <= foundation["d1"] <= 0.90, foundation
-    teacher = score(build_depth_model("vitt", checkpoint=RELATIVE).eval(), style, 126, True, **kwargs)
+
+
+def test_the_street_teacher_collapses_where_the_source_model_does_not() -> None:
+    kwargs = dict(family="room", size=(140, 280), start=100100)
+    foundation = score(build_depth_model("vitt", checkpoint=FOUNDATION_140).eval(), "neon", 140, True, **kwargs)
+    teacher = score(build_depth_model("vitt", checkpoint=RELATIVE).eval(), "neon", 140, True, **kwargs)
     assert foundation["d1"] > teacher["d1"] + 0.1, (foundation, teacher)
 
 
 @pytest.mark.parametrize("style", ["sintel", "sepia"])
 def test_the_140_row_model_is_better_on_the_held_out_street_styles(style: str) -> None:
-    """At 140 x 462 (measured on the card's 64 images: sintel 0.573 vs 0.434, sepia 0.580 vs 0.415)."""
+    """At 140 x 462 (measured on the card's 64 images: sintel 0.616 vs 0.434, sepia 0.618 vs 0.415)."""
     kwargs = dict(family="street", size=(140, 462), start=100100)
     new = score(build_depth_model("vitt", checkpoint=FOUNDATION_140).eval(), style, 140, True, **kwargs)
     old = score(build_depth_model("vitt", checkpoint=FOUNDATION).eval(), style, 140, True, **kwargs)

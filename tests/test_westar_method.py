@@ -15,12 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # count, which sums in another order) and asserts under half of the smaller of the two.
 STEPS = 150
 MEASURED_GAINS = {
-    "clean": (0.103, 0.147),
-    "fog-3": (0.058, 0.054),
-    "dark-3": (0.141, 0.171),
-    "snow-3": (0.043, 0.058),
-    "gaussian_noise-3": (0.120, 0.160),
-    "motion_blur-3": (0.061, 0.118),
+    "clean": (0.132, 0.145),
+    "fog-3": (0.027, 0.044),
+    "dark-3": (0.107, 0.131),
+    "snow-3": (0.077, 0.075),
+    "gaussian_noise-3": (0.141, 0.143),
+    "motion_blur-3": (0.114, 0.125),
 }
 
 
@@ -40,7 +40,7 @@ def westar_scores(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_the_source_model_is_good_but_not_perfect_there(westar_scores: dict) -> None:
-    """The regime of Depth Anything V2 out of domain, where adaptation has something to gain (measured 0.614)."""
+    """The regime of Depth Anything V2 out of domain, where adaptation has something to gain (measured 0.663)."""
     assert 0.60 <= westar_scores["source"]["clean"]["d1"] <= 0.90
 
 
