@@ -6,6 +6,7 @@ import pytest
 import torch
 import yaml
 
+from checkpoints.pretrain import FOUNDATION_SIZES, load_config
 from datamodules.base import HorizontalFlip, SizeGroupedBatches
 from datamodules.synthetic import Augmented, SyntheticDataModule, SyntheticDataset
 from depthadapt.synth import (
@@ -531,13 +532,12 @@ def test_out_of_domain_fragments_are_at_the_source_models_training_size(path):
     """Each family at the size the experiment's source model was pretrained on (its last pretraining config)."""
     experiment = yaml.safe_load((ROOT / "config_yaml" / "westar.yaml").read_text())
     card = yaml.safe_load((ROOT / "config_yaml" / experiment["model"]["init_args"]["model"]).read_text())
-    pretraining = yaml.safe_load((ROOT / "config_yaml" / "pretrain_foundation.yaml").read_text())["data"]["init_args"]
-    pretraining.update(yaml.safe_load((ROOT / "config_yaml" / "pretrain_foundation_140.yaml").read_text())["data"]
-                       ["init_args"])
+    pretraining = load_config("foundation_140")["data"]["init_args"]
     assert card["checkpoint"] == "checkpoints/tiny_foundation_140.pth"
     args = yaml.safe_load(path.read_text())["init_args"]
     assert args["height"] == pretraining["height"] == card["input_size"]
     assert args["width"] == pretraining["width"][pretraining["family"].index(args["family"])]
+    assert (args["height"], args["width"]) == FOUNDATION_SIZES["foundation_140"][args["family"]]
 
 
 def test_every_held_out_style_has_a_fragment():
