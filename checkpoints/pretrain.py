@@ -223,8 +223,9 @@ def _foundation_lines(kind: str, fact: dict, scores: dict) -> list[str]:
     size_text = " and ".join(f"`{family}` at {h} x {w}" for family, (h, w) in sizes.items())
     baseline_name = WARM_STARTS[kind]
     count = fact["eval_images"]
-    cores = f"{fact['torch_threads']} torch threads" if "torch_threads" in fact else "one core"
-    minutes = f", {fact['train_minutes']} min on {cores} of a shared 2-core CPU" if "train_minutes" in fact else ""
+    cores = (f"on {fact['torch_threads']} torch threads of a shared 2-core CPU" if "torch_threads" in fact
+             else "on a shared 2-core CPU, thread count not recorded")
+    minutes = f", {fact['train_minutes']} min {cores}" if "train_minutes" in fact else ""
     held_out = ", ".join(f"`{style}` ({family})" for style, family in HELD_OUT.items())
     configs = " ".join(f"--config {path}" for path in MODELS[kind][0])
     rows = sorted({h for h, _ in sizes.values()})
@@ -277,14 +278,19 @@ def _foundation_lines(kind: str, fact: dict, scores: dict) -> list[str]:
     return lines
 
 
-def write_card(facts: dict, scores: dict) -> None:
-    """checkpoints/README.md: what each model is, how it was made, how it scores (and scores.json)."""
+def card_text(facts: dict, scores: dict) -> str:
+    """The text of checkpoints/README.md: what each model is, how it was made, how it scores."""
     lines = _teacher_lines(facts, scores)
     for kind in FOUNDATION_SIZES:
         if kind in facts and kind in scores:
             lines += _foundation_lines(kind, facts[kind], scores)
+    return "\n".join(lines) + "\n"
+
+
+def write_card(facts: dict, scores: dict) -> None:
+    """checkpoints/README.md (``card_text``) and scores.json."""
     with atomic_path(CHECKPOINTS / "README.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+        tmp.write_text(card_text(facts, scores))
     with atomic_path(CHECKPOINTS / "scores.json") as tmp:
         tmp.write_text(json.dumps({"facts": facts, "scores": scores}, indent=2) + "\n")
 

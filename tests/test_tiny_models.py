@@ -3,6 +3,7 @@ tiny foundation-like model is good but not perfect on held-out styles."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 import yaml
 
 import cli
+from checkpoints.pretrain import card_text
 from datamodules.base import collate_samples
 from datamodules.synthetic import SyntheticDataset
 from depthadapt.metrics import DepthMetrics
@@ -85,3 +87,21 @@ def test_the_140_row_model_is_better_on_the_held_out_street_styles(style: str) -
     new = score(build_depth_model("vitt", checkpoint=FOUNDATION_140).eval(), style, 140, True, **kwargs)
     old = score(build_depth_model("vitt", checkpoint=FOUNDATION).eval(), style, 140, True, **kwargs)
     assert new["d1"] > old["d1"] + 0.07, (new, old)
+
+
+def test_card_is_generated_from_the_recorded_facts_and_scores() -> None:
+    """checkpoints/README.md is what ``card_text`` writes from checkpoints/scores.json: no hand edits drift."""
+    recorded = json.loads((ROOT / "checkpoints" / "scores.json").read_text())
+    assert card_text(recorded["facts"], recorded["scores"]) == (ROOT / "checkpoints" / "README.md").read_text()
+
+
+def test_card_states_the_thread_count_only_when_it_was_recorded() -> None:
+    recorded = json.loads((ROOT / "checkpoints" / "scores.json").read_text())
+    facts = {kind: dict(fact) for kind, fact in recorded["facts"].items()}
+    facts["foundation_140"]["torch_threads"] = 7
+    facts["foundation_140"]["train_minutes"] = 42
+    facts["foundation"].pop("torch_threads", None)
+    facts["foundation"]["train_minutes"] = 43
+    text = card_text(facts, recorded["scores"])
+    assert "42 min on 7 torch threads of a shared 2-core CPU" in text
+    assert "43 min on a shared 2-core CPU, thread count not recorded" in text
