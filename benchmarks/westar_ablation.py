@@ -20,7 +20,8 @@ Each fit's scores are appended to ``benchmarks/results/westar_ablation.partial.j
 skips the fits found there (a killed benchmark resumes); ``westar_ablation.json`` gets every fit and the
 per-variant means over seeds. Every row carries the fingerprint of its setting (``setting_fingerprint``: the
 experiment config, the domain's fragment, the source model's card and weights), so fits of another source model or
-image size are neither skipped nor averaged in.
+image size are neither skipped nor averaged in. Each domain's table is printed as in benchmarks/RESULTS.md
+(``--report`` prints them from the partial file without fitting).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import yaml
 
 import cli
 from benchmarks.common import RESULTS_DIR, write_result
-from depthadapt.metrics import format_comparison_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ["neon", "pastel", "sepia", "sintel"]
@@ -96,6 +96,21 @@ def _rows(domain: str, variant: str, seed: int, steps: int, setting: str,
             for condition, m in scores.items()]
 
 
+def markdown_table(means: list[dict]) -> str:
+    """One domain's per-variant means as RESULTS.md's table: d1 per condition, mean ± half the seeds' spread."""
+    conditions = list(dict.fromkeys(row["condition"] for row in means))
+    cells: dict[str, dict[str, str]] = {}
+    seeds: dict[str, int] = {}
+    for row in means:
+        spread = f" ±{row['d1_spread'] / 2:.3f}" if row["seeds"] > 1 else ""
+        cells.setdefault(row["variant"], {})[row["condition"]] = f"{row['d1_mean']:.3f}{spread}"
+        seeds[row["variant"]] = row["seeds"]
+    lines = [f"| variant | seeds | {' | '.join(conditions)} |", "|---" * (len(conditions) + 2) + "|"]
+    lines += [f"| {variant} | {seeds[variant]} | {' | '.join(row.get(c, '-') for c in conditions)} |"
+              for variant, row in cells.items()]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--domains", nargs="+", default=DOMAINS, choices=DOMAINS)
@@ -127,21 +142,18 @@ def main() -> None:
     wanted = [r for r in done if r["steps"] in (0, args.steps)]
     means = []
     for domain in args.domains:
-        table = {}
         for variant in ["source model", *args.variants]:
             fits = [r for r in wanted if r["domain"] == domain and r["variant"] == variant]
             for condition in dict.fromkeys(r["condition"] for r in fits):
                 d1 = [r["d1"] for r in fits if r["condition"] == condition]
                 abs_rel = [r["abs_rel"] for r in fits if r["condition"] == condition]
-                row = {"benchmark": "westar_ablation", "domain": domain, "variant": variant, "condition": condition,
-                       "seeds": len(d1), "d1_mean": round(statistics.mean(d1), 4),
-                       "d1_spread": round(max(d1) - min(d1), 4), "abs_rel_mean": round(statistics.mean(abs_rel), 4)}
-                means.append(row)
-                table[f"{variant}, {condition}"] = {"d1": row["d1_mean"], "d1 spread": row["d1_spread"],
-                                                    "abs_rel": row["abs_rel_mean"]}
-        if table:
-            print(format_comparison_table(table, ("d1", "d1 spread", "abs_rel"),
-                                          f"WeSTAR ablation, {domain}-C, {args.steps} steps, {args.seeds} seeds"))
+                means.append({"benchmark": "westar_ablation", "domain": domain, "variant": variant,
+                              "condition": condition, "seeds": len(d1), "d1_mean": round(statistics.mean(d1), 4),
+                              "d1_spread": round(max(d1) - min(d1), 4),
+                              "abs_rel_mean": round(statistics.mean(abs_rel), 4)})
+        if any(row["domain"] == domain for row in means):
+            print(f"\n**{domain}-C** ({args.steps} steps; setting fingerprint {settings[domain]})\n")
+            print(markdown_table([row for row in means if row["domain"] == domain]))
     write_result("westar_ablation", wanted + means)
 
 

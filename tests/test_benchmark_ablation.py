@@ -83,3 +83,18 @@ def test_the_setting_fingerprint_follows_the_fragment_and_the_weights(tmp_path: 
     (tmp_path / "weights.pth").write_bytes(b"two")
     assert westar_ablation.setting_fingerprint("neon") != neon
     assert len(neon) == 12
+
+
+def test_the_report_table_has_a_column_per_condition_and_half_the_seed_spread() -> None:
+    means = [
+        {"variant": "source model", "condition": "clean", "seeds": 1, "d1_mean": 0.6, "d1_spread": 0.0},
+        {"variant": "source model", "condition": "fog-3", "seeds": 1, "d1_mean": 0.4, "d1_spread": 0.0},
+        {"variant": "default", "condition": "clean", "seeds": 2, "d1_mean": 0.8, "d1_spread": 0.01},
+        {"variant": "default", "condition": "fog-3", "seeds": 2, "d1_mean": 0.7, "d1_spread": 0.03},
+    ]
+    assert westar_ablation.markdown_table(means).splitlines() == [
+        "| variant | seeds | clean | fog-3 |",
+        "|---|---|---|---|",
+        "| source model | 1 | 0.600 | 0.400 |",
+        "| default | 2 | 0.800 ±0.005 | 0.700 ±0.015 |",
+    ]
