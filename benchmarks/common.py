@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from depthadapt.io import atomic_path
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -59,10 +61,11 @@ def optimizer_step(module: torch.nn.Module, batch: dict, optimizer: torch.optim.
 
 
 def write_result(name: str, rows: list[dict]) -> Path:
-    """Write benchmark rows as JSON into benchmarks/results/<name>.json and print them."""
+    """Write benchmark rows as JSON into benchmarks/results/<name>.json (atomically) and print them."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    path.write_text(json.dumps(rows, indent=2) + "\n")
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(rows, indent=2) + "\n")
     for row in rows:
         print(json.dumps(row))
     return path
