@@ -142,18 +142,20 @@ def main() -> None:
     wanted = [r for r in done if r["steps"] in (0, args.steps)]
     means = []
     for domain in args.domains:
+        domain_means = []
         for variant in ["source model", *args.variants]:
             fits = [r for r in wanted if r["domain"] == domain and r["variant"] == variant]
             for condition in dict.fromkeys(r["condition"] for r in fits):
                 d1 = [r["d1"] for r in fits if r["condition"] == condition]
                 abs_rel = [r["abs_rel"] for r in fits if r["condition"] == condition]
-                means.append({"benchmark": "westar_ablation", "domain": domain, "variant": variant,
-                              "condition": condition, "seeds": len(d1), "d1_mean": round(statistics.mean(d1), 4),
-                              "d1_spread": round(max(d1) - min(d1), 4),
-                              "abs_rel_mean": round(statistics.mean(abs_rel), 4)})
-        if any(row["domain"] == domain for row in means):
+                domain_means.append({"benchmark": "westar_ablation", "domain": domain, "variant": variant,
+                                     "condition": condition, "seeds": len(d1),
+                                     "d1_mean": round(statistics.mean(d1), 4), "d1_spread": round(max(d1) - min(d1), 4),
+                                     "abs_rel_mean": round(statistics.mean(abs_rel), 4)})
+        if domain_means:
             print(f"\n**{domain}-C** ({args.steps} steps; setting fingerprint {settings[domain]})\n")
-            print(markdown_table([row for row in means if row["domain"] == domain]))
+            print(markdown_table(domain_means))
+        means += domain_means
     write_result("westar_ablation", wanted + means)
 
 
