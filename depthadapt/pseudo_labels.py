@@ -1,4 +1,4 @@
-"""Dual-teacher metric pseudo-labels (papers/003): a relative teacher's map calibrated to a metric teacher's.
+"""Dual-teacher metric pseudo-labels (dual-teacher paper): a relative teacher's map calibrated to a metric teacher's.
 
 Per image, ``scale`` and ``shift`` are fitted so that ``scale * relative + shift`` matches the metric teacher
 (``depthadapt.alignment.fit_scale_shift``), and the calibrated relative map is the label. The paper's five
