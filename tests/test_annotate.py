@@ -188,6 +188,20 @@ def test_bad_input_is_refused_with_what_to_do(images: Path, tmp_path: Path, caps
     store.add_pairs("001.png", [[3, 3, 4, 4, 0]])
     assert set(read_ordinal_jsonl(other)) == {"000.png", "001.png", "street/target/000007.png"}  # kept
 
+    (tmp_path / "binary.jsonl").write_bytes(b"\x89PNG\x00\xff")
+    good = ["--images", str(images), "--port", "0"]
+    for args, named in (([*good, "--output", str(tmp_path / "binary.jsonl")], "--output"),
+                        ([*good, "--output", str(tmp_path)], "--output"),
+                        ([*good, "--output", "x.jsonl", "--pairs-per-image", "0"], "--pairs-per-image"),
+                        ([*good, "--output", "x.jsonl", "--port", "http"], "--port"),
+                        (good, "--output")):
+        try:
+            assert annotate_main(args) == 2
+        except SystemExit as stop:  # argparse
+            assert stop.code == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], (args, lines)
+
 
 def test_labels_from_the_api_train_westar_end_to_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_street_images) -> None:
@@ -243,6 +257,8 @@ def test_every_request_needs_the_token_and_a_host_the_server_serves(images: Path
     assert stranger.get("/api/session?token=tëst").status_code == 401  # not a crash on non-ASCII
     assert stranger.post("/api/labels/0/skip", json={"skipped": True}).status_code == 401
     assert not output.exists()
+    assert stranger.get(f"/api/labels/0?token={TOKEN}").status_code == 200  # a script passes it on each call
+    assert stranger.get("/api/labels/0").status_code == 401  # ... which sets no cookie
 
     visit = stranger.get(f"/?token={TOKEN}", follow_redirects=False)  # the printed URL
     assert visit.status_code == 303 and visit.headers["location"] == "/"  # the token leaves the address bar
@@ -308,7 +324,7 @@ def test_request_bodies_and_pairs_per_image_are_capped(images: Path, tmp_path: P
     assert LabelStore(output, ["000.png"], 2).add_pairs("000.png", many[cap:cap + 1])  # the cap follows the samples
 
 
-@pytest.mark.parametrize(("path", "body", "where"), [
+INVALID_BODIES = [  # (endpoint, body, what the 422 must say); image 0 holds the pair [5, 10, 1, 2, -1]
     ("pairs", '{"pairs": [[NaN, 1, 2, 3, 1]]}', "body.pairs.0.0: Input should be a valid integer"),
     ("pairs", '{"pairs": [[1e400, 1, 2, 3, 1]]}', "body.pairs.0.0: Input should be a valid integer"),
     ("pairs", '{"pairs": [[-Infinity, 1, 2, 3, 1]]}', "body.pairs.0.0"),
@@ -331,26 +347,31 @@ def test_request_bodies_and_pairs_per_image_are_capped(images: Path, tmp_path: P
     ("skip", '{"skipped": "yes"}', "body.skipped: Input should be a valid boolean"),
     ("skip", '{"skipped": 1}', "body.skipped: Input should be a valid boolean"),
     ("skip", '{}', "body.skipped: Field required"),
-])
-def test_invalid_values_are_422_with_what_is_wrong_and_change_nothing(
-    images: Path, tmp_path: Path, path: str, body: str, where: str) -> None:
+]
+
+
+def test_invalid_values_are_422_with_what_is_wrong_and_change_nothing(images: Path, tmp_path: Path) -> None:
     output = tmp_path / "weak.jsonl"
     api = client(images, output, pairs_per_image=1)
     assert api.post("/api/labels/0/pairs", json={"pairs": [[5, 10, 1, 2, -1]]}).status_code == 200
     before = output.read_bytes()
-    answer = api.post(f"/api/labels/0/{path}", content=body, headers={"Content-Type": "application/json"})
-    assert answer.status_code == 422 and where in answer.json()["detail"], answer.text
-    assert output.read_bytes() == before
+    for path, body, where in INVALID_BODIES:
+        answer = api.post(f"/api/labels/0/{path}", content=body, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 422 and where in answer.json()["detail"], (path, body, answer.text)
+        assert output.read_bytes() == before, (path, body)
 
 
 def test_an_empty_or_malformed_depth_overlay_is_422_naming_the_file(images: Path, tmp_path: Path) -> None:
     depth = tmp_path / "depth"
     np.save(depth / "000.npy", np.zeros((0, 0), np.float32))
     np.save(depth / "001.npy", np.zeros((28, 0), np.float32))
+    (depth / "sub").mkdir()
+    np.save(depth / "sub" / "wide.npy", np.ones((30, 50, 2), np.float32))
     api = client(images, tmp_path / "weak.jsonl", depth_dir=depth)
-    for index, name in enumerate(("000.npy", "001.npy")):
+    for index, problem in enumerate(("000.npy: empty depth map", "001.npy: empty depth map", "wide.npy: expected a "
+                                     "single-channel")):
         answer = api.get(f"/api/depth/{index}.png")
-        assert answer.status_code == 422 and f"{name}: empty depth map" in answer.json()["detail"]
+        assert answer.status_code == 422 and problem in answer.json()["detail"]
 
 
 def test_lines_marked_skipped_do_not_train(images: Path, tmp_path: Path) -> None:
@@ -389,28 +410,28 @@ def test_the_printed_address_carries_a_token_and_says_when_the_network_can_reach
     printed = capsys.readouterr().out
     assert "anyone on the network who has the address below (with its token)" in printed
     assert re.search(rf"open http://{re.escape(socket.gethostname())}:\d+/\?token=\S+ ", printed)
+    serve(session, listen("127.0.0.1", 0), "192.168.1.20")  # as if listening on a network card's address
+    printed = capsys.readouterr().out
+    assert "anyone on the network" in printed and "open http://192.168.1.20:" in printed
+    serve(session, listen("127.0.0.1", 0), "localhost")
+    assert "anyone on the network" not in capsys.readouterr().out
 
 
 def test_the_command_refuses_bad_input_in_one_line_without_a_traceback(images: Path, tmp_path: Path) -> None:
-    empty, broken, a_file = tmp_path / "empty", tmp_path / "broken", tmp_path / "notes.txt"
-    empty.mkdir()
+    broken, a_file = tmp_path / "broken", tmp_path / "notes.txt"
     broken.mkdir()
     (broken / "a.jpg").write_bytes(b"junk")
     a_file.write_text("not a folder")
-    (tmp_path / "binary.jsonl").write_bytes(b"\x89PNG\x00\xff")
     busy = socket.create_server(("127.0.0.1", 0))
     good = ["--images", str(images), "--output", str(tmp_path / "weak.jsonl")]
     table = {  # arguments (each run listens on a free port unless it names one) -> what the one line must name
         "missing folder": (["--images", str(tmp_path / "missing"), "--output", "x.jsonl"], "--images"),
-        "no image": (["--images", str(empty), "--output", "x.jsonl"], "holds no image"),
         "no readable image": (["--images", str(broken), "--output", "x.jsonl"], "a.jpg"),
         "--port 70000": ([*good, "--port", "70000"], "--port"),
         "--port -1": ([*good, "--port", "-1"], "--port"),
         "port in use": ([*good, "--port", str(busy.getsockname()[1])], "--port"),
         "--output under a file": (["--images", str(images), "--output", str(a_file / "x.jsonl")], "--output"),
-        "--output not text": (["--images", str(images), "--output", str(tmp_path / "binary.jsonl")], "--output"),
         "missing --depth-dir": ([*good, "--depth-dir", str(tmp_path / "nodepth")], "--depth-dir"),
-        "no --output": (["--images", str(images)], "--output"),
     }
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     runs = {case: subprocess.Popen([sys.executable, "-m", "depthadapt.annotate", "--port", "0", *args],
