@@ -31,7 +31,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from depthadapt.annotate.store import LabelConflictError, LabelStore
 from depthadapt.io import IMAGE_SUFFIXES, UnreadableFileError, colorize_depth, list_image_files, read_depth, read_image
-from depthadapt.ordinal import OrdinalRecord
+from depthadapt.westar import OrdinalRecord
 
 __all__ = ["AnnotationSession", "LOOPBACK_HOSTS", "create_app", "find_depth_map", "listen", "open_session", "serve",
            "served_hosts"]
