@@ -11,7 +11,7 @@ from torch import nn
 from depthadapt.alignment import ScaleShiftFitOptions
 from depthadapt.metrics import EvaluationProtocol, format_comparison_table
 from depthadapt.models.card import DepthModelCard
-from depthadapt.pseudo_labels import FIT_SPACES, METHODS, TABLE_COLUMNS, PseudoLabels, metric_pseudo_labels
+from depthadapt.pseudo_labels import METHODS, TABLE_COLUMNS, FitSpace, LabelMethod, PseudoLabels, metric_pseudo_labels
 from lightning_modules.base import DepthTask
 
 PAPER_FIT = ScaleShiftFitOptions(method="ransac", support="extremes")
@@ -33,15 +33,12 @@ class DualTeacherLabeler(DepthTask):
         self,
         relative: DepthModelCard,
         metric: DepthModelCard,
-        method: str = "masked_ransac",
-        fit_space: str = "disparity",
+        method: LabelMethod = "masked_ransac",
+        fit_space: FitSpace = "disparity",
         fit: ScaleShiftFitOptions = PAPER_FIT,
         confidence: bool = False,
         evaluation_protocol: EvaluationProtocol | None = None,
     ) -> None:
-        for name, value, choices in (("method", method, METHODS), ("fit_space", fit_space, FIT_SPACES)):
-            if value not in choices:
-                raise ValueError(f"model.{name} must be one of {', '.join(choices)}, got {value!r}")
         if relative.head != "relative" or metric.head != "metric":
             raise ValueError(
                 f"model.relative must be a relative and model.metric a metric model card, got heads "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -18,7 +18,6 @@ from depthadapt.models.card import DepthModelCard
 from depthadapt.models.depth_anything import DepthAnythingV2
 from lightning_modules.base import TrainableDepthTask
 
-INITS = ("full", "encoder")
 TABLE_COLUMNS = ("d1", "abs_rel", "rmse", "rmse_log", "images", "skipped")
 
 
@@ -40,7 +39,7 @@ class SupervisedDepth(TrainableDepthTask):
         self,
         model: DepthModelCard,
         input_size: int | None = None,
-        init: str = "full",
+        init: Literal["full", "encoder"] = "full",
         lr: float = 5e-6,
         decoder_lr_factor: float = 10.0,
         weight_decay: float = 0.01,
@@ -51,8 +50,6 @@ class SupervisedDepth(TrainableDepthTask):
         evaluation_protocol: EvaluationProtocol | None = None,
         table_row: str | None = None,
     ) -> None:
-        if init not in INITS:
-            raise ValueError(f"model.init must be one of {', '.join(INITS)}, got {init!r}")
         super().__init__(lr, weight_decay, warmup_steps, evaluation_protocol)
         self.save_hyperparameters()
         self.card = self.run_at(model, input_size)

@@ -68,7 +68,7 @@ def test_data_fragment_swaps_the_domain_of_an_experiment(fragment: str, monkeypa
 def _holds(full: object, expected: object) -> bool:
     """Whether ``full`` (a resolved config, defaults filled in) holds every value ``expected`` states, at any depth."""
     if isinstance(expected, dict):
-        return isinstance(full, dict) and all(key in full and _holds(full[key], value) for key, value in expected.items())
+        return isinstance(full, dict) and all(k in full and _holds(full[k], v) for k, v in expected.items())
     return full == expected
 
 
