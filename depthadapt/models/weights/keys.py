@@ -74,22 +74,35 @@ def safe_globals() -> list[Any]:
     return [*allowed, *_CHECKPOINT_CLASSES]
 
 
+_REFUSED = (
+    "depthadapt reads checkpoints with torch.load(weights_only=True) and never runs code from a file; ask for the "
+    "weights as a plain state dict of tensors or as safetensors"
+)
+
+
 def describe_checkpoint_error(path: Path, error: BaseException) -> UnreadableCheckpointError:
-    """A clear error for a checkpoint `torch.load` could not read: names the file and what to do."""
-    unsupported = re.search(r"Unsupported (global|operand)[^\n]*", str(error))
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    reason = unsupported.group(0) if unsupported else lines[0] if lines else repr(error)
-    if reason.startswith("Unsupported global"):
+    """A clear one-line error for a checkpoint `torch.load` could not read: names the file, says what it is and
+    what to do (never torch's advice to load it unsafely)."""
+    text = str(error)
+    blocked = re.search(r"unsupported GLOBAL ([\w.]+)|Unsupported global: GLOBAL ([\w.]+)", text)
+    if blocked:
         try:
-            names = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or reason
+            names = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path))
         except Exception:  # a plain pickle, not a torch.save zip file
-            names = reason
+            names = ""
         return UnreadableCheckpointError(
-            f"{path} holds pickled Python objects, not only weights ({names}). depthadapt loads checkpoints "
-            "with torch.load(weights_only=True) and never runs code from a file. If the file comes from a "
-            "source you trust, re-save its tensors alone: torch.save(torch.load(PATH, weights_only=False)"
-            "['state_dict'], 'weights.pth')"
+            f"{path} holds pickled Python objects, not only weights ({names or blocked.group(1) or blocked.group(2)}): "
+            f"refused. {_REFUSED}"
         )
+    operand = re.search(r"Unsupported operand (\d+)", text)
+    if operand:
+        return UnreadableCheckpointError(
+            f"cannot read checkpoint {path}: not a file torch.save wrote (pickle operation {operand.group(1)} is not "
+            "allowed in a weights-only load), so it is corrupt or a pickle of Python objects; nothing in it was run. "
+            "Download or export it again (as a state dict of tensors or as safetensors)"
+        )
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    reason = lines[0] if lines else type(error).__name__
     return UnreadableCheckpointError(
         f"cannot read checkpoint {path}: {reason}. The file is truncated, corrupt or not written by torch.save "
         "(depthadapt reads checkpoints with torch.load(weights_only=True)); download or export it again"
