@@ -52,3 +52,30 @@ def test_traceable_pos_embed_equals_official(grid: tuple[int, int]) -> None:
     if grid == (37, 37):
         assert torch.equal(got, pos_embed)  # the official code does not interpolate at 518 x 518
     assert (got - expected).abs().max() < 1e-4
+
+
+def test_onnx_from_a_card_records_how_to_run_and_resizes_like_infer(tmp_path: Path, monkeypatch) -> None:
+    """`python -m depthadapt.export CARD OUT --to onnx`: the metadata says input size and normalisation; an input
+    whose sides are not multiples of 14 (143 x 213) gives what `infer` gives (resized to 140 x 210 and back)."""
+    import json
+
+    import onnxruntime
+
+    from depthadapt import export
+    from depthadapt.models.card import DepthModelCard
+    from depthadapt.synth import render_sample
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the card names its checkpoint from the repository root
+    card_path = "config_yaml/models/tiny_foundation_140.yaml"
+    assert export.main([card_path, str(tmp_path / "m.onnx"), "--to", "onnx", "--skip-check"]) == 0
+    props = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}
+    card = DepthModelCard.from_yaml(card_path)
+    assert props["depthadapt.input_size"] == "140"
+    assert json.loads(props["depthadapt.mean"]) == list(card.mean)
+    assert json.loads(props["depthadapt.std"]) == list(card.std)
+    image = render_sample("room", "target", 0, 5, 143, 213)["image"][None]
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(["depth"], {"image": card.normalise(image).numpy()})[0])
+    expected = card.infer(card.build().eval(), image)
+    assert got.shape == expected.shape == (1, 143, 213)
+    assert ((got - expected).abs().max() / expected.abs().max()).item() < 1e-3
