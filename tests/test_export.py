@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,3 +132,36 @@ def test_export_all_writes_each_format(tmp_path: Path) -> None:
     build_depth_model("vitt", head="metric", max_depth=10.0, checkpoint=paths[1])
     with pytest.raises(ValueError, match="export formats must be among"):
         export_all(model, ["tflite"], tmp_path)
+
+
+def test_export_replaces_only_its_own_files(tmp_path: Path, capsys) -> None:
+    """A folder with the user's files gets the export only with --overwrite and keeps them; a rerun of the same
+    export replaces it (a file it no longer writes is removed); an official export never replaces a foreign file."""
+    from depthadapt.io import EXPORT_RECORD
+
+    tiny = str(Path(__file__).resolve().parents[1] / "checkpoints" / "tiny_foundation_140.pth")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.ckpt").write_text("the user's checkpoint")
+    assert main([tiny, str(run), "--to", "hf"]) == 2
+    assert sorted(p.name for p in run.iterdir()) == ["last.ckpt"]
+    assert f"{run} is not empty and not an earlier hf export" in capsys.readouterr().err
+    assert main([tiny, str(run), "--to", "hf", "--overwrite"]) == 0
+    written = {"config.json", "model.safetensors", "preprocessor_config.json"}
+    assert {p.name for p in run.iterdir()} == {"last.ckpt", EXPORT_RECORD, *written}
+    (run / "stale.bin").write_text("an earlier export's file")
+    record = json.loads((run / EXPORT_RECORD).read_text())
+    (run / EXPORT_RECORD).write_text(json.dumps({**record, "files": [*record["files"], "stale.bin"]}))
+    assert main([tiny, str(run), "--to", "hf"]) == 0  # an earlier hf export: no --overwrite needed
+    assert {p.name for p in run.iterdir()} == {"last.ckpt", EXPORT_RECORD, *written}
+    assert (run / "last.ckpt").read_text() == "the user's checkpoint"
+    build_depth_model("vitt", checkpoint=run)
+
+    (tmp_path / "model.json").write_text('{"unrelated": true}')
+    assert main([tiny, str(tmp_path / "model.pth"), "--to", "official"]) == 2
+    assert not (tmp_path / "model.pth").exists() and "unrelated" in (tmp_path / "model.json").read_text()
+    assert main([tiny, str(tmp_path / "model.pth"), "--to", "official", "--overwrite"]) == 0
+    assert main([tiny, str(tmp_path / "model.pth"), "--to", "official"]) == 0  # an earlier export: replaced
+    assert json.loads((tmp_path / "model.json").read_text())["input_size"] == 518  # a bare .pth: the official size
+    assert main([tiny, str(tmp_path / "x.json"), "--to", "official", "--overwrite"]) == 2  # even with --overwrite
+    assert not (tmp_path / "x.json").exists()
