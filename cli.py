@@ -16,7 +16,7 @@ from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from depthadapt.models.card import DepthModelCard
-from depthadapt.models.weights.keys import read_checkpoint
+from depthadapt.models import read_checkpoint
 
 
 def default_precision() -> str:

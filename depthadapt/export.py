@@ -73,14 +73,15 @@ def export_model(
     `card` says how the model is run (input size, normalisation; the official 518 / ImageNet without one); the
     export records it. A target that is not an earlier export of the same kind is refused unless `overwrite`.
     """
-    check_export_target(fmt, out, overwrite)
     card = card or DepthModelCard()
     run = {"input_size": card.input_size, "mean": card.mean, "std": card.std}
     if fmt == "official":
         return save_official(model, out, overwrite, **run)
     if fmt == "hf":
         return save_hf(model, out, overwrite, **run)
-    return export_onnx(model, out, opset=opset, overwrite=overwrite, **run)
+    if fmt == "onnx":
+        return export_onnx(model, out, opset=opset, overwrite=overwrite, **run)
+    raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
 
 
 def export_all(
