@@ -157,6 +157,13 @@ def check_sky_model(official: nn.Module, ours: DepthAnything3, size: tuple[int, 
     for key, value in got.items():
         assert relative_error(value, expected[key]) < TOLERANCE, key
     assert relative_error(depth, expected["depth"]) < TOLERANCE
+    ours.fill_sky = False
+    try:
+        with torch.no_grad():
+            raw = ours(x)
+    finally:
+        ours.fill_sky = True
+    assert relative_error(raw, expected["head_depth"]) < TOLERANCE, "fill_sky=False: the head's depth as it is"
 
 
 @pytest.mark.parametrize("size", SIZES)

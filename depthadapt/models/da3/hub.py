@@ -60,11 +60,14 @@ def read_da3_hub_model_name(folder: str | os.PathLike) -> str:
 
 
 def _shared_peers(module: nn.Module) -> dict[str, set[str]]:
-    """State-dict key -> the other keys whose tensor is the same storage (empty set when unshared)."""
-    state = module.state_dict()
-    groups: dict[tuple[int, tuple[int, ...]], set[str]] = {}
-    for key, tensor in state.items():
-        groups.setdefault((tensor.untyped_storage().data_ptr(), tuple(tensor.shape)), set()).add(key)
+    """State-dict key -> the other keys naming the same parameter or buffer object (empty set when unshared).
+
+    By object, not by storage address: a model on the meta device has no storage to compare.
+    """
+    groups: dict[int, set[str]] = {}
+    named = (*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False))
+    for key, tensor in named:
+        groups.setdefault(id(tensor), set()).add(key)
     return {key: group - {key} for group in groups.values() for key in group}
 
 
