@@ -17,7 +17,8 @@ FRAGMENT_DIRS = ("models", "data", "trainer")
 # Experiments that are meant to be combined with a fragment (repeated --config), and their fragment.
 COMBINED = {"config_yaml/westar_kitti.yaml": "config_yaml/trainer/westar_real.yaml",
             "config_yaml/westar_nyu.yaml": "config_yaml/trainer/westar_real.yaml",
-            "config_yaml/pretrain_foundation_140.yaml": "config_yaml/pretrain_foundation.yaml"}
+            "config_yaml/pretrain_foundation_140.yaml": "config_yaml/pretrain_foundation.yaml",
+            "config_yaml/pretrain_da3_foundation_140.yaml": "config_yaml/pretrain_foundation.yaml"}
 # Configs that are a part (the test of a trained student) of another experiment.
 PART_OF = {"config_yaml/student_test.yaml": "config_yaml/student.yaml"}
 
