@@ -19,8 +19,8 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from datamodules.base import HorizontalFlip, list_image_files, make_sample, preview, read_split_file, sample_loader
+from depthadapt.alignment.sparse import read_sparse_csv
 from depthadapt.io import IMAGE_SUFFIXES, UnreadableFileError, read_depth, read_image
-from depthadapt.sparse_alignment import read_sparse_csv
 
 __all__ = ["ImageFolderDataModule", "ImageFolderDataset"]
 
@@ -115,7 +115,7 @@ class ImageFolderDataset(Dataset):
     def read_ground_truth(self, name: str, height: int, width: int) -> np.ndarray:
         """H x W float32 metres (0 invalid) of image ``name`` (H x W); UnreadableFileError if unreadable.
 
-        ``.csv`` files hold sparse points (columns x, y, metres: ``depthadapt.sparse_alignment.read_sparse_csv``).
+        ``.csv`` files hold sparse points (columns x, y, metres: ``depthadapt.alignment.sparse.read_sparse_csv``).
         """
         path = self.depth_path(name)
         if path.suffix.lower() == ".csv":

@@ -9,8 +9,15 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
-from depthadapt.masks import mask_cache_path, read_instance_map, superpixel_instances
-from depthadapt.ordinal import OrdinalFileError, image_key, pad_pairs, read_ordinal_records
+from depthadapt.westar import (
+    OrdinalFileError,
+    image_key,
+    mask_cache_path,
+    pad_pairs,
+    read_instance_map,
+    read_ordinal_records,
+    superpixel_instances,
+)
 
 __all__ = ["INSTANCE_SOURCES", "WeakLabels", "check_instance_source", "match_ordinal_file"]
 
@@ -93,7 +100,7 @@ class WeakLabels(Dataset):
     """Wrap a dataset to set ``instances`` (H x W int64) from ``instance_source`` and ``ordinal`` pairs.
 
     ``instance_source``: one of INSTANCE_SOURCES, or None to drop any ``instances`` (a loss that needs them
-    then fails and says so). ``ordinal_file``: JSON Lines of weak labels (``depthadapt.ordinal``), matched to
+    then fails and says so). ``ordinal_file``: JSON Lines of weak labels (``depthadapt.westar.ordinal``), matched to
     samples by ``name`` as ``match_ordinal_file`` does (relative to the dataset's ``image_dir`` if it has one);
     every sample gets ``ordinal`` P x 5 padded with y1 = -1 rows to the file's longest list (all padding for an
     image without labels: sparse annotation is normal). Samples that failed to load (``error``) pass unchanged.

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from depthadapt.masks import DEFAULT_SAM2_CONFIG, build_sam2_mask_generator, masks_to_instance_map
+from depthadapt.westar import DEFAULT_SAM2_CONFIG, build_sam2_mask_generator, masks_to_instance_map
 from lightning_modules.base import DepthTask
 
 log = logging.getLogger(__name__)

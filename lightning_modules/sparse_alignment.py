@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from depthadapt.alignment.sparse import METHODS, align_to_sparse
 from depthadapt.models.card import DepthModelCard
-from depthadapt.sparse_alignment import METHODS, align_to_sparse
 from lightning_modules.base import DepthTask
 
 

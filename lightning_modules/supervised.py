@@ -6,13 +6,12 @@ from typing import Any
 
 import torch
 
-from depthadapt.gradient_matching import gradient_matching_loss
-from depthadapt.losses import silog_loss, ssi_loss
+from depthadapt.losses import gradient_matching_loss, silog_loss, ssi_loss
 from depthadapt.metrics import METRIC_NAMES, depth_to_disparity, format_comparison_table, format_metrics_table
 from depthadapt.models.card import DepthModelCard
-from depthadapt.models.checkpoint import read_checkpoint
 from depthadapt.models.da3.build import warm_start_from_dav2
 from depthadapt.models.depth_anything import DepthAnythingV2
+from depthadapt.models.weights.keys import read_checkpoint
 from lightning_modules.base import DepthTask
 
 INITS = ("full", "encoder")

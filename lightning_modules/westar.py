@@ -12,14 +12,13 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from depthadapt.augmentation import STRONG_AUGMENTATION, WEAK_AUGMENTATION, PhotometricAugmentation
-from depthadapt.conditions import EvaluationConditions
+from depthadapt.corruptions import EvaluationConditions
+from depthadapt.io.visualize import depth_panel
 from depthadapt.metrics import format_comparison_table
 from depthadapt.models.activation_checkpointing import enable_activation_checkpointing
 from depthadapt.models.card import DepthModelCard
 from depthadapt.models.lora import add_lora
-from depthadapt.ordinal import PADDING_ROW, labelled_images, simulate_batch
-from depthadapt.visualize import depth_panel
-from depthadapt.westar import WeSTARLoss
+from depthadapt.westar import PADDING_ROW, WeSTARLoss, labelled_images, simulate_batch
 from lightning_modules.base import DepthTask
 
 ORDINAL_LABELS = ("simulate", "dataset")

@@ -26,14 +26,16 @@ from depthadapt.io import (
     atomic_path,
     check_output_manifest,
     colorize_depth,
+    depth_to_points,
+    make_intrinsics,
     write_color_png,
     write_depth_npy,
     write_depth_png16,
+    write_ply,
     write_relative_png16,
 )
-from depthadapt.masks import mask_cache_path, write_instance_map
 from depthadapt.models.lora import save_lora_adapter
-from depthadapt.pointcloud import depth_to_points, make_intrinsics, write_ply
+from depthadapt.westar import mask_cache_path, write_instance_map
 
 log = logging.getLogger(__name__)
 

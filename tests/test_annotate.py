@@ -20,7 +20,7 @@ from datamodules import ImageFolderDataset, WeakLabels
 from depthadapt.annotate import LabelStore, create_app, open_session
 from depthadapt.annotate.__main__ import main as annotate_main
 from depthadapt.io import read_image
-from depthadapt.ordinal import read_ordinal_jsonl, read_ordinal_records, write_ordinal_jsonl
+from depthadapt.westar import read_ordinal_jsonl, read_ordinal_records, write_ordinal_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,7 +144,7 @@ def test_a_failed_save_leaves_the_file_as_it_was(tmp_path: Path, monkeypatch: py
     def crash(fd: int) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("depthadapt.ordinal.os.fsync", crash)
+    monkeypatch.setattr("depthadapt.westar.ordinal.os.fsync", crash)
     with pytest.raises(OSError, match="disk full"):
         store.add_pairs("a.png", [[2, 2, 3, 3, -1]])
     assert output.read_bytes() == before

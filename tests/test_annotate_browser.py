@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from datamodules import ImageFolderDataset, WeakLabels
-from depthadapt.ordinal import read_ordinal_records
+from depthadapt.westar import read_ordinal_records
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 HEIGHT, WIDTH = 70, 224  # shown about 5x larger: clicks must be scaled back to these pixels

@@ -11,7 +11,7 @@ import torch
 from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
 import cli
-from depthadapt.masks import (
+from depthadapt.westar import (
     MissingMaskError,
     build_sam2_mask_generator,
     mask_cache_path,

@@ -180,7 +180,7 @@ def test_ordinal_pairs_come_from_the_dataset_when_asked(synthetic_batch) -> None
 
 
 def test_only_the_labelled_share_of_the_images_gets_simulated_pairs(synthetic_batch) -> None:
-    from depthadapt.ordinal import labelled_images
+    from depthadapt.westar import labelled_images
 
     batch = synthetic_batch(batch=8)
     batch["index"] = torch.arange(100, 108)

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from depthadapt.annotate.store import LabelConflictError, LabelStore
 from depthadapt.io import IMAGE_SUFFIXES, UnreadableFileError, colorize_depth, list_image_files, read_depth, read_image
-from depthadapt.ordinal import OrdinalRecord
+from depthadapt.westar import OrdinalRecord
 
 __all__ = ["AnnotationSession", "create_app", "find_depth_map", "open_session", "serve"]
 

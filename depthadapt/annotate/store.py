@@ -1,7 +1,7 @@
 """The labels file of an annotation session: every change is a locked read-modify-write, saved at once.
 
 Each change re-reads the file, applies itself and rewrites the file atomically and durably
-(`depthadapt.ordinal.write_ordinal_records`), holding a process-wide lock (two browser tabs on one server) and a
+(`depthadapt.westar.ordinal.write_ordinal_records`), holding a process-wide lock (two browser tabs on one server) and a
 file lock on ``<output>.lock`` (two servers on one file), so concurrent writers never lose or corrupt a label and a
 killed server loses nothing that was acknowledged.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from depthadapt.ordinal import OrdinalRecord, check_pairs, image_key, read_ordinal_records, write_ordinal_records
+from depthadapt.westar import OrdinalRecord, check_pairs, image_key, read_ordinal_records, write_ordinal_records
 
 __all__ = ["LabelConflictError", "LabelStore"]
 

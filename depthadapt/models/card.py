@@ -12,7 +12,9 @@ from depthadapt.models.da3.build import build_da3_model
 from depthadapt.models.da3.model import DA3_CONFIGS
 from depthadapt.models.depth_anything import ENCODER_CONFIGS, HEADS
 from depthadapt.models.dinov2 import PATCH_SIZE
+from depthadapt.models.factory import build_depth_model
 from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD, infer, infer_flip_tta
+from depthadapt.models.weights.keys import allow_in_checkpoints
 
 FAMILIES = ("dav2", "da3")
 
@@ -78,8 +80,6 @@ class DepthModelCard:
         """The model with the card's weights (random weights when ``checkpoint`` is None)."""
         if self.family == "da3":
             return build_da3_model(self.encoder, self.checkpoint, self.checkpoint_prefix)
-        from depthadapt.models import build_depth_model  # the package imports this module
-
         return build_depth_model(self.encoder, self.head, self.max_depth, self.checkpoint, self.checkpoint_prefix)
 
     def infer(self, model: torch.nn.Module, image: torch.Tensor, flip_tta: bool = False) -> torch.Tensor:
@@ -101,3 +101,6 @@ class DepthModelCard:
         if self.checkpoint is not None and Path(self.checkpoint).is_file():
             facts["checkpoint_sha256"] = file_sha256(self.checkpoint)
         return facts
+
+
+allow_in_checkpoints(DepthModelCard)  # Lightning stores a task's card in its checkpoint's hyper-parameters

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from depthadapt.models.checkpoint import CheckpointMismatchError, read_checkpoint
 from depthadapt.models.da3.hub import is_da3_hub_folder, load_da3_hub, load_da3_state_dict
 from depthadapt.models.da3.model import DepthAnything3
+from depthadapt.models.weights.keys import CheckpointMismatchError, read_checkpoint
 
 log = logging.getLogger(__name__)
 

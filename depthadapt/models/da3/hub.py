@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save_model
 from torch import nn
 
 from depthadapt.io import atomic_directory
-from depthadapt.models.checkpoint import CheckpointMismatchError, UnreadableCheckpointError, _listing
 from depthadapt.models.da3.model import DepthAnything3, check_model_name
+from depthadapt.models.weights.keys import CheckpointMismatchError, UnreadableCheckpointError, listing
 
 HUB_CONFIG = "config.json"
 HUB_WEIGHTS = "model.safetensors"
@@ -92,7 +92,7 @@ def load_da3_state_dict(model: DepthAnything3, state: dict[str, torch.Tensor], s
         for title, names in (("missing keys", missing), ("unexpected keys", unexpected),
                              ("shape mismatches", mismatched)):
             if names:
-                parts.append(_listing(title, names))
+                parts.append(listing(title, names))
         raise CheckpointMismatchError("\n".join(parts))
     on_meta = any(t.is_meta for t in expected.values())
     if on_meta:
@@ -119,7 +119,7 @@ def load_da3_hub(folder: str | os.PathLike, fill_sky: bool = True) -> tuple[Dept
     if outside:
         raise CheckpointMismatchError(
             f"{weights_path} has keys outside the wrapper's {WRAPPER_PREFIX!r} prefix:\n"
-            + _listing("unexpected keys", outside)
+            + listing("unexpected keys", outside)
         )
     with torch.device("meta"):  # no random initialisation of weights about to be replaced
         model = DepthAnything3(model_name, fill_sky=fill_sky)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from depthadapt.losses import lora_regularizer, ordinal_loss, sa_hdn_loss
-from depthadapt.masks import depth_range_contexts, grid_contexts, instance_contexts
+from depthadapt.westar.contexts import depth_range_contexts, grid_contexts, instance_contexts
 
 CONTEXTS = ("instances", "grid", "depth_range", "global")
 """Self-training contexts: SA-HDN over instance masks, HDN's grid or depth-range hierarchy, or the whole image."""
