@@ -14,7 +14,7 @@ import torch
 from depth_anything_3.cfg import create_object, load_config
 from depth_anything_3.registry import MODEL_REGISTRY
 
-from benchmarks.common import best_seconds, device_description, write_result
+from benchmarks.common import device_description, seconds, write_result
 from depthadapt.models.da3 import DepthAnything3
 
 
@@ -32,13 +32,19 @@ def measure(model_name: str, height: int, width: int, repeats: int) -> list[dict
         "ours: depth": lambda: ours(x),
         "ours: all outputs": lambda: ours.forward_all(x),
     }
+    # Interleaved rounds, best of each: on a shared machine the load drifts, and every implementation sees it.
+    best = dict.fromkeys(runs, float("inf"))
+    with torch.inference_mode():
+        for run in runs.values():
+            run()  # warm-up
+        for _ in range(repeats):
+            for implementation, run in runs.items():
+                best[implementation] = min(best[implementation], seconds(run, device))
     rows = []
-    for implementation, run in runs.items():
-        with torch.inference_mode():
-            seconds = best_seconds(run, device, repeats)
+    for implementation, value in best.items():
         rows.append({"benchmark": "da3_inference", "model": model_name, "implementation": implementation,
                      "size": f"{height}x{width}", "threads": torch.get_num_threads(), "precision": "fp32",
-                     "device": device_description(device), "seconds_per_image": round(seconds, 3)})
+                     "device": device_description(device), "seconds_per_image": round(value, 3)})
         print(rows[-1])
     return rows
 

@@ -102,3 +102,22 @@ def test_supervised_depth_trains_a_da3_card_in_depth_space(synthetic_batch, tmp_
         SupervisedDepth(tiny_card(), init="encoder")
     with pytest.raises(ValueError, match="warm_start initialises a Depth Anything 3 model"):
         SupervisedDepth(DepthModelCard("vitt", input_size=28), warm_start=str(tmp_path / "dav2.pth"))
+
+
+def test_activation_checkpointing_wraps_the_da3_blocks_without_changing_gradients() -> None:
+    from depthadapt.models.activation_checkpointing import enable_activation_checkpointing
+
+    torch.manual_seed(0)
+    plain = DepthAnything3("da3-tiny")
+    checkpointed = DepthAnything3("da3-tiny")
+    checkpointed.load_state_dict(plain.state_dict())
+    assert enable_activation_checkpointing(checkpointed) == 6
+    x = torch.randn(1, 3, 28, 42)
+    for model in (plain, checkpointed):
+        model(x).log().mean().backward()
+    names = [name for name, _ in plain.named_parameters()]
+    assert "backbone.pretrained.blocks.4.attn.q_norm.weight" in names
+    for name, a, b in zip(names, plain.parameters(), checkpointed.parameters(), strict=True):
+        assert (a.grad is None) == (b.grad is None), name
+        assert a.grad is None or torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-7), name
+    assert list(checkpointed.state_dict()) == list(plain.state_dict())
