@@ -18,6 +18,7 @@ FRAGMENT_DIRS = ("models", "data", "trainer")
 COMBINED = {"config_yaml/westar_kitti.yaml": ("config_yaml/trainer/westar_real.yaml",),
             "config_yaml/westar_nyu.yaml": ("config_yaml/trainer/westar_real.yaml",),
             "config_yaml/pretrain_foundation_140.yaml": ("config_yaml/pretrain_foundation.yaml",),
+            "config_yaml/pretrain_da3_foundation_140.yaml": ("config_yaml/pretrain_foundation.yaml",),
             "config_yaml/chain_westar_kitti.yaml": ("config_yaml/trainer/westar_real.yaml",
                                                     "config_yaml/westar_kitti.yaml"),
             "config_yaml/chain_pseudo_label_kitti.yaml": ("config_yaml/pseudo_label_kitti.yaml",),
