@@ -10,6 +10,8 @@ import yaml
 import cli
 from depthadapt.models.card import DepthModelCard
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "config_yaml"
 EXPERIMENTS = sorted(p.relative_to(ROOT).as_posix() for p in CONFIGS.glob("*.yaml"))

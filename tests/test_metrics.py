@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from builders import synthetic_batch
 from torchmetrics.utilities import dim_zero_sum
 
 from depthadapt.metrics import (
@@ -12,6 +13,8 @@ from depthadapt.metrics import (
     eval_crop_mask,
     format_metrics_table,
 )
+
+pytestmark = pytest.mark.unit
 
 LN2 = math.log(2.0)
 
@@ -346,7 +349,7 @@ def test_a_wrong_depth_scale_is_suspected_and_the_factor_named():
     assert suspect_depth_scale(metres * 0, valid, 1e-3, 80.0) is None  # nothing valid: nothing to say
 
 
-def test_evaluation_warns_once_per_stage_about_a_suspect_scale(caplog, synthetic_batch):
+def test_evaluation_warns_once_per_stage_about_a_suspect_scale(caplog):
     import logging
 
     from depthadapt.models.card import DepthModelCard
