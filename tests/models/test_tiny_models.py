@@ -32,7 +32,7 @@ def score(model: torch.nn.Module, style: str, input_size: int, affine_invariant:
     """Test-split metrics of `model` on 16 held-out images of `family` / `style` (default: street, 140 x 462)."""
     dataset = SyntheticDataset(family, style, start, start + 16, *size)
     batch = collate_samples([dataset[i] for i in range(len(dataset))])
-    metrics = DepthMetrics(affine_invariant=affine_invariant, max_depth=80.0)
+    metrics = DepthMetrics(affine_invariant=affine_invariant)
     with torch.no_grad():
         metrics.update(infer(model, batch["image"], input_size), batch["depth"], batch["valid"])
     return {k: float(v) for k, v in metrics.compute().items()}
