@@ -13,6 +13,7 @@ from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 import cli
 from depthadapt.westar import (
     MissingMaskError,
+    SAM2MaskSettings,
     build_sam2_mask_generator,
     mask_cache_path,
     masks_to_instance_map,
@@ -159,9 +160,10 @@ def test_sam2_foreign_checkpoint_is_named(tmp_path: Path) -> None:
 
 
 def test_sam2_random_weights_give_an_instance_map() -> None:
-    generator = build_sam2_mask_generator(
-        points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0, allow_random_weights=True
-    )
+    with pytest.raises(ValueError, match="points_per_side must be >= 1, got 0"):
+        SAM2MaskSettings(points_per_side=0)
+    settings = SAM2MaskSettings(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    generator = build_sam2_mask_generator(settings=settings, allow_random_weights=True)
     assert isinstance(generator, SAM2AutomaticMaskGenerator)
     image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
     masks = generator.generate(image)
@@ -215,7 +217,8 @@ def test_mask_job_shards_writes_the_cache_and_resumes(
 def test_predictor_skips_other_shard_and_unreadable_images(monkeypatch: pytest.MonkeyPatch) -> None:
     from lightning_modules.instance_masks import SAM2MaskPredictor
 
-    module = SAM2MaskPredictor(points_per_side=2, min_area=4, allow_random_weights=True, num_shards=2, shard=0)
+    module = SAM2MaskPredictor(settings=SAM2MaskSettings(points_per_side=2), min_area=4, allow_random_weights=True,
+                               num_shards=2, shard=0)
     seen: list[np.ndarray] = []
 
     def generate(image: np.ndarray) -> list[dict]:
