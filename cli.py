@@ -15,8 +15,8 @@ from jsonargparse import ArgumentError, Namespace
 from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
-from depthadapt.models.card import DepthModelCard
 from depthadapt.models import read_checkpoint
+from depthadapt.models.card import DepthModelCard
 
 
 def default_precision() -> str:
@@ -42,7 +42,7 @@ OFFICIAL_WEIGHTS = "https://github.com/DepthAnything/Depth-Anything-V2"
 """Where the official Depth Anything V2 checkpoints are released (named in the missing-checkpoint error)."""
 SHIPPED_CARD = "config_yaml/models/tiny_foundation_140.yaml"
 """A committed model card that runs without any download (named in the missing-checkpoint error)."""
-CARD_FACTS = ("encoder", "head", "max_depth", "input_size", "mean", "std")
+CARD_FACTS = ("family", "encoder", "head", "max_depth", "input_size", "mean", "std")
 """What makes a model card another model: a checkpoint whose card differs in one of these is another experiment's."""
 log = logging.getLogger("depthadapt.cli")
 

@@ -121,17 +121,15 @@ def source_card(
     if (source / "adapter_config.json").is_file():
         if base is None:
             raise ValueError(f"{source} is a LoRA adapter: pass the model it adapts with --base BASE.pth")
-        card = checkpoint_card(base) if encoder is None else DepthModelCard(encoder, checkpoint=str(base))
+        card = checkpoint_card(base)
     elif base is not None:
         raise ValueError(f"--base is only for a LoRA adapter folder; {source} is a full checkpoint")
     elif source.suffix in CARD_SUFFIXES:
         if checkpoint_prefix is not None:
             raise ValueError("--checkpoint-prefix is for a checkpoint; a model card states its own checkpoint_prefix")
         card = DepthModelCard.from_yaml(source)
-    elif encoder is None:
-        card = checkpoint_card(source, checkpoint_prefix)
     else:
-        card = DepthModelCard(encoder, checkpoint=str(source), checkpoint_prefix=checkpoint_prefix)
+        card = checkpoint_card(source, checkpoint_prefix)
     given = {"encoder": encoder, "head": head, "max_depth": max_depth, "input_size": input_size}
     return dataclasses.replace(card, **{name: value for name, value in given.items() if value is not None})
 
@@ -140,6 +138,8 @@ def load_model(card: DepthModelCard, adapter: str | os.PathLike | None = None) -
     """The card's model, with the peft adapter folder `adapter` merged in when one is given."""
     if card.checkpoint is None:
         raise ValueError("the model card has no checkpoint: there are no weights to export")
+    if card.family != "dav2":
+        raise ValueError(f"the export writes Depth Anything V2 models; {card.checkpoint} is a {card.family} model")
     model = card.build()
     return model if adapter is None else merge_lora_adapter(model, adapter)
 

@@ -20,6 +20,8 @@ import cli
 from depthadapt import export
 from depthadapt.models import build_depth_model, save_hf
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = str(ROOT / "tests" / "configs" / "test.yaml")
 TINY = str(ROOT / "checkpoints" / "tiny_foundation_140.pth")
@@ -57,6 +59,7 @@ def files(tmp_path_factory) -> Path:
     (root / "no_weight_map" / "model.safetensors").unlink()
     (root / "no_weight_map" / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}}))
     (root / "card.yaml").write_text("encoder: vitt\ncheckpoint: x.pth\nlayers: 4\n")
+    (root / "da3.yaml").write_text(f"family: da3\nencoder: da3-small\ncheckpoint: {TINY}\n")
     return root
 
 
@@ -101,6 +104,7 @@ EXPORT_ROWS: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
     ("malicious pickle", lambda f: [str(f / "evil.ckpt"), str(f / "o3.pth"), "--to", "official", "--encoder", "vitt"],
      ["evil.ckpt", "pickle of Python objects"]),
     ("missing checkpoint", lambda f: [str(f / "gone.pth"), str(f / "o4.pth"), "--to", "official"], ["gone.pth"]),
+    ("a DA3 card", lambda f: [str(f / "da3.yaml"), str(f / "o6.onnx"), "--to", "onnx"], ["da3", "Depth Anything V2"]),
     ("unknown card field", lambda f: [str(f / "card.yaml"), str(f / "o5.pth"), "--to", "official"],
      ["card.yaml", "layers"]),
 ]
