@@ -134,10 +134,11 @@ class DepthAdaptCLI(LightningCLI):
                 "the config of that run (its config.yaml beside the logs) or a checkpoint of this experiment"
             )
         for name, value in vars(model.init_args).items():
-            if is_card(value) and name in hparams and card_differences(hparams[name], value):
+            recorded = hparams.get(name)
+            if is_card(value) and isinstance(recorded, (DepthModelCard, dict)) and card_differences(recorded, value):
                 raise ValueError(
                     f"--ckpt_path {path} was trained with another model card ({name}: "
-                    f"{'; '.join(card_differences(hparams[name], value))}, checkpoint vs config): give the config of "
+                    f"{'; '.join(card_differences(recorded, value))}, checkpoint vs config): give the config of "
                     "that run or a checkpoint of this experiment"
                 )
         return super()._parse_ckpt_path()
