@@ -8,13 +8,16 @@ so one bad file never kills a long run; images lacking ground truth are counted 
 from __future__ import annotations
 
 import logging
+import math
 import posixpath
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -22,9 +25,76 @@ from datamodules.base import HorizontalFlip, list_image_files, make_sample, prev
 from depthadapt.alignment.sparse import read_sparse_csv
 from depthadapt.io import IMAGE_SUFFIXES, UnreadableFileError, read_depth, read_image
 
-__all__ = ["ImageFolderDataModule", "ImageFolderDataset"]
+__all__ = ["DEPTH_SCALES", "ImageFolderDataModule", "ImageFolderDataset", "read_association_file"]
 
 log = logging.getLogger(__name__)
+
+DEPTH_SCALES = ("KITTI 16-bit PNG: 0.00390625 (1/256); millimetres (NYU raw, Redwood, ScanNet): 0.001; "
+                "TUM RGB-D: 0.0002 (1/5000); metres (.npy, float TIFF): 1.0")
+"""The usual ``depth_scale`` conventions (stored value x depth_scale = metres), for messages."""
+_DEPTH_NAME_FIELD = re.compile(r"\{([^{}:]*)(?::([^{}]*))?\}")
+
+
+def check_depth_scale(depth_scale: float | None) -> float:
+    """``depth_scale`` as a float, or a ValueError listing the usual conventions when it is unset or not > 0."""
+    if depth_scale is None:
+        raise ValueError(f"data.depth_scale is not set: the factor from the depth files' stored values to metres "
+                         f"({DEPTH_SCALES})")
+    if isinstance(depth_scale, bool) or not (math.isfinite(depth_scale) and depth_scale > 0):
+        raise ValueError(f"data.depth_scale must be a positive number, got {depth_scale!r} ({DEPTH_SCALES})")
+    return float(depth_scale)
+
+
+def check_depth_name(depth_name: str) -> str:
+    """A ``depth_name`` pattern, or a ValueError: ``{stem}`` or ``{stem_without:SUFFIX}`` and nothing else in braces."""
+    fields = _DEPTH_NAME_FIELD.findall(depth_name)
+    if len(fields) != 1 or fields[0][0] not in ("stem", "stem_without") or (fields[0][0] == "stem") == bool(
+            fields[0][1]) or "{" in _DEPTH_NAME_FIELD.sub("", depth_name) or "}" in _DEPTH_NAME_FIELD.sub("", depth_name):
+        raise ValueError(f"data.depth_name must hold one {{stem}} or {{stem_without:SUFFIX}} (e.g. "
+                         f"'{{stem_without:_color}}_depth.png'), got {depth_name!r}")
+    return depth_name
+
+
+def depth_name_of(depth_name: str, name: str) -> str | None:
+    """The depth file's relative path for the image with relative path ``name`` by the pattern ``depth_name``;
+    None when the image does not fit it (its stem lacks the suffix of ``{stem_without:SUFFIX}``)."""
+    stem = posixpath.splitext(name)[0]
+    field, suffix = _DEPTH_NAME_FIELD.search(depth_name).groups()
+    if field == "stem_without":
+        if not stem.endswith(suffix):
+            return None
+        stem = stem[: len(stem) - len(suffix)]
+    return _DEPTH_NAME_FIELD.sub(lambda _: stem.replace("\\", "\\\\"), depth_name)
+
+
+def read_association_file(path: str | Path) -> dict[str, str]:
+    """Image -> depth relative paths from a text file of ``image depth`` lines, or TUM's ``associate.py`` output
+    (``time image time depth``); blank and ``#`` lines skipped. Errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"association file {path} does not exist")
+    pairs: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) not in (2, 4):
+            raise ValueError(f"{path}, line {number}: expected 'image depth' or 'time image time depth' "
+                             f"(TUM's associate.py), got {len(fields)} fields")
+        image, depth = (fields[0], fields[1]) if len(fields) == 2 else (fields[1], fields[3])
+        image = image.removeprefix("./")
+        if image in pairs:
+            raise ValueError(f"{path}, line {number}: {image} is listed twice")
+        pairs[image] = depth.removeprefix("./")
+    if not pairs:
+        raise ValueError(f"association file {path} lists no image")
+    return pairs
+
+
+def nearest_multiple(size: int, multiple: int) -> int:
+    """The multiple of ``multiple`` nearest to ``size`` (at least ``multiple``)."""
+    return max(multiple, int(math.floor(size / multiple + 0.5)) * multiple)
+
 
 class ImageFolderDataset(Dataset):
     """Images under ``image_dir`` (recursive), optionally with depth maps under ``depth_dir``.
@@ -49,14 +119,26 @@ class ImageFolderDataset(Dataset):
         depth_scale: float = 1.0,
         image_size: tuple[int, int] | None = None,
         files: Sequence[str] | None = None,
+        depth_name: str | None = None,
+        association_file: str | Path | None = None,
+        size_multiple: int | None = None,
     ) -> None:
         self.image_dir = Path(image_dir)
         self.depth_dir = None if depth_dir is None else Path(depth_dir)
         self.depth_suffix = depth_suffix
-        self.depth_scale = depth_scale
+        self.depth_scale = check_depth_scale(depth_scale) if self.depth_dir is not None else depth_scale
+        if depth_name is not None and association_file is not None:
+            raise ValueError("give data.depth_name or data.association_file, not both")
+        self.depth_name = None if depth_name is None else check_depth_name(depth_name)
+        self.association = None if association_file is None else read_association_file(association_file)
         if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
             raise ValueError(f"image_size must be (height, width) with positive sides, got {image_size}")
         self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        if size_multiple is not None and size_multiple < 1:
+            raise ValueError(f"size_multiple must be >= 1, got {size_multiple}")
+        self.size_multiple = size_multiple
+        if files is None and self.association is not None:
+            files = list(self.association)
 
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"image folder {self.image_dir} does not exist or is not a folder")
@@ -67,6 +149,8 @@ class ImageFolderDataset(Dataset):
             # A depth folder nested inside the image folder must not be listed as images.
             skip = () if self.depth_dir is None else (self.depth_dir,)
             self.files = list_image_files(self.image_dir, skip)
+            if self.depth_dir is not None:
+                self.files = self._without_depth_files(self.files)
             if not self.files:
                 suffixes = " ".join(sorted(IMAGE_SUFFIXES))
                 raise ValueError(f"no image ({suffixes}) found under {self.image_dir}")
@@ -89,7 +173,7 @@ class ImageFolderDataset(Dataset):
                     len(self.missing_depth),
                     len(self.files),
                     self.image_dir,
-                    depth_suffix,
+                    self.depth_rule(),
                     self.depth_dir,
                     preview(self.missing_depth),
                 )
@@ -97,20 +181,42 @@ class ImageFolderDataset(Dataset):
                 self.files = [name for name in self.files if name not in missing]
             if not self.files:
                 raise ValueError(
-                    f"none of the images under {self.image_dir} has a depth file in {self.depth_dir} "
-                    f"(expected e.g. {self.depth_path(self.missing_depth[0])}): check depth_dir and "
-                    "depth_suffix"
+                    f"none of the images under {self.image_dir} has a depth file in {self.depth_dir} (by "
+                    f"{self.depth_rule()}; e.g. {self.missing_depth[0]} -> {self.depth_path(self.missing_depth[0])}): "
+                    "check depth_dir and depth_suffix, depth_name or association_file"
                 )
 
     def __len__(self) -> int:
         """Number of images."""
         return len(self.files)
 
+    def depth_rule(self) -> str:
+        """How an image's depth file is named, for messages."""
+        if self.association is not None:
+            return "the association file"
+        return f"depth_name {self.depth_name}" if self.depth_name is not None else f"suffix {self.depth_suffix}"
+
+    def _without_depth_files(self, names: list[str]) -> list[str]:
+        """The listed names less those that are the depth file of another listed image (depth beside images)."""
+        depth_files = {self.depth_path(name).resolve() for name in names}
+        kept = [name for name in names if (self.image_dir / name).resolve() not in depth_files]
+        if len(kept) < len(names):
+            log.info("%s: %d files are the depth maps of other images, not images", self.image_dir,
+                     len(names) - len(kept))
+        return kept
+
     def depth_path(self, name: str) -> Path:
-        """Path of the depth file of the image with relative path ``name``."""
+        """Path of the depth file of the image with relative path ``name`` (``depth_dir`` itself when the image does
+        not fit the ``depth_name`` pattern or the association file: never a file)."""
         if self.depth_dir is None:
             raise ValueError("this dataset has no depth_dir")
-        return self.depth_dir / (posixpath.splitext(name)[0] + self.depth_suffix)
+        if self.association is not None:
+            relative = self.association.get(name)
+        elif self.depth_name is not None:
+            relative = depth_name_of(self.depth_name, name)
+        else:
+            relative = posixpath.splitext(name)[0] + self.depth_suffix
+        return self.depth_dir if relative is None else self.depth_dir / relative
 
     def read_ground_truth(self, name: str, height: int, width: int) -> np.ndarray:
         """H x W float32 metres (0 invalid) of image ``name`` (H x W); UnreadableFileError if unreadable.
@@ -132,9 +238,18 @@ class ImageFolderDataset(Dataset):
         self.files = [name for name in self.files if name not in names]
         return before - len(self.files)
 
-    def _resize(self, array: np.ndarray, interpolation: int) -> np.ndarray:
-        h, w = self.image_size
-        return cv2.resize(array, (w, h), interpolation=interpolation)
+    def size_of(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) a stored image of this size is served at: ``image_size``, else each side at its
+        nearest ``size_multiple``, else its own."""
+        if self.image_size is not None:
+            return self.image_size
+        if self.size_multiple is not None:
+            return nearest_multiple(height, self.size_multiple), nearest_multiple(width, self.size_multiple)
+        return height, width
+
+    @staticmethod
+    def _resize(array: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:
+        return cv2.resize(array, (size[1], size[0]), interpolation=interpolation)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Sample ``index``: image 3 x H x W, name, index (+ depth, valid H x W), or an error sample."""
@@ -154,13 +269,16 @@ class ImageFolderDataset(Dataset):
             log.warning("skipping %s: %s", name, err)
             return {"name": name, "index": index, "error": str(err)}
 
-        if self.image_size is not None:
-            shrink = self.image_size[0] <= image.shape[0] and self.image_size[1] <= image.shape[1]
-            image = self._resize(image, cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        stored = image.shape[:2]
+        size = self.size_of(*stored)
+        if size != stored:
+            shrink = size[0] <= stored[0] and size[1] <= stored[1]
+            image = self._resize(image, size, cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
             if depth is not None:
-                depth = self._resize(depth, cv2.INTER_NEAREST)
-
-        return make_sample(image, depth, name, index)
+                depth = self._resize(depth, size, cv2.INTER_NEAREST)
+        sample = make_sample(image, depth, name, index)
+        sample["stored_size"] = torch.tensor(stored)
+        return sample
 
 
 class ImageFolderDataModule(LightningDataModule):
@@ -171,7 +289,10 @@ class ImageFolderDataModule(LightningDataModule):
     (none if 0); ``validate`` uses that split, or the whole folder when ``val_fraction`` is 0.
     Fit, validate and test need ``depth_dir``; predict reads images only, so images without
     ground truth are still predicted, unless ``predict_with_depth`` (e.g. sparse metric points for
-    ``SparseAlignedDepth``). ``hflip`` randomly flips training samples.
+    ``SparseAlignedDepth``). ``hflip`` randomly flips training samples. Depth files are named as
+    ``ImageFolderDataset`` says (``depth_suffix``, ``depth_name`` or ``association_file``); ``depth_scale`` turns
+    their stored values into metres and has to be set (None: an error listing the usual conventions) whenever
+    depth is read.
     """
 
     def __init__(
@@ -179,7 +300,9 @@ class ImageFolderDataModule(LightningDataModule):
         image_dir: str | None = None,
         depth_dir: str | None = None,
         depth_suffix: str = ".png",
-        depth_scale: float = 1.0,
+        depth_scale: float | None = 1.0,
+        depth_name: str | None = None,
+        association_file: str | None = None,
         image_size: tuple[int, int] | None = None,
         val_fraction: float = 0.0,
         split_file: str | None = None,
@@ -198,7 +321,13 @@ class ImageFolderDataModule(LightningDataModule):
         self.image_dir = image_dir
         self.depth_dir = depth_dir
         self.depth_suffix = depth_suffix
+        if depth_scale is not None:
+            check_depth_scale(depth_scale)
         self.depth_scale = depth_scale
+        if depth_name is not None:
+            check_depth_name(depth_name)
+        self.depth_name = depth_name
+        self.association_file = association_file
         self.image_size = None if image_size is None else tuple(image_size)
         self.val_fraction = val_fraction
         self.split_file = split_file
@@ -229,6 +358,8 @@ class ImageFolderDataModule(LightningDataModule):
                 depth_dir=self.depth_dir if with_depth else None,
                 depth_suffix=self.depth_suffix,
                 depth_scale=self.depth_scale,
+                depth_name=self.depth_name,
+                association_file=self.association_file,
                 image_size=self.image_size,
                 files=files,
             )
