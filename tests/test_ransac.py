@@ -254,8 +254,8 @@ def _ransac_rows(p: torch.Tensor, t: torch.Tensor, support: torch.Tensor, max_tr
     """The CPU kernel ``fit_kernels.ransac_row`` row by row, as ``fit_kernels.fit_row`` calls it: ransac_torch's
     inputs and outputs."""
     from depthadapt.alignment import ransac
-    from depthadapt.alignment.solver import REL_SPREAD_TOL
     from depthadapt.alignment.cpu import kernels as fit_kernels
+    from depthadapt.alignment.solver import REL_SPREAD_TOL
 
     u, ratios = ransac.uniforms(seed, max_trials, k).numpy(), ransac.stop_ratios(max_trials, k).numpy()
     inliers = np.zeros(tuple(p.shape), dtype=bool)
