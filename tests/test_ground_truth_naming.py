@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import cli
-from datamodules.image_folder import ImageFolderDataModule, ImageFolderDataset, read_association_file
+from datamodules.ground_truth import read_association_file
+from datamodules.image_folder import ImageFolderDataModule, ImageFolderDataset
 from depthadapt.io import list_image_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,8 @@ def test_depth_name_pattern_pairs_tum_style_color_and_depth_in_one_folder(tmp_pa
         write_depth16(tmp_path / f"frame{i}_depth.png", 1000 * (i + 1))
     write_rgb(tmp_path / "lonely_color.png", 9)  # no depth file: excluded and named
     with caplog.at_level(logging.WARNING):
-        dataset = ImageFolderDataset(tmp_path, tmp_path, depth_scale=0.001, depth_name="{stem_without:_color}_depth.png")
+        dataset = ImageFolderDataset(tmp_path, tmp_path, depth_scale=0.001,
+                                     depth_name="{stem_without:_color}_depth.png")
     assert dataset.files == ["frame0_color.png", "frame1_color.png", "frame2_color.png"]  # depth maps are not images
     assert dataset.missing_depth == ["lonely_color.png"] and "depth_name {stem_without:_color}_depth.png" in caplog.text
     assert float(dataset[1]["depth"].mean()) == pytest.approx(2.0)
@@ -60,9 +62,10 @@ def test_tum_association_file_pairs_images_and_depth(tmp_path: Path) -> None:
     write_depth16(tmp_path / "depth" / "1305031102.160407.png", 5000)
     write_depth16(tmp_path / "depth" / "1305031102.226738.png", 10000)
     association = tmp_path / "associations.txt"
-    association.write_text("# associate.py rgb.txt depth.txt\n"
-                           "1305031102.175304 rgb/1305031102.175304.png 1305031102.160407 depth/1305031102.160407.png\n"
-                           "1305031102.211214 rgb/1305031102.211214.png 1305031102.226738 depth/1305031102.226738.png\n")
+    association.write_text(
+        "# associate.py rgb.txt depth.txt\n"
+        "1305031102.175304 rgb/1305031102.175304.png 1305031102.160407 depth/1305031102.160407.png\n"
+        "1305031102.211214 rgb/1305031102.211214.png 1305031102.226738 depth/1305031102.226738.png\n")
     data = ImageFolderDataModule(image_dir=str(tmp_path), depth_dir=str(tmp_path), depth_scale=1 / 5000,
                                  association_file=str(association))
     data.setup("test")

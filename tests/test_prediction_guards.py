@@ -11,17 +11,18 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from lightning import LightningModule, Trainer
+from lightning import Trainer
 from torch.utils.data import DataLoader
 
 from datamodules.base import collate_samples
 from depthadapt.io import MANIFEST_NAME, check_intrinsics, depth_to_points, make_intrinsics
 from lightning_modules import DepthMapWriter
+from lightning_modules.base import DepthTask
 
 H, W = 6, 8
 
 
-class FixedOutputs(LightningModule):
+class FixedOutputs(DepthTask):
     """Predicts the given depth maps (and fit records) by image name, whatever the image."""
 
     def __init__(self, outputs: dict[str, torch.Tensor], kind: str = "metric",
@@ -37,7 +38,7 @@ class FixedOutputs(LightningModule):
         return prediction
 
 
-def predict(tmp_path: Path, module: LightningModule, names: list[str], **writer: Any) -> DepthMapWriter:
+def predict(tmp_path: Path, module: DepthTask, names: list[str], **writer: Any) -> DepthMapWriter:
     samples = [{"image": torch.rand(3, H, W), "name": name, "index": i} for i, name in enumerate(names)]
     callback = DepthMapWriter(output_dir=str(tmp_path / "out"), **writer)
     trainer = Trainer(logger=False, callbacks=[callback], enable_progress_bar=False, enable_model_summary=False,
