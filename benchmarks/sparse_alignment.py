@@ -1,4 +1,5 @@
-"""Sparse metric alignment: least squares vs RANSAC on a few true and wrong points per frame (AbsRel, fallbacks).
+"""Sparse metric alignment: least squares vs the robust fits on a few true and wrong points per frame (AbsRel,
+fallbacks).
 
 A relative model (the committed foundation-like ``tiny_foundation_140.pth``, with its real errors, not an ideal affine
 map) predicts rendered frames of the held-out synthetic domains (room ``neon`` / ``pastel``, street ``sepia`` /
@@ -9,12 +10,12 @@ AbsRel is the mean over the frames a method gives as metric: a fallback (too few
 scale: never written by the prediction job) is counted instead; ``ransac_before`` flagged nothing, so all its frames
 count, and its fits with a scale <= 0 are counted too.
 
-Methods: ``lstsq`` and ``ransac`` (``align_to_sparse``: the shipped ones), ``ransac_before`` (the fit this replaced:
-``fit_scale_shift``'s RANSAC with two-point samples and a threshold of 5 % of the median point disparity, the
-scale unconstrained) and ``dense_oracle`` (least squares to every ground-truth pixel: the model's own floor).
+Methods: ``lstsq``, ``ransac`` and ``tukey`` (``align_to_sparse``: the shipped ones), ``ransac_before`` (the old
+default: ``fit_scale_shift``'s RANSAC with two-point samples and a threshold of 5 % of the median point disparity,
+the scale unconstrained) and ``dense_oracle`` (least squares to every ground-truth pixel: the model's own floor).
 
 Splits: ``val`` frames 6000.., ``test`` 7000.. (choices on ``val``, figures for README on ``test``). ``--sweep``
-adds ransac at several ``inlier_sigmas`` (the choice of the default).
+adds tukey at several ``tukey_c`` (the choice of the default).
 
     python -m benchmarks.sparse_alignment --split test
 """
@@ -99,13 +100,13 @@ def main() -> None:
     parser.add_argument("--wrong", type=float, nargs="+", default=[0.0, 0.1, 0.3, 0.45])
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--sweep", type=float, nargs="*", default=[], help="extra ransac inlier_sigmas to compare")
+    parser.add_argument("--sweep", type=float, nargs="*", default=[], help="extra tukey_c values to compare")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = frames(args.split, args.frames)
     oracle = statistics.mean(abs_rel(dense_oracle(d, g), g) for d, g in data)
-    methods = {"lstsq": dict(method="lstsq"), "ransac": dict(method="ransac")}
-    methods |= {f"ransac_{k:g}sigma": dict(method="ransac", inlier_sigmas=k) for k in args.sweep}
+    methods = {"lstsq": dict(method="lstsq"), "ransac": dict(method="ransac"), "tukey": dict(method="tukey")}
+    methods |= {f"tukey_c{c:g}": dict(method="tukey", tukey_c=c) for c in args.sweep}
     rows = []
     for points in args.points:
         for wrong in args.wrong:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from depthadapt.alignment.sparse import METHODS, align_to_sparse
+from depthadapt.alignment.sparse import METHODS, SparseMethod, align_to_sparse
 from depthadapt.models.card import DepthModelCard
 from lightning_modules.base import DepthTask
 
@@ -14,8 +14,9 @@ class SparseAlignedDepth(DepthTask):
 
     The datamodule gives the points as the sample's ``depth`` (a map with few valid pixels, or a CSV of x, y, metres:
     ``ImageFolderDataModule(depth_suffix=".csv", predict_with_depth=true)``). Per image the scale and shift of
-    ``1 / depth = scale * out + shift`` are fitted by ``method`` (``lstsq``, or ``ransac`` with a threshold of
-    ``inlier_sigmas`` robust standard deviations: ``depthadapt.alignment.sparse``); images with fewer than
+    ``1 / depth = scale * out + shift`` are fitted by ``method`` (``tukey``: a Tukey biweight M-estimate with the
+    tuning constant ``tukey_c``; ``ransac`` with a threshold of ``inlier_sigmas`` robust standard deviations;
+    ``lstsq``: see ``depthadapt.alignment.sparse``); images with fewer than
     ``min_points`` points or no fit with a positive scale are flagged as fallbacks in the records, which
     ``DepthMapWriter`` does not write as metric. ``predict`` gives metric depth maps (PNG, npy, point clouds).
     """
@@ -23,8 +24,9 @@ class SparseAlignedDepth(DepthTask):
     def __init__(
         self,
         model: DepthModelCard,
-        method: str = "ransac",
+        method: SparseMethod = "tukey",
         min_points: int = 10,
+        tukey_c: float = 4.685,
         inlier_sigmas: float = 2.5,
         max_trials: int = 1000,
         seed: int = 0,
@@ -40,7 +42,7 @@ class SparseAlignedDepth(DepthTask):
         self.card = model
         self.model = self.build_model(model).requires_grad_(False).eval()
         self.fit = dict(method=method, min_points=min_points, min_depth=min_depth, max_depth=max_depth,
-                        inlier_sigmas=inlier_sigmas, max_trials=max_trials, seed=seed)
+                        tukey_c=tukey_c, inlier_sigmas=inlier_sigmas, max_trials=max_trials, seed=seed)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
         """``{"name", "kind": "metric", "depth": B x H x W metres, "records": per-image fit}``."""

@@ -4,12 +4,16 @@ Per image, the relative disparity is fitted to the points' inverse depth, 1 / me
 maintainers' recipe for relative -> metric, in disparity space), and the aligned disparity is clamped to the valid
 range and inverted. A scale s <= 0 (nearer looks farther) is never a fit: such an image is a fallback.
 
-``ransac`` is built for a few dozen points, not for the dense pseudo-label fit (``fit_scale_shift``'s RANSAC with
-50-point samples and an absolute threshold): every hypothesis is the line through two points with a positive
-scale (all pairs, or ``max_trials`` random ones); the threshold comes from the points themselves, ``inlier_sigmas``
-robust standard deviations of the residuals of the least-median-of-squares hypothesis (Rousseeuw's LMedS scale
-estimate), so it follows the model's own error on each image; the consensus is the hypothesis with the most points
-within it, refitted by least squares. It stays robust while fewer than half of the points are wrong.
+Both robust methods are built for a few dozen points, not for the dense pseudo-label fit (``fit_scale_shift``'s
+RANSAC with 50-point samples and an absolute threshold), and start alike: every line through two points with a
+positive scale (all pairs, or ``max_trials`` random ones), the least-median-of-squares one (Rousseeuw's LMedS) and
+its robust sigma, so the scale of the residuals follows the model's own error on each image.
+
+``tukey`` (the default) iterates Tukey's biweight from that line (weights zero beyond ``tukey_c`` sigmas): with
+clean points it is nearly least squares, and a wrong point far from the line gets no weight. ``ransac`` takes the
+hypothesis with the most points within ``inlier_sigmas`` sigmas and refits it by least squares: a hard cut, which
+with few points and an imperfect model may keep a small cluster and extrapolate badly (benchmarks/sparse_alignment.py).
+Both stay robust while fewer than half of the points are wrong.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -29,11 +34,13 @@ from depthadapt.alignment import check_choice
 from depthadapt.alignment.solver import weighted_scale_shift
 from depthadapt.metrics import depth_to_disparity
 
-__all__ = ["CSV_COLUMNS", "METHODS", "SparseAlignment", "align_to_sparse", "fit_sparse_line", "read_sparse_csv"]
+__all__ = ["CSV_COLUMNS", "METHODS", "SparseAlignment", "SparseMethod", "align_to_sparse", "fit_sparse_line",
+           "fit_sparse_tukey", "read_sparse_csv"]
 
 log = logging.getLogger(__name__)
 
-METHODS = ("lstsq", "ransac")
+SparseMethod = Literal["lstsq", "ransac", "tukey"]
+METHODS: tuple[str, ...] = get_args(SparseMethod)
 CSV_COLUMNS: dict[str, tuple[str, ...]] = {
     "x": ("x", "u", "col", "column"),
     "y": ("y", "v", "row"),
@@ -128,17 +135,11 @@ def _residual_blocks(p: Tensor, t: Tensor, scale: Tensor, shift: Tensor):
         yield start, (scale[start : start + size, None] * p + shift[start : start + size, None] - t).abs_()
 
 
-def fit_sparse_line(
-    p: Tensor, t: Tensor, inlier_sigmas: float = 2.5, max_trials: int = 1000, seed: int = 0
-) -> tuple[float, float, Tensor] | None:
-    """Robust positive-scale fit of t ~ scale * p + shift on a few points: p, t (N,) -> scale, shift, inliers (N,)
-    bool; None when no line with a positive scale goes through two of the points.
-
-    Two-point hypotheses with scale > 0; threshold ``inlier_sigmas`` x the LMedS scale estimate of the residuals;
-    the hypothesis with the most points within it (ties: the smaller sum of their squared residuals) is refitted by
-    least squares on those points; None too when that refit's scale is not positive (the consensus falls).
-    """
-    p, t = p.double(), t.double()
+def _least_median_lines(
+    p: Tensor, t: Tensor, max_trials: int, seed: int
+) -> tuple[Tensor, Tensor, int, Tensor] | None:
+    """The lines through two points with a positive scale (all pairs, or ``max_trials`` random ones) and the least
+    median of squares one: p, t (N,) float64 -> scale, shift (T,), its index, the LMedS sigma; None without any."""
     count = len(p)
     if count < 2:
         return None
@@ -155,8 +156,27 @@ def fit_sparse_line(
     # LMedS: the h-th smallest |residual|, h = floor(N / 2) + 1 (half the points plus one parameter of two).
     h = min(count, count // 2 + 1)
     least_median = torch.cat([block.kthvalue(h, dim=1).values for _, block in _residual_blocks(p, t, scale, shift)])
-    sigma = _MAD_TO_SIGMA * (1 + 5 / max(count - 2, 1)) * least_median.min()
-    threshold = inlier_sigmas * sigma.clamp_min(1e-9 * t.abs().median().clamp_min(1e-300))
+    best = int(least_median.argmin())
+    sigma = _MAD_TO_SIGMA * (1 + 5 / max(count - 2, 1)) * least_median[best]
+    return scale, shift, best, sigma.clamp_min(1e-9 * t.abs().median().clamp_min(1e-300))
+
+
+def fit_sparse_line(
+    p: Tensor, t: Tensor, inlier_sigmas: float = 2.5, max_trials: int = 1000, seed: int = 0
+) -> tuple[float, float, Tensor] | None:
+    """RANSAC fit of t ~ scale * p + shift, scale > 0, on a few points: p, t (N,) -> scale, shift, inliers (N,)
+    bool; None when no line with a positive scale goes through two of the points.
+
+    Two-point hypotheses with scale > 0; threshold ``inlier_sigmas`` x the LMedS scale estimate of the residuals;
+    the hypothesis with the most points within it (ties: the smaller sum of their squared residuals) is refitted by
+    least squares on those points; None too when that refit's scale is not positive (the consensus falls).
+    """
+    p, t = p.double(), t.double()
+    lines = _least_median_lines(p, t, max_trials, seed)
+    if lines is None:
+        return None
+    scale, shift, _, sigma = lines
+    threshold = inlier_sigmas * sigma
     inlier_counts, squared_sums = [], []
     for _, block in _residual_blocks(p, t, scale, shift):
         within = block <= threshold
@@ -171,14 +191,50 @@ def fit_sparse_line(
     return float(refit_scale), float(refit_shift), inliers
 
 
+def fit_sparse_tukey(
+    p: Tensor, t: Tensor, c: float = 4.685, max_trials: int = 1000, seed: int = 0, iterations: int = 50
+) -> tuple[float, float, Tensor] | None:
+    """Tukey biweight M-estimate of t ~ scale * p + shift, scale > 0, on a few points: p, t (N,) -> scale, shift,
+    inliers (N,) bool (the points of non-zero weight); None when no positive-scale fit exists.
+
+    Starts at the least-median-of-squares line through two points and its robust sigma; iteratively reweighted
+    least squares with weights (1 - (r / (c sigma))^2)^2, zero beyond ``c`` sigmas (4.685: 95 %
+    of least squares' efficiency on clean Gaussian errors, so clean points give nearly the least-squares fit,
+    while a wrong point far from the line gets no weight at all).
+    """
+    p, t = p.double(), t.double()
+    lines = _least_median_lines(p, t, max_trials, seed)
+    if lines is None:
+        return None
+    scale_all, shift_all, best, sigma = lines
+    scale, shift = scale_all[best], shift_all[best]
+    cutoff = c * sigma
+    for _ in range(iterations):
+        u = (scale * p + shift - t) / cutoff
+        weight = (1 - u.square()).clamp_min(0).square()
+        new_scale, new_shift, degenerate = weighted_scale_shift(p, t, weight)
+        if bool(degenerate):
+            return None
+        converged = bool((new_scale - scale).abs() <= 1e-12 * scale.abs() and (new_shift - shift).abs() <= 1e-12 *
+                         (shift.abs() + scale.abs() * p.abs().max()))
+        scale, shift = new_scale, new_shift
+        if converged:
+            break
+    if float(scale) <= 0:
+        return None
+    inliers = (scale * p + shift - t).abs() < cutoff
+    return float(scale), float(shift), inliers
+
+
 def align_to_sparse(
     disparity: Tensor,
     sparse_depth: Tensor,
-    method: str = "ransac",
+    method: SparseMethod = "tukey",
     min_points: int = 10,
     min_depth: float = 1e-3,
     max_depth: float = 80.0,
     inlier_sigmas: float = 2.5,
+    tukey_c: float = 4.685,
     max_trials: int = 1000,
     seed: int = 0,
 ) -> SparseAlignment:
@@ -186,8 +242,9 @@ def align_to_sparse(
 
     Points outside [min_depth, max_depth] or where the disparity is not finite are ignored; the aligned disparity is
     clamped to [1 / max_depth, 1 / min_depth]. ``lstsq``: least squares on all points; ``ransac``:
-    ``fit_sparse_line``. An image with fewer than ``min_points`` points, or whose fit has no positive scale, is a
-    fallback (without a positive fit: scale 1, shift 0).
+    ``fit_sparse_line`` (threshold ``inlier_sigmas``); ``tukey``: ``fit_sparse_tukey`` (``tukey_c``). An image
+    with fewer than ``min_points`` points, or whose fit has no positive scale, is a fallback (without a positive
+    fit: scale 1, shift 0).
     """
     check_choice("method", method, METHODS)
     if disparity.shape != sparse_depth.shape or disparity.ndim != 3:
@@ -197,8 +254,9 @@ def align_to_sparse(
         )
     if not 0 < min_depth < max_depth:
         raise ValueError(f"need 0 < min_depth < max_depth, got {min_depth}, {max_depth}")
-    if not (math.isfinite(inlier_sigmas) and inlier_sigmas > 0):
-        raise ValueError(f"inlier_sigmas must be a positive number, got {inlier_sigmas}")
+    for name, value in (("inlier_sigmas", inlier_sigmas), ("tukey_c", tukey_c)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number, got {value}")
     disparity = disparity.to(torch.float64)
     sparse_depth = sparse_depth.to(device=disparity.device, dtype=torch.float64)
     valid = (torch.isfinite(sparse_depth) & (sparse_depth >= min_depth) & (sparse_depth <= max_depth)
@@ -211,6 +269,8 @@ def align_to_sparse(
         p, t = disparity[b][valid[b]].cpu(), target[b][valid[b]].cpu()
         if method == "ransac":
             fit = fit_sparse_line(p, t, inlier_sigmas, max_trials, seed)
+        elif method == "tukey":
+            fit = fit_sparse_tukey(p, t, tukey_c, max_trials, seed)
         else:
             s, sh, degenerate = weighted_scale_shift(p, t, torch.ones_like(p, dtype=torch.bool))
             fit = None if bool(degenerate) else (float(s), float(sh), torch.ones_like(p, dtype=torch.bool))
