@@ -26,7 +26,7 @@ class SparseAlignedDepth(DepthTask):
         model: DepthModelCard,
         method: SparseMethod = "tukey",
         min_points: int = 10,
-        tukey_c: float = 4.685,
+        tukey_c: float = 8.0,
         inlier_sigmas: float = 2.5,
         max_trials: int = 1000,
         seed: int = 0,

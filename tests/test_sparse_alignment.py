@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from depthadapt.alignment.sparse import align_to_sparse, fit_sparse_line, read_sparse_csv
+from depthadapt.alignment.sparse import align_to_sparse, fit_sparse_line, fit_sparse_tukey, read_sparse_csv
 from depthadapt.synth import render_sample
 
 HEIGHT, WIDTH = 56, 168
@@ -73,28 +73,36 @@ def model_error(relative: torch.Tensor, sigma: float, seed: int) -> torch.Tensor
     return (relative - shift) * torch.exp(sigma * torch.randn(relative.shape, generator=generator)) + shift
 
 
-def test_ransac_default_is_as_good_as_lstsq_on_thirty_true_points_of_an_imperfect_model(scenes) -> None:
-    # The reported failure: 30 true points per frame, a model 20 % off; the 5 %-of-median threshold found small
-    # consensus sets and fitted scales near zero or negative (AbsRel 0.2-0.8 against lstsq's 0.17).
+@pytest.mark.parametrize("count", [10, 30])
+def test_the_default_is_as_good_as_lstsq_on_true_points_of_an_imperfect_model(scenes, count: int) -> None:
+    # The reported failure: 30 true points per frame, a model 20 % off; the old default's 5 %-of-median threshold
+    # found small consensus sets and fitted scales near zero or negative (AbsRel 0.2-0.8 against lstsq's 0.17).
     depth, relative = scenes
     noisy = model_error(relative, 0.2, seed=3)
-    for seed in range(3):
-        sparse = sparse_points(depth, 30, 0.0, seed=10 + seed)
-        lstsq = align_to_sparse(noisy, sparse, method="lstsq")
-        ransac = align_to_sparse(noisy, sparse)  # the default method
-        assert (ransac.scale > 0).all() and not ransac.fallback.any()
-        assert abs_rel(ransac.depth, depth) <= 1.05 * abs_rel(lstsq.depth, depth)
-
-
-def test_ransac_default_resists_wrong_points_of_an_imperfect_model(scenes) -> None:
-    depth, relative = scenes
-    noisy = model_error(relative, 0.1, seed=4)
-    lstsq_errors, ransac_errors = [], []
-    for seed in range(3):
-        sparse = sparse_points(depth, 30, 0.3, seed=20 + seed)
+    default_errors, lstsq_errors = [], []
+    for seed in range(4):
+        sparse = sparse_points(depth, count, 0.0, seed=10 + seed)
+        default = align_to_sparse(noisy, sparse)
+        assert (default.scale > 0).all() and not default.fallback.any()
+        default_errors.append(abs_rel(default.depth, depth))
         lstsq_errors.append(abs_rel(align_to_sparse(noisy, sparse, method="lstsq").depth, depth))
-        ransac_errors.append(abs_rel(align_to_sparse(noisy, sparse).depth, depth))
-    assert sum(ransac_errors) < 0.5 * sum(lstsq_errors)
+    assert sum(default_errors) <= 1.02 * sum(lstsq_errors)
+    assert max(default_errors) <= 1.1 * max(lstsq_errors)
+
+
+def test_the_default_resists_wrong_points_of_an_imperfect_model_better_than_ransac(scenes) -> None:
+    # 30 points, 30 % of them wrong, a model 10 % off: ransac's hard cut keeps a cluster and extrapolates
+    # (AbsRel up to 0.7 in this draw); the biweight stays near the clean fit.
+    depth, relative = scenes
+    noisy = model_error(relative, 0.1, seed=3)
+    errors: dict[str, list[float]] = {"lstsq": [], "ransac": [], "default": []}
+    for seed in range(4):
+        sparse = sparse_points(depth, 30, 0.3, seed=100 + seed)
+        for method in ("lstsq", "ransac"):
+            errors[method].append(abs_rel(align_to_sparse(noisy, sparse, method=method).depth, depth))
+        errors["default"].append(abs_rel(align_to_sparse(noisy, sparse).depth, depth))
+    assert sum(errors["default"]) < 0.6 * sum(errors["lstsq"])
+    assert sum(errors["default"]) < 0.8 * sum(errors["ransac"]) and max(errors["default"]) < 0.15
 
 
 def test_a_fit_without_positive_scale_is_a_fallback_never_metric(scenes) -> None:
@@ -103,7 +111,7 @@ def test_a_fit_without_positive_scale_is_a_fallback_never_metric(scenes) -> None
     depth, relative = scenes
     inverted = -relative
     sparse = sparse_points(depth, 40, 0.0, seed=5)
-    for method in ("lstsq", "ransac"):
+    for method in ("lstsq", "ransac", "tukey"):
         result = align_to_sparse(inverted, sparse, method=method)
         assert result.fallback.all(), method
         assert result.scale.tolist() == [1.0, 1.0, 1.0] and result.shift.tolist() == [0.0, 0.0, 0.0]
@@ -122,6 +130,20 @@ def test_fit_sparse_line_recovers_an_exact_line_and_names_the_outliers() -> None
     many = torch.linspace(0.1, 1.0, 100, dtype=torch.float64)
     first = fit_sparse_line(many, 2 * many + 0.1, max_trials=50, seed=3)
     assert first[0] == pytest.approx(2.0) and first[2].all()
+
+
+def test_fit_sparse_tukey_recovers_an_exact_line_and_gives_wrong_points_no_weight() -> None:
+    p = torch.linspace(0.1, 1.0, 30, dtype=torch.float64)
+    t = 0.5 * p + 0.02
+    t[[3, 17, 25]] = torch.tensor([0.9, 0.001, 0.7], dtype=torch.float64)
+    scale, shift, inliers = fit_sparse_tukey(p, t)
+    assert scale == pytest.approx(0.5, rel=1e-9) and shift == pytest.approx(0.02, abs=1e-9)
+    assert (~inliers).nonzero().squeeze(1).tolist() == [3, 17, 25]
+    assert fit_sparse_tukey(p, 1.0 - p) is None and fit_sparse_tukey(p[:1], t[:1]) is None
+    # Clean points with Gaussian noise: within 5 % of least squares' scale (the biweight's efficiency).
+    noisy = 0.5 * p + 0.02 + 0.01 * torch.randn(30, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    lstsq_scale = float(torch.linalg.lstsq(torch.stack([p, torch.ones_like(p)], 1), noisy[:, None]).solution[0])
+    assert fit_sparse_tukey(p, noisy)[0] == pytest.approx(lstsq_scale, rel=0.05)
 
 
 def test_too_few_points_are_flagged(scenes) -> None:
