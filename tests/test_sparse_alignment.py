@@ -132,6 +132,22 @@ def test_fit_sparse_line_recovers_an_exact_line_and_names_the_outliers() -> None
     assert first[0] == pytest.approx(2.0) and first[2].all()
 
 
+def test_a_robust_fit_never_puts_one_of_the_points_beyond_max_depth() -> None:
+    # Ten true points of a test frame where the tiny model is far off (benchmarks/sparse_alignment.py): six of them
+    # lie on a steep line whose shift is so negative that the point at p = 0.726 (and the image's far half) would be
+    # behind the camera, i.e. clamped to 80 m. Such a consensus is not a fit: least squares on all points is used.
+    p = torch.tensor([1.215, 1.209, 0.726, 1.181, 1.724, 2.312, 2.184, 1.926, 1.838, 2.275])
+    t = torch.tensor([0.5318, 0.1809, 0.2894, 0.1707, 0.1832, 0.665, 0.2944, 0.501, 0.4679, 0.6501])
+    disparity = torch.linspace(0.5, 2.4, 40).repeat(5, 1)[None]
+    sparse = torch.zeros_like(disparity)
+    disparity[0, 0, :10], sparse[0, 0, :10] = p, 1 / t
+    lstsq = align_to_sparse(disparity, sparse, method="lstsq")
+    for method in ("tukey", "ransac"):
+        result = align_to_sparse(disparity, sparse, method=method)
+        assert not result.fallback.any() and (result.depth[0, 0, :10] < 80.0).all(), method
+        assert result.scale.item() == pytest.approx(lstsq.scale.item()) and result.inliers.item() == 10, method
+
+
 def test_fit_sparse_tukey_recovers_an_exact_line_and_gives_wrong_points_no_weight() -> None:
     p = torch.linspace(0.1, 1.0, 30, dtype=torch.float64)
     t = 0.5 * p + 0.02

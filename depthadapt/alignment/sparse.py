@@ -268,11 +268,14 @@ def align_to_sparse(
     inliers, fitted = torch.zeros(batch, dtype=torch.long), torch.zeros(batch, dtype=torch.bool)
     for b in range(batch):
         p, t = disparity[b][valid[b]].cpu(), target[b][valid[b]].cpu()
+        fit = None
         if method == "ransac":
             fit = fit_sparse_line(p, t, inlier_sigmas, max_trials, seed)
         elif method == "tukey":
             fit = fit_sparse_tukey(p, t, tukey_c, max_trials, seed)
-        else:
+        # A robust fit that sends one of the image's own points beyond max_depth (or behind the camera) followed a
+        # subset against points it cannot call wrong (few points, a model far off): least squares on all instead.
+        if method == "lstsq" or fit is None or float(fit[0] * p.min() + fit[1]) < 1.0 / max_depth:
             s, sh, degenerate = weighted_scale_shift(p, t, torch.ones_like(p, dtype=torch.bool))
             fit = None if bool(degenerate) else (float(s), float(sh), torch.ones_like(p, dtype=torch.bool))
         if fit is not None and fit[0] > 0:
