@@ -13,7 +13,9 @@ its robust sigma, so the scale of the residuals follows the model's own error on
 clean points it is nearly least squares, and a wrong point far from the line gets no weight. ``ransac`` takes the
 hypothesis with the most points within ``inlier_sigmas`` sigmas and refits it by least squares: a hard cut, which
 with few points and an imperfect model may keep a small cluster and extrapolate badly (benchmarks/sparse_alignment.py).
-Both stay robust while fewer than half of the points are wrong.
+Both stay robust while fewer than half of the points are wrong. A robust fit that puts one of the image's own points
+beyond ``max_depth`` or behind the camera (a consensus of a few points against the rest, seen with 10 points on a
+frame the model gets badly wrong) is replaced by least squares on all points.
 """
 
 from __future__ import annotations
