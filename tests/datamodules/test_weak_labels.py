@@ -113,7 +113,7 @@ def test_target_domain_trains_on_unlabelled_images_and_evaluates_elsewhere(tmp_p
 
 
 def test_annotated_frames_train_at_their_own_size_or_any_image_size_with_their_labels_rescaled(
-        tmp_path: Path, make_dataset) -> None:
+        tmp_path: Path) -> None:
     # Labels are pixels of the image as stored (the annotation tool's); 60 x 80 frames (like 480 x 640 ones) are
     # not multiples of 14, and every resize the datamodule does must carry the labels along.
     import cv2

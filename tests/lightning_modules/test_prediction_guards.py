@@ -47,6 +47,7 @@ def predict(tmp_path: Path, module: DepthTask, names: list[str], **writer: Any) 
     return callback
 
 
+@pytest.mark.integration
 def test_non_finite_outputs_are_named_counted_and_not_written(tmp_path: Path, caplog) -> None:
     good = torch.full((H, W), 3.0)
     partly = good.clone()
@@ -62,12 +63,14 @@ def test_non_finite_outputs_are_named_counted_and_not_written(tmp_path: Path, ca
     assert "wrote 1 items" in caplog.text and "2 skipped: nan (" in caplog.text
 
 
+@pytest.mark.integration
 def test_a_run_that_writes_nothing_is_an_error(tmp_path: Path) -> None:
     outputs = {"a": torch.full((H, W), float("nan")), "b": torch.full((H, W), float("nan"))}
     with pytest.raises(ValueError, match=r"DepthMapWriter wrote nothing to .*out: 2 items skipped: a \(the model"):
         predict(tmp_path, FixedOutputs(outputs, kind="relative"), ["a", "b"])
 
 
+@pytest.mark.integration
 def test_fallback_fits_are_skipped_or_written_with_a_sidecar(tmp_path: Path, caplog) -> None:
     outputs = {"fitted": torch.full((H, W), 2.0), "one_point": torch.full((H, W), 5.0)}
     records = {"fitted": {"scale": 0.5, "shift": 0.1, "points": 30, "inliers": 29, "fallback": False},
@@ -86,6 +89,7 @@ def test_fallback_fits_are_skipped_or_written_with_a_sidecar(tmp_path: Path, cap
     assert json.loads((out / "one_point.json").read_text()) == records["one_point"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("camera", [dict(intrinsics=[0, 200, 3.5, 2.5]), dict(intrinsics=[200, -1, 3.5, 2.5]),
                                     dict(intrinsics=[200, 200, float("nan"), 2.5]), dict(intrinsics=[200, 200, 3]),
                                     dict(focal_length=0.0), dict(focal_length=-300.0),
@@ -96,6 +100,7 @@ def test_an_impossible_camera_is_refused_when_the_writer_is_built(tmp_path: Path
     assert not tmp_path.joinpath(MANIFEST_NAME).exists()
 
 
+@pytest.mark.unit
 def test_a_samples_impossible_camera_is_an_error_naming_it(tmp_path: Path) -> None:
     writer = DepthMapWriter(output_dir=str(tmp_path), formats=["ply"])
     item = {"depth": torch.full((H, W), 2.0), "kind": "metric", "intrinsics": torch.tensor([0.0, 100.0, 3.5, 2.5])}
@@ -104,6 +109,7 @@ def test_a_samples_impossible_camera_is_an_error_naming_it(tmp_path: Path) -> No
     assert not (tmp_path / "a" / "b.ply").exists()
 
 
+@pytest.mark.unit
 def test_point_cloud_functions_check_the_camera() -> None:
     depth = torch.full((H, W), 2.0)
     for bad in ([0.0, 100.0, 3.0, 2.0], [100.0, 100.0, float("inf"), 2.0]):

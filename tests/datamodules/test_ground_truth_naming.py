@@ -9,13 +9,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from builders import make_dataset
 
 import cli
 from datamodules.ground_truth import read_association_file
 from datamodules.image_folder import ImageFolderDataModule, ImageFolderDataset
 from depthadapt.io import list_image_files
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 H, W = 6, 8
 
 
@@ -31,6 +32,7 @@ def write_depth16(path: Path, millimetres: int) -> None:
     assert cv2.imwrite(str(path), np.full((H, W), millimetres, np.uint16))
 
 
+@pytest.mark.unit
 def test_depth_name_pattern_pairs_tum_style_color_and_depth_in_one_folder(tmp_path: Path, caplog) -> None:
     for i in range(3):
         write_rgb(tmp_path / f"frame{i}_color.png", i)
@@ -47,6 +49,7 @@ def test_depth_name_pattern_pairs_tum_style_color_and_depth_in_one_folder(tmp_pa
     assert stems.depth_path("frame0_color.png") == tmp_path / "frame0_color.png"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("pattern", ["{name}.png", "depth.png", "{stem}_{stem}.png", "{stem_without:}.png",
                                      "{stem:_x}.png", "{stem}}.png"])
 def test_bad_depth_name_patterns_are_refused(tmp_path: Path, pattern: str) -> None:
@@ -54,6 +57,7 @@ def test_bad_depth_name_patterns_are_refused(tmp_path: Path, pattern: str) -> No
         ImageFolderDataModule(image_dir=str(tmp_path), depth_dir=str(tmp_path), depth_name=pattern)
 
 
+@pytest.mark.unit
 def test_tum_association_file_pairs_images_and_depth(tmp_path: Path) -> None:
     # TUM RGB-D: rgb/ and depth/ with their own timestamps, paired by associate.py's "time rgb time depth" lines.
     write_rgb(tmp_path / "rgb" / "1305031102.175304.png", 0)
@@ -80,6 +84,7 @@ def test_tum_association_file_pairs_images_and_depth(tmp_path: Path) -> None:
         read_association_file(two_columns)
 
 
+@pytest.mark.unit
 def test_ppm_images_are_listed_and_pgm_depth_is_read(tmp_path: Path, caplog) -> None:
     # NYU's raw dumps: r-*.ppm colour, d-*.pgm 16-bit depth; other files are counted in the log, not dropped silently.
     rgb = write_rgb(tmp_path / "images" / "r-1.ppm", 0)
@@ -97,6 +102,7 @@ def test_ppm_images_are_listed_and_pgm_depth_is_read(tmp_path: Path, caplog) -> 
     assert float(sample["depth"].mean()) == pytest.approx(1.5)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("scale", [0.0, -0.001, float("nan"), float("inf")])
 def test_depth_scale_must_be_positive(tmp_path: Path, scale: float) -> None:
     with pytest.raises(ValueError, match=r"data.depth_scale must be a positive number.*millimetres .* 0.001"):
@@ -105,7 +111,8 @@ def test_depth_scale_must_be_positive(tmp_path: Path, scale: float) -> None:
         ImageFolderDataset(tmp_path, tmp_path, depth_scale=scale)
 
 
-def test_evaluation_config_has_no_default_depth_scale(tmp_path: Path, monkeypatch, make_dataset) -> None:
+@pytest.mark.integration
+def test_evaluation_config_has_no_default_depth_scale(tmp_path: Path, monkeypatch) -> None:
     # Millimetre PNGs read at the old default 1/256 had a plausible median (Redwood: 7.3 m) and a wrong RMSE.
     monkeypatch.chdir(ROOT)
     images, depths = make_dataset(tmp_path, count=1)
