@@ -6,7 +6,7 @@ dropped from it (any datamodule, synthetic included), so a killed job resumes wh
 holds a manifest (``depthadapt.io.MANIFEST_NAME``: the model cards with checkpoint hashes, the settings); a rerun
 with another model or other settings into the same folder is an error unless ``overwrite`` is set, and folders with
 a manifest are never listed as input images. An item ``write`` refuses (``SkipItem``: a fallback fit, a non-finite
-output) is named in the log and counted, never written; a run that writes nothing at all is an error.
+output) is named in the log and counted, never written; a run whose every item was skipped is an error.
 """
 
 from __future__ import annotations
@@ -158,13 +158,14 @@ class ResumableWriter(BasePredictionWriter):
             self.written += 1
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Log what was written and skipped; a run that wrote nothing (and found nothing done) is an error."""
+        """Log what was written and skipped; a run whose every item was skipped (none written or done before) is an
+        error. A run given no item at all (another shard's images only) is not."""
         shown = "; ".join(f"{name} ({why})" for name, why in self.skipped[:_SHOWN])
         shown += f"; ... ({len(self.skipped) - _SHOWN} more)" if len(self.skipped) > _SHOWN else ""
         log.info("rank %d: %s wrote %d items to %s (%d already done, %d skipped%s)", trainer.global_rank,
                  type(self).__name__, self.written, self.output_dir, self.already_done, len(self.skipped),
                  f": {shown}" if shown else "")
-        if self.written == 0 and self.already_done == 0 and trainer.world_size == 1:
+        if self.skipped and self.written == 0 and self.already_done == 0 and trainer.world_size == 1:
             raise ValueError(f"{type(self).__name__} wrote nothing to {self.output_dir}: {len(self.skipped)} items "
                              f"skipped{': ' + shown if shown else ''}")
 
