@@ -162,9 +162,11 @@ class ResumableWriter(BasePredictionWriter):
         error. A run given no item at all (another shard's images only) is not."""
         shown = "; ".join(f"{name} ({why})" for name, why in self.skipped[:_SHOWN])
         shown += f"; ... ({len(self.skipped) - _SHOWN} more)" if len(self.skipped) > _SHOWN else ""
-        log.info("rank %d: %s wrote %d items to %s (%d already done, %d skipped%s)", trainer.global_rank,
-                 type(self).__name__, self.written, self.output_dir, self.already_done, len(self.skipped),
-                 f": {shown}" if shown else "")
+        log.info("rank %d: %s wrote %d items to %s (%d already done)", trainer.global_rank, type(self).__name__,
+                 self.written, self.output_dir, self.already_done)
+        if self.skipped:
+            log.warning("rank %d: %s skipped %d items: %s", trainer.global_rank, type(self).__name__,
+                        len(self.skipped), shown)
         if self.skipped and self.written == 0 and self.already_done == 0 and trainer.world_size == 1:
             raise ValueError(f"{type(self).__name__} wrote nothing to {self.output_dir}: {len(self.skipped)} items "
                              f"skipped{': ' + shown if shown else ''}")

@@ -131,7 +131,7 @@ def test_images_without_a_fit_are_not_written_as_metric(tmp_path: Path, monkeypa
     assert not list(out.glob("00[1-4].*"))
     for name, points in (("001", 0), ("002", 1), ("003", 2), ("004", 1)):
         assert f"{name}.png: not written: fallback fit, its depth is not metric ({points} points" in caplog.text
-    assert "wrote 1 items" in caplog.text and "4 skipped" in caplog.text
+    assert "wrote 1 items" in caplog.text and "DepthMapWriter skipped 4 items: 001.png (fallback fit" in caplog.text
 
 
 def test_a_bad_camera_fails_before_the_manifest_so_the_corrected_rerun_runs(tmp_path: Path, monkeypatch) -> None:

@@ -60,7 +60,7 @@ def test_non_finite_outputs_are_named_counted_and_not_written(tmp_path: Path, ca
     assert writer.written == 1 and [name for name, _ in writer.skipped] == ["nan", "partly"]
     assert "nan: not written: the model's output has 48 non-finite values (NaN or inf) of 48" in caplog.text
     assert "partly: not written: the model's output has 1 non-finite values" in caplog.text
-    assert "wrote 1 items" in caplog.text and "2 skipped: nan (" in caplog.text
+    assert "wrote 1 items" in caplog.text and "DepthMapWriter skipped 2 items: nan (the model" in caplog.text
 
 
 @pytest.mark.integration
