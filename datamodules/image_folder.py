@@ -137,8 +137,8 @@ class ImageFolderDataset(Dataset):
 
     def _without_depth_files(self, names: list[str]) -> list[str]:
         """The listed names less those that are the depth file of another listed image (depth beside images)."""
-        depth_files = {self.depth_path(name).resolve() for name in names}
-        kept = [name for name in names if (self.image_dir / name).resolve() not in depth_files]
+        owner = {self.depth_path(name).resolve(): name for name in names}
+        kept = [name for name in names if owner.get((self.image_dir / name).resolve(), name) == name]
         if len(kept) < len(names):
             log.info("%s: %d files are the depth maps of other images, not images", self.image_dir,
                      len(names) - len(kept))
