@@ -30,7 +30,7 @@ from depthadapt.io.formats import (
     write_relative_png16,
 )
 from depthadapt.io.manifest import MANIFEST_NAME, OutputManifestError, check_output_manifest
-from depthadapt.io.pointcloud import depth_to_points, make_intrinsics, unproject, write_ply
+from depthadapt.io.pointcloud import check_intrinsics, depth_to_points, make_intrinsics, unproject, write_ply
 
 __all__ = [
     "EXPORT_RECORD",
@@ -43,6 +43,7 @@ __all__ = [
     "atomic_path",
     "atomic_write",
     "check_export_directory",
+    "check_intrinsics",
     "check_output_manifest",
     "check_replaceable_file",
     "colorize_depth",
