@@ -58,7 +58,8 @@ def match_ordinal_file(
     path: str | Path, names: list[str] | None, root: str | Path | None = None
 ) -> dict[str, torch.Tensor]:
     """Read a weak-label file and key its pairs by ``image_key`` -> {key: P x 5 float32}, checked against the
-    sample ``names``: a file that labels none of them is an error showing one expected and one found key;
+    sample ``names`` (an image marked ``"skipped": true`` gets no pairs, whatever its line holds): a file that labels
+    none of them is an error showing one expected and one found key;
     the images it labels are counted in a log line and the lines for unknown images in a warning.
 
     Keys match with or without the image suffix, with "./" or backslashes, and relative to ``root`` (the image
@@ -74,7 +75,7 @@ def match_ordinal_file(
         key = image_key(record.image, root)
         if key in pairs:
             raise OrdinalFileError(f"{path}: {spelling[key]!r} and {record.image!r} name the same image")
-        pairs[key] = torch.tensor(record.pairs, dtype=torch.float32).reshape(-1, 5)
+        pairs[key] = torch.tensor([] if record.skipped else record.pairs, dtype=torch.float32).reshape(-1, 5)
         spelling[key] = record.image
     if names is None:
         log.warning("%s: the dataset does not list its samples (no `files`), so which of them it labels is not "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -34,12 +34,12 @@ from depthadapt.alignment.solver import (
     weighted_scale_shift,
 )
 
-__all__ = ["ScaleShiftFit", "ScaleShiftFitOptions", "fit_scale_shift"]
+__all__ = ["FitBackend", "FitMethod", "FitSupport", "ScaleShiftFit", "ScaleShiftFitOptions", "fit_scale_shift"]
 
 
-_METHODS = ("lstsq", "ransac")
-_SUPPORTS = ("all", "extremes")
-_BACKENDS = ("torch", "sklearn")
+FitMethod = Literal["lstsq", "ransac"]
+FitSupport = Literal["all", "extremes"]
+FitBackend = Literal["torch", "sklearn"]
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,10 @@ class ScaleShiftFitOptions:
     - ``max_trials``, ``min_samples``, ``residual_threshold`` (target units, inlier if ``<=``), ``seed``: RANSAC.
     """
 
-    method: str = "lstsq"
-    support: str = "all"
+    method: FitMethod = "lstsq"
+    support: FitSupport = "all"
     percentiles: tuple[float, float] = (10, 90)
-    backend: str = "torch"
+    backend: FitBackend = "torch"
     max_trials: int = 1000
     min_samples: int = 50
     residual_threshold: float = 0.1
@@ -94,9 +94,9 @@ class ScaleShiftFitOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "percentiles", tuple(self.percentiles))  # a config may give a list
-        check_choice("method", self.method, _METHODS)
-        check_choice("support", self.support, _SUPPORTS)
-        check_choice("backend", self.backend, _BACKENDS)
+        check_choice("method", self.method, get_args(FitMethod))
+        check_choice("support", self.support, get_args(FitSupport))
+        check_choice("backend", self.backend, get_args(FitBackend))
         low_high = self.percentiles
         if len(low_high) != 2 or not 0 <= low_high[0] < low_high[1] <= 100:
             raise ValueError(f"percentiles must be (low, high) with 0 <= low < high <= 100, got {low_high!r}")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from depthadapt.io import file_sha256
-from depthadapt.models.depth_anything import ENCODER_CONFIGS, HEADS, DepthAnythingV2
+from depthadapt.models.depth_anything import ENCODER_CONFIGS, HEADS, DepthAnythingV2, Head
 from depthadapt.models.dinov2 import PATCH_SIZE
 from depthadapt.models.factory import build_depth_model
 from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD, infer, infer_flip_tta
@@ -24,8 +25,8 @@ class DepthModelCard:
     in ``config_yaml/models/`` and are referenced by path from experiment configs.
     """
 
-    encoder: str = "vits"
-    head: str = "relative"
+    encoder: Literal["vits", "vitb", "vitl", "vitt"] = "vits"
+    head: Head = "relative"
     max_depth: float = 80.0
     checkpoint: str | None = None
     checkpoint_prefix: str | None = None

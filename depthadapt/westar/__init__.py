@@ -1,4 +1,5 @@
-"""WeSTAR (paper: "WeSTAR: ... weak supervision-guided self-training ...", see README): the objective
+"""WeSTAR ("Enhancing Generalization of Depth Estimation Foundation Model via Weakly-Supervised Adaptation with
+Regularization", arXiv 2511.14238): the objective
 ``WeSTARLoss``, the normalisation contexts of SA-HDN / HDN, the instance maps they come from, and ordinal pairs
 (simulation from depth, JSON Lines files).
 
