@@ -31,7 +31,8 @@ def _row(dtype: type) -> np.ndarray:
     rng = np.random.default_rng(0)
     block = selection.BLOCK
     parts = [rng.random(10 * block), np.zeros(3 * block), np.full(2 * block, 0.5), np.ones(block), np.full(40, 0.25),
-             np.full(24, 0.75), np.full(block, 0.5), [0.9], np.full(9, 0.125), np.full(5, 0.875), np.full(block - 1, 0.5), rng.random(7)]
+             np.full(24, 0.75), np.full(block, 0.5), [0.9], np.full(9, 0.125), np.full(5, 0.875),
+             np.full(block - 1, 0.5), rng.random(7)]
     return np.concatenate(parts).astype(dtype)
 
 
@@ -105,7 +106,8 @@ def test_support_row_in_single_precision_is_numpys_rule(dtype: type) -> None:
 
 def _optimised_ir(function: numba.core.registry.CPUDispatcher, *arguments: object) -> str:
     """The LLVM IR numba makes of a kernel for these arguments (a fresh compile: a cached one keeps no IR)."""
-    fresh = numba.njit(**{k: v for k, v in function.targetoptions.items() if k not in ("cache", "nopython")})(function.py_func)
+    options = {k: v for k, v in function.targetoptions.items() if k not in ("cache", "nopython")}
+    fresh = numba.njit(**options)(function.py_func)
     fresh(*arguments)
     return next(iter(fresh.inspect_llvm().values()))
 
@@ -164,7 +166,8 @@ def test_no_kernel_reaches_into_another_file() -> None:
     for module in KERNEL_MODULES:
         own = _defined_at_top_level(module)
         for name, kernel in vars(module).items():
-            if not isinstance(kernel, numba.core.registry.CPUDispatcher) or kernel.py_func.__module__ != module.__name__:
+            compiled = isinstance(kernel, numba.core.registry.CPUDispatcher)
+            if not compiled or kernel.py_func.__module__ != module.__name__:
                 continue
             kernels += 1
             for used in _global_names(kernel.py_func.__code__) & kernel.py_func.__globals__.keys():
@@ -182,7 +185,8 @@ from depthadapt.alignment.cpu import selection
 values = np.linspace(0, 1, 100_000)
 n = values.size
 buffers = np.empty(n, np.int64), np.empty(n), np.empty(n), np.empty(2 * n)
-print(selection.support_row(values, values, True, 10.0, 90.0, *buffers), sum(selection.support_row.stats.cache_hits.values()))
+count = selection.support_row(values, values, True, 10.0, 90.0, *buffers)
+print(count, sum(selection.support_row.stats.cache_hits.values()))
 """
 
 

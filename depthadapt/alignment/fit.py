@@ -132,7 +132,7 @@ def fit_scale_shift(
     adaptive early stop at 99 % confidence) and refits least squares on the winner's inliers.
     ``backend="sklearn"`` loops over the images with ``sklearn.linear_model.RANSACRegressor`` (the
     reference); ``backend="torch"`` fits all images and hypotheses at once on a GPU (``ransac_torch``) and image
-    by image, trial by trial in compiled kernels on the CPU (``kernels.ransac_row``: the same hypotheses,
+    by image, trial by trial in compiled kernels on the CPU (``cpu.ransac.ransac_row``: the same hypotheses,
     scoring, tie-break and stop), reproducibly for a ``seed`` (an image's hypotheses and stopping trial do not depend on
     the rest of the batch). Its inlier counts are float32 sums, exact up to 2**24 support points per image.
 
