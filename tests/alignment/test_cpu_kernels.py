@@ -22,6 +22,8 @@ import torch
 
 from depthadapt.alignment.cpu import moments, ransac, rows, selection
 
+pytestmark = pytest.mark.unit
+
 KERNEL_MODULES = (selection, ransac, moments, rows)
 
 
