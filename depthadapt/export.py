@@ -31,6 +31,7 @@ from depthadapt.models import (
     save_hf,
     save_official,
 )
+from depthadapt.models.da3.export import DA3_EXPORT_SUFFIXES, da3_network, export_da3
 from depthadapt.models.weights.onnx import DEFAULT_OPSET
 
 EXPORT_FORMATS = ("official", "hf", "onnx")
@@ -39,7 +40,10 @@ CHECK_SIZES = ((518, 518), (266, 350))  # where the export command compares onnx
 
 
 def export_model(model: nn.Module, fmt: str, out: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
-    """Write `model` (LoRA merged) to `out` in `fmt`: `official` (`.pth` + `.json` sidecar), `hf` (a folder), `onnx`."""
+    """Write `model` (LoRA merged) to `out` in `fmt`: `official` (`.pth` + `.json` sidecar), `hf` (a folder), `onnx`.
+    A Depth Anything 3 model: `official` is its hub folder (`export_da3`)."""
+    if da3_network(model) is not None:
+        return export_da3(model, fmt, out, opset)
     if fmt == "official":
         return save_official(model, out)
     if fmt == "hf":
@@ -56,7 +60,8 @@ def export_all(
     unknown = [fmt for fmt in formats if fmt not in EXPORT_FORMATS]
     if unknown:
         raise ValueError(f"export formats must be among {', '.join(EXPORT_FORMATS)}, got {unknown}")
-    return [export_model(model, fmt, Path(directory) / f"{stem}{EXPORT_SUFFIXES[fmt]}") for fmt in formats]
+    suffixes = DA3_EXPORT_SUFFIXES if da3_network(model) is not None else EXPORT_SUFFIXES
+    return [export_model(model, fmt, Path(directory) / f"{stem}{suffixes.get(fmt, '')}") for fmt in formats]
 
 
 def load_model(

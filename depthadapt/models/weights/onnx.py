@@ -30,17 +30,20 @@ def _plain_model(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
+def export_onnx(
+    model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None
+) -> Path:
     """Write `model` (LoRA merged) as ONNX: `image` B x 3 x H x W (ImageNet-normalised) -> `depth` B x H x W.
 
     Batch, height and width are dynamic (H and W multiples of 14, at least 42); the official position
     embedding interpolation (bicubic by the scale factor (grid + 0.1) / 37, unchanged at 518 x 518) is
-    computed in the graph for every size. The model's encoder, head and max depth are stored as metadata.
-    Written atomically.
+    computed in the graph for every size. The model's encoder, head and max depth are stored as metadata (or
+    ``metadata``: another model's facts, e.g. a Depth Anything 3 model's name). Written atomically.
     """
     was_training = model.training
     plain = _plain_model(model)
-    metadata = {key: str(value) for key, value in model_metadata(model).items() if key != "format"}
+    if metadata is None:
+        metadata = {key: str(value) for key, value in model_metadata(model).items() if key != "format"}
     example = torch.randn(2, 3, EXAMPLE_GRID[0] * PATCH_SIZE, EXAMPLE_GRID[1] * PATCH_SIZE)
     batch = torch.export.Dim("batch", min=1, max=1024)
     grid_h = torch.export.Dim("grid_h", min=MIN_GRID, max=MAX_GRID)
