@@ -83,7 +83,8 @@ def _lightning_facts(path: Path, raw: Any) -> dict[str, Any]:
         facts = dataclasses.asdict(card)
     else:
         recorded = recorded_settings(hparams)
-        facts = {k: recorded[k] for k in ("encoder", "head", "max_depth", "input_size", "mean", "std") if k in recorded}
+        facts = {k: recorded[k] for k in ("family", "encoder", "head", "max_depth", "input_size", "mean", "std")
+                 if k in recorded}
     if hparams.get("input_size"):
         facts["input_size"] = hparams["input_size"]
     facts.pop("checkpoint", None)
