@@ -178,7 +178,7 @@ def score(model: torch.nn.Module, dataset: SyntheticDataset, input_size: int, af
           space: AlignmentSpace = "disparity") -> dict[str, float]:
     """d1 / abs_rel / rmse of ``model`` on ``dataset``; image index i corrupted with ``corruptions[i % len]``;
     a relative output aligned in ``space``."""
-    metrics = DepthMetrics(affine_invariant=affine_invariant, max_depth=80.0, space=space)
+    metrics = DepthMetrics(affine_invariant=affine_invariant, space=space)
     for start in range(0, len(dataset), batch_size):
         batch = collate_samples([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         image = batch["image"]

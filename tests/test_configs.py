@@ -11,6 +11,8 @@ import cli
 from depthadapt.models.card import DepthModelCard
 from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "config_yaml"
 EXPERIMENTS = sorted(p.relative_to(ROOT).as_posix() for p in CONFIGS.glob("*.yaml"))

@@ -14,7 +14,7 @@ from depthadapt.models.da3.model import DA3_CONFIGS, metric_depth
 from depthadapt.models.depth_anything import ENCODER_CONFIGS, HEADS, Head
 from depthadapt.models.dinov2 import PATCH_SIZE
 from depthadapt.models.factory import build_depth_model
-from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD, infer, infer_flip_tta, network_input_size
+from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD, infer, network_input_size
 from depthadapt.models.weights.keys import allow_in_checkpoints
 
 FAMILIES = ("dav2", "da3")
@@ -93,9 +93,7 @@ class DepthModelCard:
     def infer(self, model: torch.nn.Module, image: torch.Tensor, flip_tta: bool = False) -> torch.Tensor:
         """B x 3 x H x W images in [0, 1], any size -> B x H x W output at the card's input size, upsampled back;
         ``flip_tta``: the mean with the flipped-back output of the mirrored images."""
-        if flip_tta:
-            return infer_flip_tta(model, image, self.input_size, self.mean, self.std)
-        return infer(model, image, self.input_size, self.mean, self.std)
+        return infer(model, image, self.input_size, self.mean, self.std, flip_tta)
 
     @property
     def focal_scaled(self) -> bool:

@@ -29,6 +29,8 @@ from depthadapt.models.da3.camera import (
     quaternion_to_matrix,
 )
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):

@@ -12,6 +12,7 @@ import onnxruntime
 import pytest
 import torch
 import yaml
+from builders import relative_error
 from huggingface_hub import PyTorchModelHubMixin
 from lightning import Trainer
 from test_da3_parity import OfficialDepthAnything3, official_tiny_net, perturb
@@ -55,12 +56,8 @@ def official_depth(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return net.eval()(x[:, None])["depth"][:, 0]
 
 
-def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
-    assert got.shape == expected.shape
-    return ((got - expected).abs().max() / expected.abs().max()).item()
-
-
 # --- load_depth_model ---------------------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_load_depth_model_sniffs_the_committed_hub_folder_and_matches_the_official_net() -> None:
     folder = ROOT / "checkpoints" / "tiny_da3_140"
     assert checkpoint_format(folder) == "da3_hub"
@@ -75,6 +72,7 @@ def test_load_depth_model_sniffs_the_committed_hub_folder_and_matches_the_offici
     assert relative_error(ours, official_depth(official, x)) < 1e-4
 
 
+@pytest.mark.unit
 def test_load_depth_model_names_what_a_folder_lacks(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(CheckpointMismatchError, match="DA3 hub folder"):
@@ -82,6 +80,7 @@ def test_load_depth_model_names_what_a_folder_lacks(tmp_path: Path) -> None:
 
 
 # --- evaluation in depth space, DA3Metric's metres ------------------------------------------------------------------
+@pytest.mark.unit
 def test_depth_space_alignment_is_exact_for_an_affine_depth_and_not_for_disparity() -> None:
     gt = torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(1)) * 20 + 2
     pred = 0.5 * gt + 3.0  # depth up to scale and shift, as DA3 predicts
@@ -91,6 +90,7 @@ def test_depth_space_alignment_is_exact_for_an_affine_depth_and_not_for_disparit
     assert disparity_space["abs_rel"].item() > 0.01
 
 
+@pytest.mark.unit
 def test_da3_metric_metres_are_focal_times_output_over_300_at_the_network_size() -> None:
     card = DepthModelCard(family="da3", encoder="da3metric-large", head="metric", input_size=140)
     output = torch.full((1, 280, 420), 2.0)
@@ -109,6 +109,7 @@ def synthetic_data(tmp_path: Path, **changes) -> SyntheticDataModule:
     return SyntheticDataModule(**{**values, **changes})
 
 
+@pytest.mark.integration
 def test_evaluate_scores_da3_depth_aligned_in_depth_space(tmp_path: Path) -> None:
     module = SupervisedDepth(model=tiny_card())
     data = synthetic_data(tmp_path)
@@ -119,13 +120,15 @@ def test_evaluate_scores_da3_depth_aligned_in_depth_space(tmp_path: Path) -> Non
     model, _ = load_depth_model(ROOT / "checkpoints" / "tiny_da3_140")
     with torch.no_grad():
         output = infer(model, batch["image"], SIZE[0])
-    expected = affine_invariant_metrics(output, batch["depth"], batch["valid"], space="depth")
-    wrong_space = affine_invariant_metrics(output, batch["depth"], batch["valid"], space="disparity")
+    protocol = data.evaluation_protocol
+    expected = affine_invariant_metrics(output, batch["depth"], batch["valid"], protocol, space="depth")
+    wrong_space = affine_invariant_metrics(output, batch["depth"], batch["valid"], protocol, space="disparity")
     assert values["test/abs_rel"] == pytest.approx(expected["abs_rel"].mean().item(), rel=1e-4)
     assert abs(values["test/abs_rel"] - wrong_space["abs_rel"].mean().item()) > 1e-3
 
 
 # --- predict ----------------------------------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_predict_writes_the_da3_depth(tmp_path: Path) -> None:
     module = SupervisedDepth(model=tiny_card())
     writer = DepthMapWriter(output_dir=str(tmp_path / "out"), formats=("npy", "color"))
@@ -165,6 +168,7 @@ def westar_da3(tmp_path_factory: pytest.TempPathFactory):
     return run.model, root / "checkpoints"
 
 
+@pytest.mark.integration
 def test_westar_puts_lora_on_the_da3_encoder_attention_only(westar_da3) -> None:
     module, _ = westar_da3
     adapted = {name.rsplit(".lora_A", 1)[0] for name, _ in module.model.named_parameters() if ".lora_A" in name}
@@ -174,6 +178,7 @@ def test_westar_puts_lora_on_the_da3_encoder_attention_only(westar_da3) -> None:
     assert all(metrics.space == "depth" for metrics in module.eval_metrics.values())
 
 
+@pytest.mark.integration
 def test_westar_adapts_the_da3_model(westar_da3) -> None:
     module, _ = westar_da3
     x = torch.randn(1, 3, *SIZE, generator=torch.Generator().manual_seed(2))
@@ -185,6 +190,7 @@ def test_westar_adapts_the_da3_model(westar_da3) -> None:
     assert module.last_val_scores["adapted"]["clean"]["images"] == 2
 
 
+@pytest.mark.integration
 def test_westar_da3_exports_load_in_the_official_code_and_onnxruntime(westar_da3) -> None:
     module, folder = westar_da3
     x = torch.randn(2, 3, 42, 70, generator=torch.Generator().manual_seed(3))
@@ -198,6 +204,7 @@ def test_westar_da3_exports_load_in_the_official_code_and_onnxruntime(westar_da3
     assert (folder / "lora_adapter" / "adapter_config.json").is_file()
 
 
+@pytest.mark.integration
 def test_load_depth_model_merges_a_da3_westar_checkpoint(westar_da3) -> None:
     module, folder = westar_da3
     model, card = load_depth_model(folder / "last.ckpt")
@@ -207,6 +214,7 @@ def test_load_depth_model_merges_a_da3_westar_checkpoint(westar_da3) -> None:
         assert relative_error(model(x), module.model.eval()(x)) < 1e-5
 
 
+@pytest.mark.integration
 def test_export_of_an_adapted_official_model_loads_in_the_official_code(tmp_path: Path) -> None:
     """An official model name (da3-small) with LoRA on its attention, adapters perturbed: the hub folder export
     loads through the official wrapper's from_pretrained (its own registry config) with the adapted output."""
@@ -225,6 +233,7 @@ def test_export_of_an_adapted_official_model_loads_in_the_official_code(tmp_path
 
 
 # --- the dual teacher with DA3 teachers -----------------------------------------------------------------------------
+@pytest.mark.integration
 def test_dual_teacher_fits_the_inverse_of_a_da3_relative_teacher(tmp_path: Path) -> None:
     relative = tiny_card()
     metric = DepthModelCard(encoder="vitt", head="metric", input_size=SIZE[0],
@@ -249,6 +258,7 @@ class ConstantDepth(nn.Module):
         return self.value.expand(x.shape[0], *x.shape[-2:])
 
 
+@pytest.mark.integration
 def test_dual_teacher_turns_a_da3_metric_teacher_into_metres() -> None:
     """DA3Metric as the metric teacher: its card's conversion, with the 334 M-parameter net replaced by a stand-in
     that outputs 5 everywhere; the images' network size equals their size here, so the focal length is unscaled."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from builders import relative_error
 from depth_anything_3.cfg import create_object, load_config
 from depth_anything_3.model.cam_dec import CameraDec
 from depth_anything_3.model.cam_enc import CameraEnc
@@ -18,6 +19,8 @@ from torch import nn
 
 from depthadapt.models.da3 import DA3_CONFIGS, DepthAnything3, load_da3_hub, save_da3_hub
 from depthadapt.models.da3.camera import quaternion_to_matrix
+
+pytestmark = pytest.mark.unit
 
 SIZES = [(28, 42), (70, 42)]  # (H, W): wide and tall, neither the 518 x 518 pretraining grid
 TOLERANCE = 1e-4
@@ -104,12 +107,6 @@ def tiny_pair(tmp_path_factory):
     ours = DepthAnything3("da3-tiny").eval()
     ours.load_state_dict(official.state_dict(), strict=True)
     return official, ours
-
-
-def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
-    """max |got - expected| / max |expected|."""
-    assert got.shape == expected.shape
-    return ((got - expected).abs().max() / expected.abs().max()).item()
 
 
 def official_outputs(official: nn.Module, x: torch.Tensor, **cameras: torch.Tensor) -> dict[str, torch.Tensor]:

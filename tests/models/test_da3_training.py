@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from builders import synthetic_batch
 
 from depthadapt.losses import ssi_loss
 from depthadapt.metrics import depth_to_disparity
@@ -13,6 +14,8 @@ from depthadapt.models.card import DepthModelCard
 from depthadapt.models.da3 import DepthAnything3, save_da3_hub
 from depthadapt.models.da3.build import build_da3_model, warm_start_from_dav2
 from lightning_modules import SupervisedDepth
+
+pytestmark = pytest.mark.integration
 
 
 def tiny_card(**changes) -> DepthModelCard:
@@ -81,7 +84,7 @@ def test_warm_start_copies_the_shared_dinov2_and_dpt_tensors() -> None:
     assert torch.all(blocks[3].ls1.gamma == dav2["pretrained.blocks.3.ls1.gamma"])
 
 
-def test_supervised_depth_trains_a_da3_card_in_depth_space(synthetic_batch, tmp_path) -> None:
+def test_supervised_depth_trains_a_da3_card_in_depth_space(tmp_path) -> None:
     torch.manual_seed(0)
     torch.save(to_official_state_dict(build_depth_model("vitt")), tmp_path / "dav2.pth")
     task = SupervisedDepth(tiny_card(), lr=1e-4, warm_start=str(tmp_path / "dav2.pth"))
