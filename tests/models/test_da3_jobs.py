@@ -274,3 +274,19 @@ def test_dual_teacher_turns_a_da3_metric_teacher_into_metres() -> None:
     assert torch.allclose(metres, torch.full((1, *SIZE), 5.0 * 30.0 / 300.0))
     _, from_intrinsics = module.teachers(image, torch.tensor([[60.0, 60.0, 28.0, 14.0]]))
     assert torch.allclose(from_intrinsics, torch.full((1, *SIZE), 5.0 * 60.0 / 300.0))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("form", ["normalised", "disparity"])
+def test_westar_ordinal_term_ranks_a_depth_output_nearer_as_smaller(form: str) -> None:
+    """Label +1: point 1 is farther. A depth map with point 1 deeper satisfies it (zero loss at margin 0); the same
+    map read as disparity (the V2 convention) breaks it."""
+    from depthadapt.westar import WeSTARLoss
+
+    depth = torch.tensor([[[8.0, 1.0], [2.0, 3.0]]])
+    pairs = torch.tensor([[[0.0, 0, 0, 1, 1], [1.0, 1, 1, 0, 1]]])  # (0,0) behind (0,1); (1,1) behind (1,0)
+    terms = {output: WeSTARLoss(self_training_weight=0.0, regularizer_weight=0.0, ordinal_form=form,
+                                ordinal_margin=0.0, output=output)(depth, depth, ordinal=pairs)["ordinal"]
+             for output in ("depth", "disparity")}
+    assert terms["depth"].item() == 0.0
+    assert terms["disparity"].item() > 0.1
