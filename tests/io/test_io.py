@@ -28,7 +28,8 @@ def _rgb(h=6, w=8):
 
 
 def test_image_suffixes_are_lower_case():
-    assert {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"} == set(IMAGE_SUFFIXES)
+    assert {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pnm"} == set(IMAGE_SUFFIXES)
+    assert all(suffix == suffix.lower() for suffix in IMAGE_SUFFIXES)
 
 
 def test_read_image_png_is_rgb(tmp_path):
