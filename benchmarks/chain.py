@@ -1,11 +1,12 @@
 """The chained pipeline of the two papers (`make chain`): adapt -> label -> distil, on a held-out synthetic domain.
 
-1. WeSTAR (papers/000) adapts the foundation-like relative model `tiny_foundation_140.pth` to unlabelled images of
+1. WeSTAR (the WeSTAR paper) adapts the foundation-like relative model `tiny_foundation_140.pth` to unlabelled images of
    the held-out street style `sintel` with the default experiment's settings (`config_yaml/westar.yaml` +
    `config_yaml/chain_westar.yaml`); the fit exports `adapted_model.pth` (LoRA merged).
-2. The dual teacher (papers/003) labels other `sintel` images three ways (`config_yaml/chain_pseudo_label.yaml`, the
-   foundation-like metric teacher `tiny_foundation_metric.pth`): `baseline` (the metric teacher's own output),
-   `dual_teacher` (masked RANSAC with the unadapted relative model) and `chained` (masked RANSAC with the adapted one).
+2. The dual teacher (the dual-teacher paper) labels other `sintel` images three ways
+   (`config_yaml/chain_pseudo_label.yaml`, the foundation-like metric teacher `tiny_foundation_metric.pth`):
+   `baseline` (the metric teacher's own output), `dual_teacher` (masked RANSAC with the unadapted relative model)
+   and `chained` (masked RANSAC with the adapted one).
 3. One student per label set and seed (`config_yaml/chain_student.yaml`: from the metric teacher, same schedule;
    seeds 0, 1, 2 by default).
 4. Each student is scored on the test images (ground truth, held out from every step). Also measured, to explain
@@ -306,7 +307,8 @@ def report(result: dict[str, Any]) -> str:
         f"Goal (AbsRel chained < dual_teacher < baseline, each gap above the seed spread): {holds}.", *gaps, "",
         "Per seed:", "", *_table(per_seed), "",
         f"Every labelling method against the ground truth of the {result['labelled_images']} labelled images "
-        "(Table 2 of papers/003 on the target domain; baseline = the metric teacher):", "", *_table(methods), "",
+        "(Table 2 of the dual-teacher paper on the target domain; baseline = the metric teacher):", "",
+        *_table(methods), "",
         f"Per labelled image ({per_image['images']} images): the chained label has the lower AbsRel than the "
         f"dual-teacher label on {per_image['chained_beats_dual_teacher_share']:.1%} of them; median per-image "
         f"AbsRel {medians}. RANSAC inlier ratio of the written labels, mean over images: {inliers}.", "",

@@ -24,6 +24,7 @@ from datamodules.weak_labels import WeakLabels, check_instance_source
 from depthadapt.augmentation import PhotometricAugmentation
 from depthadapt.corruptions import check_corruption, corrupt
 from depthadapt.io import atomic_path
+from depthadapt.metrics import EvaluationProtocol
 from depthadapt.synth import FAMILIES, RENDER_VERSION, STYLE_NAMES, render_sample
 from depthadapt.synth.seeds import sample_seed
 
@@ -255,6 +256,7 @@ class SyntheticDataModule(LightningDataModule):
         ordinal_file: str | None = None,
     ) -> None:
         super().__init__()
+        self.evaluation_protocol = EvaluationProtocol()  # 1e-3..80 m, no crop: the scenes' whole range
         self.families = [family] if isinstance(family, str) else list(family)
         if not self.families or len(set(self.families)) != len(self.families):
             raise ValueError(f"data.family must be a family or a list of distinct families, got {family!r}")

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.base import HorizontalFlip, read_split_file, sample_loader
 from datamodules.image_folder import ImageFolderDataset
 from datamodules.weak_labels import WeakLabels, check_instance_source
+from depthadapt.metrics import EvaluationProtocol
 
 __all__ = ["TargetDomainDataModule"]
 
@@ -55,6 +56,11 @@ class TargetDomainDataModule(LightningDataModule):
         self.evaluation = evaluation
         self.batch_size, self.num_workers, self.hflip = batch_size, num_workers, hflip
         self.train_dataset: Dataset | None = None
+
+    @property
+    def evaluation_protocol(self) -> EvaluationProtocol | None:
+        """The evaluation datamodule's protocol (depth range, crop)."""
+        return getattr(self.evaluation, "evaluation_protocol", None)
 
     def _train_dataset(self) -> Dataset:
         files = None if self.split_file is None else read_split_file(self.split_file)

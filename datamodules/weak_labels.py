@@ -9,8 +9,15 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
-from depthadapt.masks import mask_cache_path, read_instance_map, superpixel_instances
-from depthadapt.ordinal import OrdinalFileError, image_key, pad_pairs, read_ordinal_records
+from depthadapt.westar import (
+    OrdinalFileError,
+    image_key,
+    mask_cache_path,
+    pad_pairs,
+    read_instance_map,
+    read_ordinal_records,
+    superpixel_instances,
+)
 
 __all__ = ["INSTANCE_SOURCES", "WeakLabels", "check_instance_source", "match_ordinal_file"]
 
@@ -51,7 +58,8 @@ def match_ordinal_file(
     path: str | Path, names: list[str] | None, root: str | Path | None = None
 ) -> dict[str, torch.Tensor]:
     """Read a weak-label file and key its pairs by ``image_key`` -> {key: P x 5 float32}, checked against the
-    sample ``names``: a file that labels none of them is an error showing one expected and one found key;
+    sample ``names`` (an image marked ``"skipped": true`` gets no pairs, whatever its line holds): a file that labels
+    none of them is an error showing one expected and one found key;
     the images it labels are counted in a log line and the lines for unknown images in a warning.
 
     Keys match with or without the image suffix, with "./" or backslashes, and relative to ``root`` (the image
@@ -67,7 +75,7 @@ def match_ordinal_file(
         key = image_key(record.image, root)
         if key in pairs:
             raise OrdinalFileError(f"{path}: {spelling[key]!r} and {record.image!r} name the same image")
-        pairs[key] = torch.tensor(record.pairs, dtype=torch.float32).reshape(-1, 5)
+        pairs[key] = torch.tensor([] if record.skipped else record.pairs, dtype=torch.float32).reshape(-1, 5)
         spelling[key] = record.image
     if names is None:
         log.warning("%s: the dataset does not list its samples (no `files`), so which of them it labels is not "
@@ -93,7 +101,7 @@ class WeakLabels(Dataset):
     """Wrap a dataset to set ``instances`` (H x W int64) from ``instance_source`` and ``ordinal`` pairs.
 
     ``instance_source``: one of INSTANCE_SOURCES, or None to drop any ``instances`` (a loss that needs them
-    then fails and says so). ``ordinal_file``: JSON Lines of weak labels (``depthadapt.ordinal``), matched to
+    then fails and says so). ``ordinal_file``: JSON Lines of weak labels (``depthadapt.westar.ordinal``), matched to
     samples by ``name`` as ``match_ordinal_file`` does (relative to the dataset's ``image_dir`` if it has one);
     every sample gets ``ordinal`` P x 5 padded with y1 = -1 rows to the file's longest list (all padding for an
     image without labels: sparse annotation is normal). Samples that failed to load (``error``) pass unchanged.

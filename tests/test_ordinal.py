@@ -10,7 +10,7 @@ import torch
 
 from depthadapt.io import UnreadableFileError
 from depthadapt.losses import ordinal_loss
-from depthadapt.ordinal import (
+from depthadapt.westar import (
     OrdinalFileError,
     labelled_images,
     pad_pairs,

@@ -11,8 +11,7 @@ from torch.utils.data import Dataset
 
 from datamodules import ImageFolderDataModule, SyntheticDataModule, TargetDomainDataModule, WeakLabels
 from datamodules.base import HorizontalFlip
-from depthadapt.masks import MissingMaskError, mask_cache_path, write_instance_map
-from depthadapt.ordinal import write_ordinal_jsonl
+from depthadapt.westar import MissingMaskError, mask_cache_path, write_instance_map, write_ordinal_jsonl
 
 
 class Samples(Dataset):

@@ -151,16 +151,16 @@ def test_teacher_sees_the_weak_view_and_the_student_the_strong_one(monkeypatch, 
 
 @pytest.mark.parametrize(("context", "count"), [("instances", 3), ("grid", 21), ("depth_range", 7), ("global", 1)])
 def test_the_context_switch_reaches_the_loss(context: str, count: int, monkeypatch, synthetic_batch) -> None:
-    import depthadapt.westar
+    import depthadapt.westar.loss
 
     contexts_seen: list[torch.Tensor] = []
-    original = depthadapt.westar.sa_hdn_loss
+    original = depthadapt.westar.loss.sa_hdn_loss
 
     def spy(pred, pseudo_label, contexts, *args, **kwargs):
         contexts_seen.append(contexts)
         return original(pred, pseudo_label, contexts, *args, **kwargs)
 
-    monkeypatch.setattr(depthadapt.westar, "sa_hdn_loss", spy)
+    monkeypatch.setattr(depthadapt.westar.loss, "sa_hdn_loss", spy)
     WeSTARAdapter(TINY, context=context).training_step(synthetic_batch(), 0)
     assert contexts_seen[0].shape[-3] == count  # image + 2 instances; 1 + 4 + 16 cells; 1 + 2 + 4 ranges; 1
 
@@ -180,7 +180,7 @@ def test_ordinal_pairs_come_from_the_dataset_when_asked(synthetic_batch) -> None
 
 
 def test_only_the_labelled_share_of_the_images_gets_simulated_pairs(synthetic_batch) -> None:
-    from depthadapt.ordinal import labelled_images
+    from depthadapt.westar import labelled_images
 
     batch = synthetic_batch(batch=8)
     batch["index"] = torch.arange(100, 108)
