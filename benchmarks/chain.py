@@ -44,6 +44,7 @@ from depthadapt.pseudo_labels import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 WESTAR = ("config_yaml/westar.yaml", "config_yaml/chain_westar.yaml")
+WESTAR_TRAIN_RANGE = "[0, 400]"  # WeSTAR's images (config_yaml/chain_westar.yaml): 3 epochs of 100 steps of 4
 LABELER = "config_yaml/chain_pseudo_label.yaml"
 STUDENT = "config_yaml/chain_student.yaml"
 DATA = "config_yaml/data/chain_target.yaml"
@@ -57,6 +58,7 @@ LABEL_METHOD = {"baseline": "baseline", "dual_teacher": "masked_ransac", "chaine
 MACHINE = "2-core CPU, shared"
 SECTION = "## Chained pipeline (`make chain`)"
 ROWS = ROOT / "benchmarks" / "rows" / "chain.json"
+RANGE_FRACTIONS = (0.02, 0.05, 0.1)  # threshold_unit support_range: the fractions tried on the validation images
 # --smoke: the wiring on tiny sizes (tests/test_chain.py): 28 x 84 images, 2 WeSTAR steps, 8 labelled images,
 # 1 student epoch, 4 test images; the networks run at 28 px.
 DATA_ARGS = yaml.safe_load((ROOT / DATA).read_text())["init_args"]
@@ -67,7 +69,8 @@ SMOKE_SIZE = (28, 84)
 SMOKE_DATA = ["--data.height", str(SMOKE_SIZE[0]), "--data.width", str(SMOKE_SIZE[1]), "--data.cache_dir", "null"]
 SMOKE_DATA += [a for k, (start, stop) in SMOKE_RANGES.items() for a in (f"--data.{k}", f"[{start}, {stop}]")]
 SMOKE = {
-    "westar": [*SMOKE_DATA, "--model.model.input_size", "28", "--trainer.limit_train_batches", "2"],
+    "westar": [*SMOKE_DATA, "--model.model.input_size", "28", "--trainer.limit_train_batches", "2",
+               "--trainer.max_epochs", "1"],
     "labeler": [*SMOKE_DATA, "--model.relative.input_size", "28", "--model.metric.input_size", "28",
                 "--model.fit.max_trials", "20", "--model.fit.min_samples", "10"],
     "student": ["--model.input_size", "28", "--trainer.max_epochs", "1"],
@@ -147,8 +150,9 @@ class Chain:
         last = self.adapted.with_name("last.ckpt")
         resume = ["--ckpt_path", str(last)] if last.is_file() else []
         configs = [a for path in WESTAR for a in ("--config", path)]
+        head = ["fit", *configs, "--data.train_range", WESTAR_TRAIN_RANGE]
         tail = ("--trainer.default_root_dir", str(self.work / "westar"), *resume)
-        self.timed("adapt", lambda: cli.main(self.args("westar", ["fit", *configs], tail)))
+        self.timed("adapt", lambda: cli.main(self.args("westar", head, tail)))
 
     def label(self, arm: str) -> None:
         """The arm's labels of the predict range (the writer skips images labelled by an earlier run and checks
@@ -177,16 +181,34 @@ class Chain:
 
         return self.measured(f"student_{arm}_seed{seed}", fit_and_test)
 
-    def label_quality(self) -> dict[str, dict[str, dict[str, float]]]:
-        """Every labelling method against the ground truth of the labelled images (the labeler's test, Table 2),
-        with the unadapted (``source``) and the adapted relative teacher."""
-        def table_2(arm: str) -> dict[str, dict[str, float]]:
-            tail = (*self.relative_teacher(arm), "--data.test_range", self.predict_range())
-            test = cli.main(self.args("labeler", ["test", "--verbose", "false", "--config", LABELER], tail))
-            return {method: test_scores(test, f"test/{method}/") for method in METHODS}
+    def labeler_test(self, arm: str, image_range: str, extra: tuple[str, ...] = ()) -> dict[str, dict[str, float]]:
+        """The labeler's test (every labelling method against ground truth, with ``arm``'s relative teacher) on
+        ``image_range``: method -> the table's columns and, for the fitted methods, the mean inlier ratio."""
+        tail = (*self.relative_teacher(arm), "--data.test_range", image_range, *extra)
+        metrics = cli.main(self.args("labeler", ["test", "--verbose", "false", "--config", LABELER],
+                                     tail)).trainer.callback_metrics
+        return {method: {k: round(float(metrics[f"test/{method}/{k}"]), 4) for k in (*COLUMNS, "inlier_ratio")
+                         if f"test/{method}/{k}" in metrics} for method in METHODS}
 
-        return {"source": self.measured("labels_source_teacher", lambda: table_2("dual_teacher")),
-                "adapted": self.measured("labels_adapted_teacher", lambda: table_2("chained"))}
+    def range_fraction(self) -> dict[str, Any]:
+        """The ``support_range`` threshold fraction of Table 2, chosen on the validation images: the one whose
+        chained masked-RANSAC labels have the lowest AbsRel."""
+        val = f"[{self.ranges['val_range'][0]}, {self.ranges['val_range'][1]}]"
+        scores = {str(f): self.measured(f"val_support_range_{f}", lambda f=f: self.labeler_test(
+            "chained", val, support_range(f))["masked_ransac"]) for f in RANGE_FRACTIONS}
+        return {"fraction": float(min(scores, key=lambda f: scores[f]["abs_rel"])), "validation": scores}
+
+    def label_quality(self, fraction: float) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+        """Table 2 on the labelled images: every labelling method against ground truth, with the unadapted
+        (``source``) relative teacher at the paper's threshold and with the adapted one at each threshold."""
+        predict = self.predict_range()
+        variants = {"absolute 0.1": (), "mad": ("--model.fit.residual_threshold", "mad"),
+                    f"support_range {fraction}": support_range(fraction)}
+        source = {"absolute 0.1": self.measured("table2_source_absolute", lambda: self.labeler_test(
+            "dual_teacher", predict))}
+        adapted = {name: self.measured(f"table2_adapted_{name.replace(' ', '_')}", lambda extra=extra: (
+            self.labeler_test("chained", predict, extra))) for name, extra in variants.items()}
+        return {"source": source, "adapted": adapted}
 
     def teacher_quality(self) -> dict[str, dict[str, float]]:
         """Both relative teachers (affine-invariant) and the metric teacher (as is) on the labelled images: the
@@ -249,19 +271,26 @@ class Chain:
         students = {arm: {str(seed): self.student(arm, seed) for seed in self.seeds} for arm in ARMS}
         summary = {arm: {k: spread([row[k] for row in per_seed.values()]) for k in COLUMNS}
                    for arm, per_seed in students.items()}
-        labels, teachers, per_image = self.label_quality(), self.teacher_quality(), self.per_image()
+        threshold_choice = self.range_fraction()
+        labels = self.label_quality(threshold_choice["fraction"])
+        teachers, per_image = self.teacher_quality(), self.per_image()
         seconds = round(time.perf_counter() - start, 1)
         held_out, labelled = (stop - start for start, stop in (self.ranges["test_range"], self.ranges["predict_range"]))
         result = {
             "benchmark": "chain", "machine": MACHINE, "torch_threads": torch.get_num_threads(),
             "date": datetime.date.today().isoformat(), "smoke": self.smoke, "seeds": list(self.seeds),
             "students": students, "student_summary": summary, "verdict": verdict(summary),
-            "labels": labels, "teachers": teachers, "per_image": per_image,
+            "labels": labels, "threshold_choice": threshold_choice, "teachers": teachers, "per_image": per_image,
             "held_out_images": held_out, "labelled_images": labelled, "adapted_checkpoint": str(self.adapted),
             "seconds_this_run": seconds, "seconds_by_step": self.seconds, "host_load_avg_by_step": self.load,
         }
         print(report(result))
         return result
+
+
+def support_range(fraction: float) -> tuple[str, ...]:
+    """The labeler's arguments of a residual threshold of ``fraction`` x each image's support range."""
+    return ("--model.fit.residual_threshold", str(fraction), "--model.fit.threshold_unit", "support_range")
 
 
 def verdict(summary: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
@@ -279,7 +308,7 @@ def verdict(summary: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
 
 def _table(rows: dict[str, dict[str, float]], columns: Sequence[str] = COLUMNS) -> list[str]:
     header = ["| | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    return [*header, *(f"| {name} | " + " | ".join(f"{row[k]:.4f}" for k in columns) + " |"
+    return [*header, *(f"| {name} | " + " | ".join(f"{row[k]:.4f}" if k in row else "-" for k in columns) + " |"
                        for name, row in rows.items())]
 
 
@@ -299,22 +328,50 @@ def report(result: dict[str, Any]) -> str:
     medians = ", ".join(f"{arm} {v:.4f}" for arm, v in per_image["abs_rel_median"].items())
     inliers = ", ".join(f"{arm} {mean:.4f} (min {per_image['inlier_ratio_min'][arm]:.4f})"
                         for arm, mean in per_image["inlier_ratio_mean"].items())
-    methods = {f"{method} ({teacher} relative teacher)": row for teacher, rows in result["labels"].items()
-               for method, row in rows.items() if not (teacher == "adapted" and method == "baseline")}
+    methods, gains = table_2(result["labels"])
+    choice = result["threshold_choice"]
+    tried = ", ".join(f"{f}: {row['abs_rel']:.4f}" for f, row in choice["validation"].items())
     return "\n".join([
         f"Students on {result['held_out_images']} test images (mean ± half the spread over seeds {seeds}):", "",
         *students, "",
         f"Goal (AbsRel chained < dual_teacher < baseline, each gap above the seed spread): {holds}.", *gaps, "",
         "Per seed:", "", *_table(per_seed), "",
         f"Every labelling method against the ground truth of the {result['labelled_images']} labelled images "
-        "(Table 2 of the dual-teacher paper on the target domain; baseline = the metric teacher):", "",
-        *_table(methods), "",
+        "(Table 2 of the dual-teacher paper on the target domain; baseline = the metric teacher; the least-squares "
+        "rows do not depend on the threshold; inlier_ratio: mean over images of the fit's):", "",
+        *_table(methods, TABLE_2_COLUMNS), "",
+        "RANSAC against least squares (AbsRel of least squares minus RANSAC's; > 0: RANSAC's rejection helps):",
+        *gains, "",
+        f"The support_range fraction, chosen on the validation images (chained masked-RANSAC AbsRel): {tried}; "
+        f"chosen {choice['fraction']}.", "",
         f"Per labelled image ({per_image['images']} images): the chained label has the lower AbsRel than the "
         f"dual-teacher label on {per_image['chained_beats_dual_teacher_share']:.1%} of them; median per-image "
         f"AbsRel {medians}. RANSAC inlier ratio of the written labels, mean over images: {inliers}.", "",
         "Teachers on the labelled images (relative: affine-invariant, per-image least squares to ground truth in "
         "disparity; metric: as is):", "", *_table(result["teachers"]), "",
     ])
+
+
+TABLE_2_COLUMNS = (*COLUMNS, "inlier_ratio")
+
+
+def table_2(labels: dict[str, dict[str, dict[str, dict[str, float]]]]) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Table 2's rows (label sets by method, teacher and threshold; least squares and the baseline once per teacher)
+    and one line per teacher and threshold: how much RANSAC's rejection changes AbsRel against least squares."""
+    first = next(iter(labels.values()))
+    rows = {"baseline": next(iter(first.values()))["baseline"]}
+    gains = []
+    for teacher, variants in labels.items():
+        least_squares = next(iter(variants.values()))  # the same fit at every threshold
+        rows.update({f"{method} ({teacher})": {**least_squares[method], "inlier_ratio": 1.0}
+                     for method in ("lstsq", "masked_lstsq")})
+        for variant, methods in variants.items():
+            rows.update({f"{method} ({teacher}, {variant})": methods[method] for method in ("ransac", "masked_ransac")})
+            for masked in ("", "masked_"):
+                lstsq, ransac = methods[f"{masked}lstsq"], methods[f"{masked}ransac"]
+                gains.append(f"- {masked}ransac vs {masked}lstsq ({teacher} teacher, {variant}): "
+                             f"{lstsq['abs_rel'] - ransac['abs_rel']:+.4f} (inlier ratio {ransac['inlier_ratio']:.4f})")
+    return rows, gains
 
 
 def markdown_section(result: dict[str, Any]) -> str:
