@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import re
@@ -58,6 +59,7 @@ LABEL_METHOD = {"baseline": "baseline", "dual_teacher": "masked_ransac", "chaine
 MACHINE = "2-core CPU, shared"
 SECTION = "## Chained pipeline (`make chain`)"
 ROWS = ROOT / "benchmarks" / "rows" / "chain.json"
+DEPTH_BANDS = (0, 10, 20, 40, 81)  # m: the bands of true depth of the labels' ratio to the truth
 RANGE_FRACTIONS = (0.02, 0.05, 0.1)  # threshold_unit support_range: the fractions tried on the validation images
 # --smoke: the wiring on tiny sizes (tests/test_chain.py): 28 x 84 images, 2 WeSTAR steps, 8 labelled images,
 # 1 student epoch, 4 test images; the networks run at 28 px.
@@ -227,9 +229,7 @@ class Chain:
         """Per labelled image: each label set's AbsRel against ground truth and its sidecar's RANSAC inlier ratio;
         summarised as medians, means and the share of images where the chained label beats the dual-teacher one."""
         def measure() -> dict[str, Any]:
-            data = SyntheticDataModule(**{**DATA_ARGS, **self.ranges, "cache_dir": None if self.smoke else
-                                          DATA_ARGS["cache_dir"], **self.smoke_size()})
-            dataset = data.dataset(self.ranges["predict_range"])
+            dataset = self.labelled_images()
             abs_rel: dict[str, list[float]] = {arm: [] for arm in ARMS}
             inliers: dict[str, list[float]] = {arm: [] for arm in ARMS if LABEL_METHOD[arm] != "baseline"}
             for i in range(len(dataset)):
@@ -254,6 +254,38 @@ class Chain:
             "inlier_ratio_min": {arm: round(min(v), 4) for arm, v in rows["inlier_ratio"].items()},
         }
 
+    def labelled_images(self) -> torch.utils.data.Dataset:
+        """The labelled images with their ground truth (the target's predict range, as the labeler saw them)."""
+        data = SyntheticDataModule(**{**DATA_ARGS, **self.ranges, "cache_dir": None if self.smoke else
+                                      DATA_ARGS["cache_dir"], **self.smoke_size()})
+        return data.dataset(self.ranges["predict_range"])
+
+    def by_depth(self) -> dict[str, dict[str, float]]:
+        """Each label set's median ratio label / truth over the labelled images' pixels in each band of true depth
+        (``DEPTH_BANDS``): where the metric teacher (``baseline``) saturates at far range, and what the fits make
+        of it."""
+        def measure() -> dict[str, dict[str, float]]:
+            dataset = self.labelled_images()
+            ratios: dict[str, list[torch.Tensor]] = {arm: [] for arm in ARMS}
+            depths = []
+            for i in range(len(dataset)):
+                sample = dataset[i]
+                usable = sample["valid"] & (sample["depth"] > 0)
+                depths.append(sample["depth"][usable])
+                for arm in ARMS:
+                    label = torch.from_numpy(read_depth(self.labels(arm) / f"{sample['name']}.png", 1 / 256))
+                    ratios[arm].append(label[usable] / sample["depth"][usable])
+            depth = torch.cat(depths)
+            out = {}
+            for low, high in itertools.pairwise(DEPTH_BANDS):
+                band = (depth >= low) & (depth < high)
+                out[f"{low}-{high} m"] = {"pixel_share": round(float(band.float().mean()), 4), **{
+                    arm: round(float(torch.cat(r)[band].median()), 4) if band.any() else float("nan")
+                    for arm, r in ratios.items()}}
+            return out
+
+        return self.measured("labels_by_depth", measure)
+
     def smoke_size(self) -> dict[str, int]:
         """The image size overrides of the smoke run (none otherwise)."""
         return dict(zip(("height", "width"), SMOKE_SIZE, strict=True)) if self.smoke else {}
@@ -273,7 +305,7 @@ class Chain:
                    for arm, per_seed in students.items()}
         threshold_choice = self.range_fraction()
         labels = self.label_quality(threshold_choice["fraction"])
-        teachers, per_image = self.teacher_quality(), self.per_image()
+        teachers, per_image, by_depth = self.teacher_quality(), self.per_image(), self.by_depth()
         seconds = round(time.perf_counter() - start, 1)
         held_out, labelled = (stop - start for start, stop in (self.ranges["test_range"], self.ranges["predict_range"]))
         result = {
@@ -281,6 +313,7 @@ class Chain:
             "date": datetime.date.today().isoformat(), "smoke": self.smoke, "seeds": list(self.seeds),
             "students": students, "student_summary": summary, "verdict": verdict(summary),
             "labels": labels, "threshold_choice": threshold_choice, "teachers": teachers, "per_image": per_image,
+            "labels_by_depth": by_depth,
             "held_out_images": held_out, "labelled_images": labelled, "adapted_checkpoint": str(self.adapted),
             "seconds_this_run": seconds, "seconds_by_step": self.seconds, "host_load_avg_by_step": self.load,
         }
@@ -347,6 +380,8 @@ def report(result: dict[str, Any]) -> str:
         f"Per labelled image ({per_image['images']} images): the chained label has the lower AbsRel than the "
         f"dual-teacher label on {per_image['chained_beats_dual_teacher_share']:.1%} of them; median per-image "
         f"AbsRel {medians}. RANSAC inlier ratio of the written labels, mean over images: {inliers}.", "",
+        "Labels by true depth (median over the labelled images' pixels of label / truth; 1: right in scale):", "",
+        *_table(result["labels_by_depth"], ("pixel_share", *ARMS)), "",
         "Teachers on the labelled images (relative: affine-invariant, per-image least squares to ground truth in "
         "disparity; metric: as is):", "", *_table(result["teachers"]), "",
     ])

@@ -66,6 +66,10 @@ def test_every_table_has_finite_scores(smoke) -> None:
     assert per_image["images"] == 8 and 0 <= per_image["chained_beats_dual_teacher_share"] <= 1
     assert list(per_image["inlier_ratio_mean"]) == ["dual_teacher", "chained"]
     assert result["held_out_images"] == 4 and result["labelled_images"] == 8
+    bands = result["labels_by_depth"]
+    assert len(bands) == len(chain.DEPTH_BANDS) - 1 and sum(b["pixel_share"] for b in bands.values()) == (
+        pytest.approx(1, abs=1e-3))
+    assert all(set(b) == {"pixel_share", *chain.ARMS} for b in bands.values())
     assert json.loads((work / "chain.json").read_text())["students"] == result["students"]
 
 
@@ -85,6 +89,8 @@ def test_the_report_prints_every_figure_of_the_record(smoke) -> None:
         gain = methods["masked_lstsq"]["abs_rel"] - row["abs_rel"]
         assert f"masked_ransac vs masked_lstsq (adapted teacher, {variant}): {gain:+.4f}" in text
     assert all(f"| {name} | {row['d1']:.4f}" in text for name, row in result["teachers"].items())
+    assert all(f"| {band} | {row['pixel_share']:.4f} | {row['baseline']:.4f}" in text
+               for band, row in result["labels_by_depth"].items())
     assert "docs/chain.md" not in chain.markdown_section({**result, "seconds_by_step": {"a": 1.0},
                                                           "host_load_avg_by_step": {"a": 1.0}})
 
