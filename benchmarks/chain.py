@@ -61,7 +61,7 @@ SECTION = "## Chained pipeline (`make chain`)"
 ROWS = ROOT / "benchmarks" / "rows" / "chain.json"
 DEPTH_BANDS = (0, 10, 20, 40, 81)  # m: the bands of true depth of the labels' ratio to the truth
 RANGE_FRACTIONS = (0.02, 0.05, 0.1)  # threshold_unit support_range: the fractions tried on the validation images
-# --smoke: the wiring on tiny sizes (tests/test_chain.py): 28 x 84 images, 2 WeSTAR steps, 8 labelled images,
+# --smoke: the wiring on tiny sizes (tests/benchmarks/test_chain.py): 28 x 84 images, 2 WeSTAR steps, 8 labelled images,
 # 1 student epoch, 4 test images; the networks run at 28 px.
 DATA_ARGS = yaml.safe_load((ROOT / DATA).read_text())["init_args"]
 DATA_RANGES = {k: tuple(v) for k, v in DATA_ARGS.items() if k.endswith("_range")}

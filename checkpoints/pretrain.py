@@ -154,7 +154,7 @@ def score(model: torch.nn.Module, dataset: SyntheticDataset, input_size: int, af
 
     A metric model (``affine_invariant`` False) also gets ``scale_ratio``: the median over images of each image's
     median of prediction / truth on its valid pixels (1: right in scale)."""
-    metrics = DepthMetrics(affine_invariant=affine_invariant, max_depth=80.0)
+    metrics = DepthMetrics(affine_invariant=affine_invariant)
     ratios = []
     for start in range(0, len(dataset), batch_size):
         batch = collate_samples([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])

@@ -21,7 +21,7 @@ from depthadapt.io.formats import (
     write_relative_png16,
 )
 from depthadapt.io.manifest import MANIFEST_NAME, OutputManifestError, check_output_manifest
-from depthadapt.io.pointcloud import depth_to_points, make_intrinsics, unproject, write_ply
+from depthadapt.io.pointcloud import check_intrinsics, depth_to_points, make_intrinsics, unproject, write_ply
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -31,6 +31,7 @@ __all__ = [
     "atomic_directory",
     "atomic_path",
     "atomic_write",
+    "check_intrinsics",
     "check_output_manifest",
     "colorize_depth",
     "decode_image_file",

@@ -1,0 +1,145 @@
+"""Weak labels attached to training samples (instance sources, ordinal files), flips, the target-domain datamodule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from builders import make_dataset
+from torch.utils.data import Dataset
+
+from datamodules import ImageFolderDataModule, SyntheticDataModule, TargetDomainDataModule, WeakLabels
+from datamodules.base import HorizontalFlip
+from depthadapt.westar import MissingMaskError, mask_cache_path, write_instance_map, write_ordinal_jsonl
+
+pytestmark = pytest.mark.unit
+
+
+class Samples(Dataset):
+    """Two 6 x 8 samples named a and b/c, with ground-truth instances."""
+
+    def __init__(self) -> None:
+        self.names = ["a", "b/c"]
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> dict:
+        image = torch.rand(3, 6, 8)
+        return {"image": image, "name": self.names[index], "index": index,
+                "instances": torch.ones(6, 8, dtype=torch.long)}
+
+
+def test_ordinal_file_pairs_are_attached_by_name_and_padded(tmp_path: Path) -> None:
+    path = tmp_path / "weak.jsonl"
+    write_ordinal_jsonl(path, {"a": [[0, 1, 5, 7, 1], [2, 2, 3, 3, 0]], "other": [[0, 0, 1, 1, -1]]})
+    dataset = WeakLabels(Samples(), instance_source="ground_truth", ordinal_file=path)
+    first, second = dataset[0], dataset[1]
+    assert first["ordinal"].shape == second["ordinal"].shape == (2, 5)
+    assert first["ordinal"][0].tolist() == [0, 1, 5, 7, 1]
+    assert (second["ordinal"][:, 0] < 0).all()  # no labels for b/c: padding only
+    assert torch.equal(first["instances"], torch.ones(6, 8, dtype=torch.long))
+
+
+def test_ordinal_pairs_outside_the_image_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "weak.jsonl"
+    write_ordinal_jsonl(path, {"a": [[0, 1, 5, 8, 1]]})
+    with pytest.raises(ValueError, match="weak.jsonl.*outside its 6 x 8"):
+        WeakLabels(Samples(), ordinal_file=path)[0]
+
+
+def test_flip_mirrors_ordinal_columns_and_keeps_padding() -> None:
+    sample = {"image": torch.rand(3, 6, 8), "name": "a",
+              "ordinal": torch.tensor([[0.0, 1, 5, 7, 1], [-1, -1, -1, -1, 0]])}
+
+    class One(Dataset):
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, index: int) -> dict:
+            return dict(sample)
+
+    flipped = HorizontalFlip(One(), p=1.0)[0]
+    assert flipped["ordinal"].tolist() == [[0, 6, 5, 0, 1], [-1, -1, -1, -1, 0]]
+    assert torch.equal(flipped["image"], sample["image"].flip(-1))
+
+
+def test_sam2_source_reads_the_cache_and_says_how_to_build_a_missing_entry(tmp_path: Path) -> None:
+    ids = np.arange(48).reshape(6, 8) % 3
+    write_instance_map(mask_cache_path(tmp_path, "a"), ids)
+    dataset = WeakLabels(Samples(), instance_source="sam2", mask_cache_dir=tmp_path)
+    assert np.array_equal(dataset[0]["instances"].numpy(), ids)
+    with pytest.raises(MissingMaskError, match="sam2_masks.yaml"):
+        dataset[1]
+    write_instance_map(mask_cache_path(tmp_path, "b/c"), np.zeros((4, 4), dtype=np.int64))
+    with pytest.raises(ValueError, match="same image size"):
+        dataset[1]
+
+
+def test_instance_sources_are_explicit() -> None:
+    assert "instances" not in WeakLabels(Samples())[0]  # no source: no instances, never a silent default
+    superpixels = WeakLabels(Samples(), instance_source="superpixels", superpixels=4)[0]["instances"]
+    assert superpixels.shape == (6, 8) and superpixels.min() >= 1
+    with pytest.raises(ValueError, match="mask_cache_dir"):
+        WeakLabels(Samples(), instance_source="sam2")
+    with pytest.raises(ValueError, match="instance_source must be one of"):
+        SyntheticDataModule(instance_source="grid")
+
+
+def test_target_domain_trains_on_unlabelled_images_and_evaluates_elsewhere(tmp_path: Path) -> None:
+    import cv2
+
+    images, depths = make_dataset(tmp_path / "labelled", count=2)
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(unlabelled / f"{i}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
+    weak = tmp_path / "weak.jsonl"
+    write_ordinal_jsonl(weak, {"1.png": [[0, 0, 47, 63, 1]]})
+    evaluation = ImageFolderDataModule(image_dir=str(images), depth_dir=str(depths), depth_suffix=".npy")
+    data = TargetDomainDataModule(str(unlabelled), evaluation, instance_source="superpixels", superpixels=4,
+                                  ordinal_file=str(weak), batch_size=3, hflip=False)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    # 48 x 64 images train at the nearest multiples of 14 (42 x 70); labels follow the resize
+    assert batch["image"].shape == (3, 3, 42, 70) and "depth" not in batch
+    assert batch["instances"].shape == (3, 42, 70)
+    labelled = {name: pairs for name, pairs in zip(batch["name"], batch["ordinal"], strict=True)}
+    assert labelled["1.png"][0].tolist() == [0, 0, 41, 69, 1]
+    val = next(iter(data.val_dataloader()))
+    assert "depth" in val and len(val["name"]) == 1
+
+
+def test_annotated_frames_train_at_their_own_size_or_any_image_size_with_their_labels_rescaled(
+        tmp_path: Path) -> None:
+    # Labels are pixels of the image as stored (the annotation tool's); 60 x 80 frames (like 480 x 640 ones) are
+    # not multiples of 14, and every resize the datamodule does must carry the labels along.
+    import cv2
+
+    images, depths = make_dataset(tmp_path / "labelled", count=1)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(frames / f"{i}.png"), np.full((60, 80, 3), 50 * i, np.uint8))
+    weak = tmp_path / "weak.jsonl"
+    write_ordinal_jsonl(weak, {"0.png": [[59, 79, 0, 0, 1], [30, 40, 10, 20, -1]]})
+    evaluation = ImageFolderDataModule(image_dir=str(images), depth_dir=str(depths), depth_suffix=".npy")
+    expected = {None: ((56, 84), [[55, 83, 0, 0, 1], [28, 42, 9, 21, -1]]),
+                (28, 42): ((28, 42), [[27, 41, 0, 0, 1], [14, 21, 4, 10, -1]])}
+    for image_size, (size, pairs) in expected.items():
+        data = TargetDomainDataModule(str(frames), evaluation, image_size=image_size, instance_source=None,
+                                      ordinal_file=str(weak), batch_size=2, hflip=False)
+        data.setup("fit")
+        batch = next(iter(data.train_dataloader()))
+        assert tuple(batch["image"].shape[-2:]) == size
+        labelled = dict(zip(batch["name"], batch["ordinal"], strict=True))
+        assert labelled["0.png"].tolist() == pairs
+        assert batch["stored_size"].tolist() == [[60, 80], [60, 80]]
+    write_ordinal_jsonl(weak, {"0.png": [[60, 0, 0, 0, 1]]})  # row 60 of a 60-row image
+    data = TargetDomainDataModule(str(frames), evaluation, image_size=(28, 42), instance_source=None,
+                                  ordinal_file=str(weak), batch_size=2, hflip=False)
+    data.setup("fit")
+    with pytest.raises(ValueError, match="weak.jsonl: pairs of 0.png lie outside its 60 x 80 image"):
+        next(iter(data.train_dataloader()))

@@ -1,0 +1,310 @@
+"""WeSTAR: augmentation views, LoRA wiring and export, EMA teacher, loss switches, CLI fit / test / resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from builders import randomise_lora_b, synthetic_batch
+
+import cli
+from depthadapt.augmentation import STRONG_AUGMENTATION, PhotometricAugmentation
+from depthadapt.models import build_depth_model, load_checkpoint
+from depthadapt.models.card import DepthModelCard
+from depthadapt.models.lora import add_lora, save_lora_adapter
+from lightning_modules import WeSTARAdapter
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "tests" / "configs" / "westar.yaml"
+TINY = DepthModelCard("vitt", input_size=28)
+
+
+def lora_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
+def test_augmentation_with_every_step_off_is_the_identity() -> None:
+    images = torch.rand(2, 3, 16, 16)
+    assert PhotometricAugmentation()(images) is images
+    with pytest.raises(ValueError, match="blur_p"):
+        PhotometricAugmentation(blur_p=1.5)
+
+
+def test_strong_view_changes_colours_but_not_geometry() -> None:
+    torch.manual_seed(0)
+    images = torch.zeros(8, 3, 32, 32)
+    images[..., 13:] = 0.9  # a vertical edge between columns 12 and 13
+    views = PhotometricAugmentation(**STRONG_AUGMENTATION)(images)
+    assert views.shape == images.shape and views.min() >= 0 and views.max() <= 1
+    assert (views - images).abs().mean() > 0.02  # colours do change
+    edge_column = (views[..., 1:] - views[..., :-1]).abs().mean(dim=(1, 2)).argmax(dim=1)
+    assert (edge_column == 12).all()  # the edge stays where it was in every view
+
+
+def test_add_lora_trains_only_adapters_on_qkv() -> None:
+    model = add_lora(build_depth_model("vitt"))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and ".attn.qkv." in n for n in trainable)
+    assert len(trainable) == 2 * 4  # A and B in each of vitt's 4 blocks
+    with pytest.raises(ValueError, match="not found"):
+        add_lora(build_depth_model("vitt"), target_modules=("to_q",))
+
+
+def test_lora_adapter_export_reloads_with_peft(tmp_path: Path) -> None:
+    from peft import PeftModel
+
+    source = build_depth_model("vitt")
+    source_state = {k: v.clone() for k, v in source.state_dict().items()}
+    model = add_lora(source)
+    randomise_lora_b(model, std=0.05)
+    save_lora_adapter(model, tmp_path / "adapter")
+    save_lora_adapter(model, tmp_path / "adapter")  # replacing an existing export works
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    base = build_depth_model("vitt")
+    base.load_state_dict(source_state)
+    reloaded = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    x = torch.randn(1, 3, 28, 42)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x), model.eval()(x))
+
+
+def test_teacher_is_the_ema_of_the_student() -> None:
+    module = WeSTARAdapter(TINY, ema_decay=0.9)
+    student = dict(module.model.named_parameters())
+    teacher = dict(module.teacher.module.named_parameters())
+    name = next(n for n in student if "lora_B" in n)
+    with torch.no_grad():
+        student[name].fill_(1.0)
+    module.on_train_batch_end(None, None, 0)  # the first update copies the student
+    torch.testing.assert_close(teacher[name], student[name])
+    with torch.no_grad():
+        student[name].fill_(2.0)
+    module.on_train_batch_end(None, None, 1)
+    torch.testing.assert_close(teacher[name], torch.full_like(teacher[name], 0.9 * 1.0 + 0.1 * 2.0))
+    assert not any(p.requires_grad for p in module.teacher.parameters())
+
+
+@pytest.mark.parametrize("context", ["instances", "grid", "depth_range", "global"])
+def test_training_step_sends_gradients_to_lora_only(context: str) -> None:
+    module = WeSTARAdapter(TINY, context=context, weak_weight=0.5)
+    loss = module.training_step(synthetic_batch(), 0)
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    grads = {n: p.grad for n, p in module.named_parameters() if p.grad is not None}
+    assert grads and all("lora_" in n and not n.startswith("teacher") for n in grads)
+
+
+def test_zero_weights_switch_terms_off() -> None:
+    torch.manual_seed(0)
+    module = WeSTARAdapter(TINY, self_training_weight=0.0, weak_weight=0.0, regularizer_weight=0.0)
+    loss = module.training_step(synthetic_batch(), 0)
+    assert loss.item() == 0.0
+    batch = synthetic_batch()
+    del batch["instances"], batch["depth"]  # terms that are off need no input
+    assert module.training_step(batch, 0).item() == 0.0
+
+
+def test_missing_weak_labels_fail_with_the_setting_to_change() -> None:
+    batch = synthetic_batch()
+    del batch["instances"]
+    with pytest.raises(ValueError, match="data.instance_source"):
+        WeSTARAdapter(TINY, weak_weight=0.0).training_step(batch, 0)
+    with pytest.raises(ValueError, match="data.ordinal_file"):
+        WeSTARAdapter(TINY, context="grid", ordinal_labels="dataset").training_step(batch, 0)
+    with pytest.raises(ValueError, match="model.context"):
+        WeSTARAdapter(TINY, context="superpixel")
+    with pytest.raises(ValueError, match="corruption"):
+        WeSTARAdapter(TINY, eval_corruptions=("smog",))
+
+
+class Marked(torch.nn.Module):
+    """A view that fills the images with one value, to see which model receives which view."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(images, self.value)
+
+
+def test_teacher_sees_the_weak_view_and_the_student_the_strong_one(monkeypatch) -> None:
+    module = WeSTARAdapter(TINY, weak_augmentation=Marked(0.25), strong_augmentation=Marked(0.75))
+    seen: dict[str, float] = {}
+
+    def spy(name: str, model: torch.nn.Module):
+        forward = model.forward
+
+        def recorded(x: torch.Tensor, *args, **kwargs):
+            seen[name] = float(x[0, 0, 0, 0])
+            return forward(x, *args, **kwargs)
+
+        monkeypatch.setattr(model, "forward", recorded)
+
+    spy("teacher", module.teacher)
+    spy("student", module.model)
+    module.training_step(synthetic_batch(), 0)
+    normalise = TINY.normalise
+    assert seen["teacher"] == pytest.approx(float(normalise(torch.full((1, 3, 1, 1), 0.25))[0, 0, 0, 0]))
+    assert seen["student"] == pytest.approx(float(normalise(torch.full((1, 3, 1, 1), 0.75))[0, 0, 0, 0]))
+
+
+@pytest.mark.parametrize(("context", "count"), [("instances", 3), ("grid", 21), ("depth_range", 7), ("global", 1)])
+def test_the_context_switch_reaches_the_loss(context: str, count: int, monkeypatch) -> None:
+    import depthadapt.westar.loss
+
+    contexts_seen: list[torch.Tensor] = []
+    original = depthadapt.westar.loss.sa_hdn_loss
+
+    def spy(pred, pseudo_label, contexts, *args, **kwargs):
+        contexts_seen.append(contexts)
+        return original(pred, pseudo_label, contexts, *args, **kwargs)
+
+    monkeypatch.setattr(depthadapt.westar.loss, "sa_hdn_loss", spy)
+    WeSTARAdapter(TINY, context=context).training_step(synthetic_batch(), 0)
+    assert contexts_seen[0].shape[-3] == count  # image + 2 instances; 1 + 4 + 16 cells; 1 + 2 + 4 ranges; 1
+
+
+def test_ordinal_pairs_come_from_the_dataset_when_asked() -> None:
+    batch = synthetic_batch()
+    batch["ordinal"] = torch.tensor([[[0.0, 0, 27, 0, 1]], [[-1.0, -1, -1, -1, 0]]])
+    module = WeSTARAdapter(TINY, ordinal_labels="dataset")
+    assert module.ordinal_pairs(batch) is batch["ordinal"]
+    simulated = WeSTARAdapter(TINY).ordinal_pairs(batch)
+    assert simulated.shape == (2, 15, 5)
+    # Simulated labels agree with the ground truth: label +1 means point 1 is farther.
+    real = simulated[0][simulated[0, :, 4] != 0]
+    y1, x1, y2, x2 = real[:, :4].long().unbind(1)
+    farther = batch["depth"][0, y1, x1] > batch["depth"][0, y2, x2]
+    assert torch.equal(farther, real[:, 4] > 0)
+
+
+def test_only_the_labelled_share_of_the_images_gets_simulated_pairs() -> None:
+    from depthadapt.westar import labelled_images
+
+    batch = synthetic_batch(batch=8)
+    batch["index"] = torch.arange(100, 108)
+    full = WeSTARAdapter(TINY).ordinal_pairs(batch)
+    part = WeSTARAdapter(TINY, ordinal_label_fraction=0.5).ordinal_pairs(batch)
+    labelled = labelled_images(batch["index"], 0.5)
+    assert 0 < int(labelled.sum()) < 8  # both kinds in this batch
+    assert torch.equal(part[labelled], full[labelled])  # the labelled images keep their pairs
+    assert (part[~labelled][..., 0] < 0).all()  # the others carry padding only
+    with pytest.raises(ValueError, match="ordinal_label_fraction"):
+        WeSTARAdapter(TINY, ordinal_label_fraction=0.0)
+
+
+def run_fit(tmp_path: Path, *args: str):
+    return cli.main(["fit", "--config", str(CONFIG), "--data.cache_dir", str(tmp_path / "cache"), *args])
+
+
+def test_cli_fit_exports_adapted_model_and_test_prints_source_vs_adapted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from peft import PeftModel
+
+    monkeypatch.chdir(tmp_path)
+    run = run_fit(tmp_path, "--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger",
+                  "--trainer.logger.save_dir", "outputs")
+    assert run.trainer.global_step == 2
+    assert {f"train/grad_norm/{term}" for term in ("self_training", "ordinal")} <= set(run.trainer.callback_metrics)
+    out = capsys.readouterr().out
+    assert "source clean" in out and "adapted fog-3" in out
+    export = tmp_path / "outputs" / "westar" / "checkpoints"
+    merged = load_checkpoint(build_depth_model("vitt"), export / "adapted_model.pth")
+    adapted = PeftModel.from_pretrained(build_depth_model("vitt"), export / "lora_adapter")
+    student = run.model.model.eval()
+    x = torch.randn(1, 3, 28, 84)
+    with torch.no_grad():
+        torch.testing.assert_close(merged.eval()(x), student(x), rtol=1e-4, atol=1e-5)
+    assert any("lora_A" in n for n, _ in adapted.named_parameters())
+    assert (export / "adapted_model_hf" / "config.json").is_file()
+    events = list((tmp_path / "outputs").rglob("events.out.tfevents*"))
+    assert events  # scalars and the image panel went to TensorBoard
+
+    run = cli.main(["test", "--config", str(CONFIG), "--data.cache_dir", str(tmp_path / "cache"),
+                    "--ckpt_path", str(export / "last.ckpt")])
+    out = capsys.readouterr().out
+    for row in ("source clean", "adapted clean", "source fog-3", "adapted fog-3"):
+        assert row in out
+    metrics = run.trainer.callback_metrics
+    assert {"test/d1", "test_source/d1", "test/fog-3/abs_rel"} <= set(metrics)
+
+
+def test_resume_restores_lora_teacher_optimizer_and_scheduler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    first = run_fit(tmp_path, "--trainer.logger", "false")
+    assert not any("grad_norm" in key for key in first.trainer.callback_metrics)  # no logger: no extra backward
+    checkpoint_path = tmp_path / "outputs" / "westar" / "checkpoints" / "last.ckpt"
+    saved = torch.load(checkpoint_path, weights_only=False)
+    assert saved["global_step"] == 2
+
+    restored: dict = {}
+
+    def capture(module: WeSTARAdapter) -> None:
+        restored["lora"] = lora_parameters(module.model)
+        restored["teacher"] = lora_parameters(module.teacher.module)
+        restored["averaged"] = int(module.teacher.n_averaged)
+        optimizer = module.trainer.optimizers[0]
+        restored["exp_avg"] = [optimizer.state[p]["exp_avg"].clone() for p in optimizer.param_groups[0]["params"]]
+        restored["scheduler_step"] = module.trainer.lr_scheduler_configs[0].scheduler.last_epoch
+        restored["global_step"] = module.trainer.global_step
+
+    monkeypatch.setattr(WeSTARAdapter, "on_train_start", capture, raising=False)
+    second = run_fit(tmp_path, "--trainer.logger", "false", "--trainer.max_epochs", "2",
+                     "--ckpt_path", str(checkpoint_path))
+    assert restored["global_step"] == 2 and second.trainer.global_step == 4
+    assert restored["scheduler_step"] == 2
+    assert restored["averaged"] == 2  # the EMA teacher kept its history
+    for name, value in lora_parameters(first.model.model).items():
+        torch.testing.assert_close(restored["lora"][name], value)
+    for name, value in lora_parameters(first.model.teacher.module).items():
+        torch.testing.assert_close(restored["teacher"][name], value)
+    lora_b = [n for n in restored["lora"] if "lora_B" in n]
+    assert any(restored["lora"][n].abs().sum() > 0 for n in lora_b)  # the student did train
+    assert any(not torch.equal(restored["teacher"][n], restored["lora"][n]) for n in lora_b)  # and the EMA lags
+    saved_state = saved["optimizer_states"][0]["state"]
+    for index, exp_avg in enumerate(restored["exp_avg"]):
+        torch.testing.assert_close(exp_avg, saved_state[index]["exp_avg"])
+
+
+def test_gradient_norm_per_term_is_the_norm_of_that_terms_gradient() -> None:
+    module = WeSTARAdapter(TINY, weak_weight=0.5, regularizer_weight=2.0)
+    randomise_lora_b(module.model, std=0.1)  # a non-zero regulariser
+    batch = synthetic_batch()
+    teacher_view, student_view = batch["image"], batch["image"]
+    with torch.no_grad():
+        pseudo_label = module.teacher(TINY.normalise(teacher_view))
+    pred = module.model(TINY.normalise(student_view))
+    terms = module.objective(pred, pseudo_label, batch["instances"], module.ordinal_pairs(batch), module.model)
+    terms.pop("loss")
+    norms = module.term_gradient_norms(terms)
+    assert set(norms) == {"self_training", "ordinal", "lora_regularizer"}
+    params = [p for p in module.model.parameters() if p.requires_grad]
+    for name, value in terms.items():
+        module.zero_grad()
+        (module.objective.weights[name] * value).backward(retain_graph=True)
+        expected = torch.sqrt(sum(p.grad.pow(2).sum() for p in params if p.grad is not None))
+        torch.testing.assert_close(norms[name], expected)
+    assert norms["lora_regularizer"] != norms["ordinal"]
+
+
+def test_activation_checkpointing_switch_wraps_the_students_blocks_only() -> None:
+    plain = WeSTARAdapter(TINY)
+    wrapped = WeSTARAdapter(TINY, activation_checkpointing=True)
+    assert set(wrapped.state_dict()) == set(plain.state_dict())  # checkpoints stay interchangeable
+    wrapped.load_state_dict(plain.state_dict())
+    kinds = {type(block).__name__ for block in wrapped.model.base_model.model.pretrained.blocks}
+    assert kinds == {"CheckpointWrapper"}
+    assert {type(b).__name__ for b in wrapped.teacher.module.base_model.model.pretrained.blocks} != kinds
+    batch = synthetic_batch()
+    torch.manual_seed(1)
+    loss_plain = plain.training_step(batch, 0)
+    torch.manual_seed(1)
+    loss_wrapped = wrapped.training_step(batch, 0)
+    torch.testing.assert_close(loss_wrapped, loss_plain)
