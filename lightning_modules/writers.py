@@ -387,7 +387,7 @@ class ExportCallback(Callback):
             raise TypeError(f"ExportCallback exports a trained model: {type(pl_module).__name__} does not train one")
         model = pl_module.export_model()
         directory = self.export_dir(trainer)
-        export_all(model, [f for f in self.formats if f != "peft"], directory)
+        export_all(model, [f for f in self.formats if f != "peft"], directory, card=pl_module.card)
         if "peft" in self.formats and hasattr(model, "peft_config"):
             save_lora_adapter(model, directory / "lora_adapter")
         log.info("exported %s to %s", ", ".join(self.formats), directory)
