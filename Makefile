@@ -62,5 +62,5 @@ benchmark-gpu: $(STAMP) ## every GPU figure in one run (H100/H200, < 8 min): ben
 	$(PY) -m benchmarks.gpu
 
 .PHONY: chain
-chain: $(STAMP) ## the two papers chained (adapt -> label -> distil) on the synthetic target domain (12-20 min, 2-core CPU)
+chain: $(STAMP) ## the two papers chained (adapt -> label -> distil) on a held-out synthetic domain, 3 student seeds (README: time)
 	$(PY) -m benchmarks.chain

@@ -1,11 +1,12 @@
-"""`make pretrain`: train the tiny relative and metric teachers on the synthetic street domain and the tiny
-foundation-like relative models (126 and 140 rows; the 140-row one also as a tiny Depth Anything 3, `da3-tiny`) on
-domain-randomised street and room styles, export them (official key names or the official DA3 hub folder, float16)
-into checkpoints/, score them, and write the card checkpoints/README.md and checkpoints/scores.json.
+"""`make pretrain`: train the tiny relative and metric teachers on the synthetic street domain, the tiny
+foundation-like relative models (126 and 140 rows; the 140-row one also as a tiny Depth Anything 3, `da3-tiny`) and
+the foundation-like metric teacher on domain-randomised street and room styles, export them (official key names or
+the official DA3 hub folder, float16) into checkpoints/, score them, and write the card checkpoints/README.md and
+checkpoints/scores.json.
 
 The teachers are scored on the test split of each street style; each foundation model on its training
 distribution and on every held-out style (``depthadapt.synth.HELD_OUT``), clean and under a fixed KITTI-C
-mixture at severity 3."""
+mixture at severity 3 (the metric one in metres, with its scale ratio)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from torch.utils.data import DataLoader
 
 import cli
 from datamodules.base import collate_samples
-from datamodules.synthetic import SyntheticDataset
+from datamodules.synthetic import SyntheticDataModule, SyntheticDataset
 from depthadapt.corruptions import corrupt
 from depthadapt.io import atomic_path
 from depthadapt.metrics import AlignmentSpace, DepthMetrics
@@ -43,9 +44,11 @@ MODELS = {
     # An official-layout Depth Anything 3 hub folder (config.json + model.safetensors).
     "da3_foundation_140": (("config_yaml/pretrain_foundation.yaml", "config_yaml/pretrain_da3_foundation_140.yaml"),
                            CHECKPOINTS / "tiny_da3_140"),
+    "foundation_metric": (("config_yaml/pretrain_foundation.yaml", "config_yaml/pretrain_foundation_metric.yaml"),
+                          CHECKPOINTS / "tiny_foundation_metric.pth"),
 }
 HEADS = {"relative": "relative", "metric": "metric", "foundation": "relative", "foundation_140": "relative",
-         "da3_foundation_140": "relative"}
+         "da3_foundation_140": "relative", "foundation_metric": "metric"}
 DA3_MODELS = {"da3_foundation_140": "da3-tiny"}  # kind -> the DA3 model name it trains
 # Teachers' evaluation conditions: (style, corruption, severity); every model is scored on the same images.
 CONDITIONS = [("source", None, 0), ("target", None, 0), ("source", "fog", 3), ("source", "gaussian_noise", 3),
@@ -90,6 +93,14 @@ MIXTURE_SEVERITY = 3
 TARGET_D1 = (0.60, 0.90)  # held-out clean d1 of a good but not perfect source model
 
 
+# The foundation-like metric teacher: scored as is (metres) on the foundation domains at the 140-row model's sizes,
+# run at its training size (98 rows) and upsampled; compared with the single-style street metric teacher.
+METRIC_FOUNDATION = "foundation_metric"
+METRIC_INPUT_SIZE = 98
+METRIC_BASELINE = "metric"
+SCALE_BOUND = 0.2  # held-out styles: the median per-image depth ratio (prediction / truth) within 1 +- this
+
+
 def _merged(base: dict, update: dict) -> dict:
     """``update`` over ``base``, key by key into nested mappings (how the CLI layers repeated --config files)."""
     out = dict(base)
@@ -115,10 +126,9 @@ def render_cache(kind: str) -> None:
     data = load_config(kind)["data"]["init_args"]
     if data.get("cache_dir") is None:
         return
-    for span in (data["train_range"], data["val_range"]):
-        dataset = SyntheticDataset(data["family"], data["style"], *span, data["height"], data["width"],
-                                   cache_dir=ROOT / data["cache_dir"])
-        for _ in DataLoader(dataset, batch_size=32, num_workers=os.cpu_count() or 1, collate_fn=len):
+    module = SyntheticDataModule(**{**data, "cache_dir": str(ROOT / data["cache_dir"])})
+    for span in (module.train_range, module.val_range):
+        for _ in DataLoader(module.dataset(span), batch_size=32, num_workers=os.cpu_count() or 1, collate_fn=len):
             pass
 
 
@@ -177,8 +187,12 @@ def score(model: torch.nn.Module, dataset: SyntheticDataset, input_size: int, af
           corruptions: Sequence[str] = (), severity: int = MIXTURE_SEVERITY, batch_size: int = 8,
           space: AlignmentSpace = "disparity") -> dict[str, float]:
     """d1 / abs_rel / rmse of ``model`` on ``dataset``; image index i corrupted with ``corruptions[i % len]``;
-    a relative output aligned in ``space``."""
+    a relative output aligned in ``space``.
+
+    A metric model (``affine_invariant`` False) also gets ``scale_ratio``: the median over images of each image's
+    median of prediction / truth on its valid pixels (1: right in scale)."""
     metrics = DepthMetrics(affine_invariant=affine_invariant, space=space)
+    ratios = []
     for start in range(0, len(dataset), batch_size):
         batch = collate_samples([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         image = batch["image"]
@@ -186,9 +200,15 @@ def score(model: torch.nn.Module, dataset: SyntheticDataset, input_size: int, af
             chosen = batch["index"] % len(corruptions) == k
             if chosen.any():
                 image[chosen] = corrupt(image[chosen], name, severity, seed=batch["index"][chosen])
-        metrics.update(infer(model, image, input_size), batch["depth"], batch["valid"])
+        pred = infer(model, image, input_size)
+        metrics.update(pred, batch["depth"], batch["valid"])
+        ratios += [(p[v] / d[v]).median() for p, d, v in zip(pred, batch["depth"], batch["valid"], strict=True)
+                   if v.any()]
     values = metrics.compute()
-    return {k: round(float(values[k]), 4) for k in ("d1", "abs_rel", "rmse")}
+    scores = {k: round(float(values[k]), 4) for k in ("d1", "abs_rel", "rmse")}
+    if not affine_invariant:
+        scores["scale_ratio"] = round(float(torch.stack(ratios).median()), 4)
+    return scores
 
 
 def evaluate_teacher(kind: str, count: int) -> dict[str, dict[str, float]]:
@@ -216,6 +236,21 @@ def evaluate_foundation(checkpoint: Path, count: int, kind: str) -> dict[str, di
         for corruptions in ((), MIXTURE):
             name = f"{family}/{style}" + (f"+kitti-c-{MIXTURE_SEVERITY}" if corruptions else "")
             scores[name] = score(model, dataset, height, True, corruptions, space=card.alignment_space)
+            print(checkpoint.name, name, scores[name], flush=True)
+    return scores
+
+
+def evaluate_metric_foundation(checkpoint: Path, count: int) -> dict[str, dict[str, float]]:
+    """Metric scores (and ``scale_ratio``) of a metric ``vitt`` checkpoint on every foundation domain, clean and
+    corrupted, at the 140-row foundation model's sizes, run at ``METRIC_INPUT_SIZE`` and upsampled."""
+    model = build_depth_model("vitt", head="metric", checkpoint=checkpoint).eval()
+    scores = {}
+    for family, style in FOUNDATION_DOMAINS:
+        height, width = FOUNDATION_SIZES["foundation_140"][family]
+        dataset = SyntheticDataset(family, style, FOUNDATION_START, FOUNDATION_START + count, height, width)
+        for corruptions in ((), MIXTURE):
+            name = f"{family}/{style}" + (f"+kitti-c-{MIXTURE_SEVERITY}" if corruptions else "")
+            scores[name] = score(model, dataset, METRIC_INPUT_SIZE, False, corruptions)
             print(checkpoint.name, name, scores[name], flush=True)
     return scores
 
@@ -318,12 +353,76 @@ def _foundation_lines(kind: str, fact: dict, scores: dict) -> list[str]:
     return lines
 
 
+def _metric_foundation_lines(fact: dict, scores: dict) -> list[str]:
+    sizes = FOUNDATION_SIZES["foundation_140"]
+    size_text = " and ".join(f"`{family}` at {h} x {w}" for family, (h, w) in sizes.items())
+    train = load_config(METRIC_FOUNDATION)["data"]["init_args"]
+    train_sizes = " and ".join(f"`{family}` at {train['height']} x {width}"
+                               for family, width in zip(train["family"], train["width"], strict=True))
+    images = (train["train_range"][1] - train["train_range"][0]) * len(train["family"])
+    baseline_name = MODELS[METRIC_BASELINE][1].name
+    count = fact["eval_images"]
+    cores = (f"on {fact['torch_threads']} torch threads of a shared 2-core CPU" if "torch_threads" in fact
+             else "on a shared 2-core CPU, thread count not recorded")
+    minutes = f", {fact['train_minutes']} min {cores}" if "train_minutes" in fact else ""
+    configs = " ".join(f"--config {path}" for path in MODELS[METRIC_FOUNDATION][0])
+    held_out = {name: value["scale_ratio"] for name, value in scores[METRIC_FOUNDATION].items()
+                if "+" not in name and not name.endswith("/random")}
+    within = ", ".join(f"{name} {ratio:.3f}" for name, ratio in held_out.items() if abs(ratio - 1) <= SCALE_BOUND)
+    outside = ", ".join(f"{name} {ratio:.3f}" for name, ratio in held_out.items() if abs(ratio - 1) > SCALE_BOUND)
+    lines = [
+        "",
+        "## Foundation-like metric teacher (domain-randomised street and room, metric head)",
+        "",
+        "The synthetic world's stand-in for a Depth Anything V2 metric model fine-tuned on synthetic data: right in",
+        "scale on its training styles, less so on styles it never saw (below), blurrier than the relative model (it",
+        "runs at 98 rows and is upsampled). The",
+        "metric teacher of the chain (`benchmarks/chain.py`); `config_yaml/models/tiny_foundation_metric.yaml`;",
+        f"`build_depth_model(\"vitt\", head=\"metric\", checkpoint=\"checkpoints/{fact['checkpoint']}\")`.",
+        "",
+        f"- **File**: `{fact['checkpoint']}` ({fact['size_mb']} MB).",
+        f"- **Config**: `{fact['config']}`; reproduce with",
+        f"  `make pretrain MODELS={METRIC_FOUNDATION}` (or `python cli.py fit {configs}`,",
+        f"  then `python checkpoints/pretrain.py --models {METRIC_FOUNDATION} --from-checkpoint .../last.ckpt`).",
+        f"- **Training**: {fact['steps']} steps of batch 8 ({fact['epochs']} epochs), seed {fact['seed']}{minutes};",
+        "  encoder from `tiny_foundation_140.pth`, DPT head fresh (`init: encoder`, as the official metric",
+        "  fine-tuning); metric head (sigmoid x 80 m), SiLog (lambda 0.5); AdamW, encoder lr 1.5e-4, head 3x, cosine.",
+        f"- **Data**: {images} samples of {train_sizes} (every batch one family) in the randomised style family,",
+        "  rendered once (cached), with the relative foundation models' augmentation; on",
+        f"  {train['ground_mirrors']:.0%} of them mirror patches on the ground (`ground_mirrors`: puddles, polished",
+        "  floors) labelled with the ground's depth, which the relative foundation models never saw.",
+        "- **Held out**: the same styles as the relative foundation models.",
+        "",
+        f"Scores on {count} images per domain (indices {FOUNDATION_START}..{FOUNDATION_START + count - 1},",
+        f"{size_text}, run at {METRIC_INPUT_SIZE} px and upsampled), in metres as predicted (no alignment).",
+        "`scale`: the median over images of each image's median ratio prediction / truth (1: right in scale).",
+        f"Clean held-out styles within 1 +- {SCALE_BOUND}: {within or 'none'}; outside: {outside or 'none'}.",
+        f"`+kitti-c-{MIXTURE_SEVERITY}` as above.",
+        f"For comparison: the single-style street metric teacher `{baseline_name}`, same images.",
+        "",
+        f"| domain | d1 | abs_rel | rmse (m) | scale | `{baseline_name}` d1 | `{baseline_name}` abs_rel "
+        f"| `{baseline_name}` scale |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    baseline = scores.get(f"{METRIC_FOUNDATION}_baseline", {})
+    for condition, value in scores[METRIC_FOUNDATION].items():
+        ref = baseline.get(condition)
+        ref_cells = f"{ref['d1']:.3f} | {ref['abs_rel']:.3f} | {ref['scale_ratio']:.3f}" if ref else "- | - | -"
+        cells = f"{value['d1']:.3f} | {value['abs_rel']:.3f} | {value['rmse']:.2f} | {value['scale_ratio']:.3f}"
+        lines.append(f"| {condition} | {cells} | {ref_cells} |")
+    if "note" in fact:
+        lines += ["", f"Note: {fact['note']}."]
+    return lines
+
+
 def card_text(facts: dict, scores: dict) -> str:
     """The text of checkpoints/README.md: what each model is, how it was made, how it scores."""
     lines = _teacher_lines(facts, scores)
     for kind in FOUNDATION_SIZES:
         if kind in facts and kind in scores:
             lines += _foundation_lines(kind, facts[kind], scores)
+    if METRIC_FOUNDATION in facts and METRIC_FOUNDATION in scores:
+        lines += _metric_foundation_lines(facts[METRIC_FOUNDATION], scores)
     return "\n".join(lines) + "\n"
 
 
@@ -354,8 +453,12 @@ def main() -> None:
             facts[kind] = export_lightning_checkpoint(kind, args.from_checkpoint)
         elif not args.eval_only:
             facts[kind] = train(kind, args.resume)
-        facts[kind]["eval_images"] = args.eval_images or (64 if kind in FOUNDATION_SIZES else 200)
-        if kind in FOUNDATION_SIZES:
+        facts[kind]["eval_images"] = args.eval_images or (200 if kind in ("relative", "metric") else 64)
+        if kind == METRIC_FOUNDATION:
+            count = facts[kind]["eval_images"]
+            scores[kind] = evaluate_metric_foundation(MODELS[kind][1], count)
+            scores[f"{kind}_baseline"] = evaluate_metric_foundation(MODELS[METRIC_BASELINE][1], count)
+        elif kind in FOUNDATION_SIZES:
             count = facts[kind]["eval_images"]
             scores[kind] = evaluate_foundation(MODELS[kind][1], count, kind)
             scores[f"{kind}_baseline"] = evaluate_foundation(CHECKPOINTS / WARM_STARTS[kind], count, kind)

@@ -54,6 +54,12 @@ def _per_family(name: str, value: int | list[int] | None, families: list[str], k
     return int(value[k])
 
 
+def _check_ground_mirrors(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1] (the chance of mirror patches per sample), "
+                         f"got {value}")
+
+
 def _check_range(name: str, span: Sequence[int]) -> tuple[int, int]:
     if len(span) != 2:
         raise ValueError(f"{name} must be (start, stop), got {span}")
@@ -70,6 +76,8 @@ class SyntheticDataset(Dataset):
     (0 invalid), ``valid`` H x W bool, ``instances`` H x W int64 (0 background), ``intrinsics`` (fx, fy, cx,
     cy) float32, ``name`` ``"family/style/000012"`` and ``index`` (the global sample index, here 12).
     ``haze_beta`` > 0 adds depth-aware haze (``apply_haze``, the style's airlight colour) on top of the style's own.
+    ``ground_mirrors`` is the chance that a sample has mirror patches on its ground (puddles, polished floor) that
+    show the scene mirrored while the depth stays the ground's (``depthadapt.synth.render_scene``); 0: none.
     """
 
     def __init__(
@@ -83,6 +91,7 @@ class SyntheticDataset(Dataset):
         seed: int = 0,
         haze_beta: float = 0.0,
         cache_dir: str | Path | None = None,
+        ground_mirrors: float = 0.0,
     ) -> None:
         _check_names(family, style)
         self.start, self.stop = _check_range("the index range", (start, stop))
@@ -90,12 +99,14 @@ class SyntheticDataset(Dataset):
             raise ValueError(f"image size must be at least 2 x 2, got {height} x {width}")
         if haze_beta < 0:
             raise ValueError(f"haze_beta must be >= 0, got {haze_beta}")
+        _check_ground_mirrors("ground_mirrors", ground_mirrors)
         self.family, self.style = family, style
         self.height, self.width = int(height), int(width)
-        self.seed, self.haze_beta = int(seed), float(haze_beta)
+        self.seed, self.haze_beta, self.ground_mirrors = int(seed), float(haze_beta), float(ground_mirrors)
         self.cache_dir = None
         if cache_dir is not None:
-            key = f"{family}-{style}-seed{seed}-{height}x{width}-haze{haze_beta:g}-v{RENDER_VERSION}"
+            mirrors = f"-mirrors{ground_mirrors:g}" if ground_mirrors else ""  # earlier caches keep their names
+            key = f"{family}-{style}-seed{seed}-{height}x{width}-haze{haze_beta:g}{mirrors}-v{RENDER_VERSION}"
             self.cache_dir = Path(cache_dir) / key
 
     def __len__(self) -> int:
@@ -105,7 +116,7 @@ class SyntheticDataset(Dataset):
     def render(self, index: int) -> dict[str, torch.Tensor]:
         """Render global sample ``index``: image (uint8 3 x H x W), depth, instances (int16), intrinsics."""
         sample = render_sample(self.family, self.style, self.seed, index, self.height, self.width,
-                               self.haze_beta)
+                               self.haze_beta, self.ground_mirrors)
         image = sample["image"]
         return {
             "image": (image * 255).round().to(torch.uint8),
@@ -211,7 +222,8 @@ class SyntheticDataModule(LightningDataModule):
     Index ranges are [start, stop); the training range may not overlap the validation or test range. ``hflip``
     randomly flips training samples; ``photometric`` (``PhotometricAugmentation`` arguments) and ``train_corruptions``
     (drawn with chance ``corruption_p`` at severity 1..``corruption_max_severity``) augment them (``Augmented``).
-    ``cache_dir`` keeps rendered samples on disk (``SyntheticDataset``).
+    ``cache_dir`` keeps rendered samples on disk (``SyntheticDataset``). ``ground_mirrors``: the chance that a sample
+    has mirror patches on its ground (``SyntheticDataset``; a failure mode of relative teachers), 0 by default.
     Training samples carry weak labels (``WeakLabels``): ``instances`` from ``instance_source`` (the
     scenes' own ``ground_truth`` ids by default, or ``sam2`` masks cached in ``mask_cache_dir``, or
     ``superpixels``) and ``ordinal`` pairs from ``ordinal_file``.
@@ -230,6 +242,7 @@ class SyntheticDataModule(LightningDataModule):
         seed: int = 0,
         haze_beta: float = 0.0,
         cache_dir: str | None = None,
+        ground_mirrors: float = 0.0,
         batch_size: int = 4,
         num_workers: int = 0,
         hflip: bool = False,
@@ -268,11 +281,12 @@ class SyntheticDataModule(LightningDataModule):
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
         if haze_beta < 0:
             raise ValueError(f"data.haze_beta must be >= 0, got {haze_beta}")
+        _check_ground_mirrors("data.ground_mirrors", ground_mirrors)
         self.family, self.style = family, style
         self.sizes = [(_per_family("data.height", height, self.families, k, DEFAULT_SIZES[name][0]),
                        _per_family("data.width", width, self.families, k, DEFAULT_SIZES[name][1]))
                       for k, name in enumerate(self.families)]
-        self.seed, self.haze_beta, self.cache_dir = seed, haze_beta, cache_dir
+        self.seed, self.haze_beta, self.cache_dir, self.ground_mirrors = seed, haze_beta, cache_dir, ground_mirrors
         self.batch_size, self.num_workers, self.hflip = batch_size, num_workers, hflip
         self.augmentation = dict(photometric=photometric, corruptions=train_corruptions or (),
                                  corruption_p=corruption_p, max_severity=corruption_max_severity, seed=seed)
@@ -285,7 +299,8 @@ class SyntheticDataModule(LightningDataModule):
 
     def dataset(self, span: tuple[int, int]) -> Dataset:
         """The samples of index range ``span`` with this module's settings (of each family, in order)."""
-        parts = [SyntheticDataset(family, self.style, *span, *size, self.seed, self.haze_beta, self.cache_dir)
+        parts = [SyntheticDataset(family, self.style, *span, *size, self.seed, self.haze_beta, self.cache_dir,
+                                  self.ground_mirrors)
                  for family, size in zip(self.families, self.sizes, strict=True)]
         return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 

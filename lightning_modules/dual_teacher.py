@@ -55,6 +55,7 @@ class DualTeacherLabeler(DepthTask):
         self.method, self.confidence, self.focal_length = method, confidence, focal_length
         self.fit = dict(fit_space=fit_space, max_depth=metric.max_depth, options=fit)
         self.test_metrics = nn.ModuleDict({m: self.make_metrics(affine_invariant=False) for m in METHODS})
+        self.test_inlier_ratios: dict[str, list[float]] = {}  # fitted method -> per-image RANSAC inlier ratios
 
     def teachers(
         self, image: torch.Tensor, intrinsics: torch.Tensor | None = None
@@ -93,21 +94,34 @@ class DualTeacherLabeler(DepthTask):
             return
         relative, metric = self.teachers(batch["image"], batch.get("intrinsics"))
         for method, metrics in self.test_metrics.items():
-            self.evaluate(metrics, self.label(relative, metric, method).depth, batch)
+            labels = self.label(relative, metric, method)
+            self.evaluate(metrics, labels.depth, batch)
+            if labels.fit is not None:
+                self.test_inlier_ratios.setdefault(method, []).extend(labels.fit.inlier_ratio.tolist())
+
+    def on_test_epoch_start(self) -> None:
+        """Forget an earlier test's inlier ratios."""
+        self.test_inlier_ratios = {}
 
     def on_test_epoch_end(self) -> None:
-        """Log ``test/<method>/<metric>`` and print the paper's Table 2 (rows: methods)."""
+        """Log ``test/<method>/<metric>`` (and ``inlier_ratio``: the mean over this process's images of the fit's
+        inlier ratio, 1 for least squares) and print the paper's Table 2 (rows: methods)."""
         rows = {method: self.scores(metrics) for method, metrics in self.test_metrics.items()}
         rows = {method: values for method, values in rows.items() if values}
         if not rows:
             return
+        for method, ratios in self.test_inlier_ratios.items():
+            if method in rows:
+                rows[method]["inlier_ratio"] = sum(ratios) / len(ratios)
         for method, values in rows.items():
-            self.log_dict({f"test/{method}/{k}": values[k] for k in TABLE_COLUMNS})
+            self.log_dict({f"test/{method}/{k}": values[k] for k in (*TABLE_COLUMNS, "inlier_ratio") if k in values})
         if self.trainer.is_global_zero:
             first = next(iter(rows.values()))
             space, images = self.fit["fit_space"], int(first["images"])
             title = f"pseudo-labels against ground truth ({space} fit space, {images} images)"
-            print(format_comparison_table(rows, columns=(*TABLE_COLUMNS, "skipped"), title=title))
+            columns = (*TABLE_COLUMNS, "inlier_ratio", "skipped")
+            printed = {method: {"inlier_ratio": float("nan"), **values} for method, values in rows.items()}  # baseline
+            print(format_comparison_table(printed, columns=columns, title=title))
 
     def manifest(self) -> dict[str, Any]:
         """What wrote a label folder: both teachers' cards, the method and the fit options."""

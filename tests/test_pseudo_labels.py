@@ -296,8 +296,11 @@ def test_cli_test_prints_table_2_and_masked_ransac_beats_the_metric_teacher(monk
     lines = capsys.readouterr().out.splitlines()
     title = next(i for i, line in enumerate(lines) if line.startswith("pseudo-labels against ground truth"))
     assert "disparity fit space, 16 images" in lines[title]
-    assert lines[title + 1].split() == [*TABLE_COLUMNS, "skipped"]
+    assert lines[title + 1].split() == [*TABLE_COLUMNS, "inlier_ratio", "skipped"]
     assert [line.split()[0] for line in lines[title + 2 : title + 7]] == list(METHODS)
     abs_rel = {m: run.trainer.callback_metrics[f"test/{m}/abs_rel"].item() for m in METHODS}
+    inliers = {m: run.trainer.callback_metrics[f"test/{m}/inlier_ratio"].item() for m in METHODS[1:]}
+    assert "test/baseline/inlier_ratio" not in run.trainer.callback_metrics and lines[title + 2].split()[7] == "nan"
+    assert inliers["lstsq"] == inliers["masked_lstsq"] == 1.0 and 0.5 < inliers["masked_ransac"] <= 1.0, inliers
     assert abs_rel["masked_ransac"] < 0.85 * abs_rel["baseline"], abs_rel
     assert abs_rel["masked_ransac"] < abs_rel["ransac"], abs_rel

@@ -6,7 +6,8 @@ Modules, leaves first: ``cpu`` (compiled CPU kernels), ``support`` (valid points
 top); ``sparse`` aligns a relative map to a few known metric depths.
 """
 
-from depthadapt.alignment.fit import ScaleShiftFit, ScaleShiftFitOptions, fit_scale_shift
+from depthadapt.alignment.fit import ScaleShiftFit, ScaleShiftFitOptions, fit_scale_shift, residual_thresholds
 from depthadapt.alignment.solver import check_choice, lstsq_scale_shift
 
-__all__ = ["ScaleShiftFit", "ScaleShiftFitOptions", "check_choice", "fit_scale_shift", "lstsq_scale_shift"]
+__all__ = ["ScaleShiftFit", "ScaleShiftFitOptions", "check_choice", "fit_scale_shift", "lstsq_scale_shift",
+           "residual_thresholds"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -34,12 +34,16 @@ from depthadapt.alignment.solver import (
     weighted_scale_shift,
 )
 
-__all__ = ["FitBackend", "FitMethod", "FitSupport", "ScaleShiftFit", "ScaleShiftFitOptions", "fit_scale_shift"]
+__all__ = [
+    "FitBackend", "FitMethod", "FitSupport", "ScaleShiftFit", "ScaleShiftFitOptions", "ThresholdUnit",
+    "fit_scale_shift", "residual_thresholds",
+]
 
 
 FitMethod = Literal["lstsq", "ransac"]
 FitSupport = Literal["all", "extremes"]
 FitBackend = Literal["torch", "sklearn"]
+ThresholdUnit = Literal["target", "support_range"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class ScaleShiftFit:
     - ``inlier_ratio``: (B,) ``inliers / support_count``; 1 for least squares, 0 for a fallback.
     - ``trials``: (B,) int64: RANSAC hypotheses scored before the adaptive stop (sklearn's ``n_trials_``);
       0 for least squares.
+    - ``residual_threshold``: (B,) the inlier threshold of each image in the target's units
+      (``residual_thresholds``; the options' number when that is absolute).
     """
 
     scale: Tensor
@@ -64,6 +70,7 @@ class ScaleShiftFit:
     support_count: Tensor
     inlier_ratio: Tensor
     trials: Tensor
+    residual_threshold: Tensor
 
     def __iter__(self) -> Iterator[Tensor]:
         return iter((self.scale, self.shift, self.inliers))
@@ -80,7 +87,11 @@ class ScaleShiftFitOptions:
       ``percentiles[0]`` or strictly above its ``percentiles[1]`` (numpy's linear interpolation).
     - ``backend``: ``"torch"`` (ours: batched torch on a GPU, the same rules in compiled kernels on the CPU) or
       ``"sklearn"`` (``RANSACRegressor``, the reference).
-    - ``max_trials``, ``min_samples``, ``residual_threshold`` (target units, inlier if ``<=``), ``seed``: RANSAC.
+    - ``max_trials``, ``min_samples``, ``residual_threshold`` (inlier if ``|residual| <=`` it), ``seed``: RANSAC.
+    - ``residual_threshold``: a number (the paper's absolute 0.1) or ``"mad"``: per image the median absolute
+      deviation of the support points' targets from their median (sklearn's ``RANSACRegressor`` default).
+    - ``threshold_unit``: ``"target"`` (the number is in the target's units) or ``"support_range"`` (the number
+      is a fraction of each image's support target range, max - min: a threshold that scales with the image).
     """
 
     method: FitMethod = "lstsq"
@@ -89,7 +100,8 @@ class ScaleShiftFitOptions:
     backend: FitBackend = "torch"
     max_trials: int = 1000
     min_samples: int = 50
-    residual_threshold: float = 0.1
+    residual_threshold: float | Literal["mad"] = 0.1
+    threshold_unit: ThresholdUnit = "target"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -105,8 +117,20 @@ class ScaleShiftFitOptions:
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 why = " (a line needs two points)" if name == "min_samples" else ""
                 raise ValueError(f"{name} must be an int >= {least}{why}, got {value!r}")
-        if not (math.isfinite(self.residual_threshold) and self.residual_threshold >= 0):
-            raise ValueError(f"residual_threshold must be finite and >= 0, got {self.residual_threshold!r}")
+        check_choice("threshold_unit", self.threshold_unit, get_args(ThresholdUnit))
+        threshold = self.residual_threshold
+        if threshold == "mad":
+            if self.threshold_unit != "target":
+                raise ValueError("residual_threshold 'mad' is in the target's units already: use threshold_unit "
+                                 f"'target', got {self.threshold_unit!r}")
+        elif (isinstance(threshold, bool) or not isinstance(threshold, int | float) or not math.isfinite(threshold)
+              or threshold < 0):
+            raise ValueError(f"residual_threshold must be a finite number >= 0 or 'mad', got {threshold!r}")
+
+    @property
+    def per_image_threshold(self) -> bool:
+        """Whether each image gets its own inlier threshold (``residual_thresholds``)."""
+        return self.residual_threshold == "mad" or self.threshold_unit != "target"
 
 
 def fit_scale_shift(
@@ -145,6 +169,13 @@ def fit_scale_shift(
     """
     opts = replace(options or ScaleShiftFitOptions(), **overrides)  # validated again with the overrides
     check_shapes(pred, target, mask)
+    if opts.per_image_threshold:  # one fit per image with its own absolute threshold (the fits are per image)
+        thresholds = residual_thresholds(pred, target, mask, opts).tolist()
+        per_image = [fit_scale_shift(pred[b : b + 1], target[b : b + 1], None if mask is None else mask[b : b + 1],
+                                     opts, residual_threshold=threshold, threshold_unit="target")
+                     for b, threshold in enumerate(thresholds)]
+        return ScaleShiftFit(**{f.name: torch.cat([getattr(fit, f.name) for fit in per_image])
+                                for f in fields(ScaleShiftFit)})
     out_dtype = pred.dtype if pred.is_floating_point() else torch.get_default_dtype()
     p, t = pred.flatten(1), target.flatten(1).to(pred.device)
     if p.device.type == "cpu" and (opts.method == "lstsq" or opts.backend == "torch"):
@@ -168,7 +199,28 @@ def fit_scale_shift(
         support_count=support_count,
         inlier_ratio=inlier_ratio.to(out_dtype),
         trials=trials,
+        residual_threshold=torch.full_like(scale, float(opts.residual_threshold), dtype=out_dtype),
     )
+
+
+def residual_thresholds(pred: Tensor, target: Tensor, mask: Tensor | None, options: ScaleShiftFitOptions) -> Tensor:
+    """Each image's RANSAC inlier threshold in the target's units: pred, target, mask B x H x W or B x N -> (B,)
+    float64. The options' number (``threshold_unit="target"``), that fraction of the support targets' range
+    (``"support_range"``), or their median absolute deviation (``"mad"``); 0 for an image without support points."""
+    p, t = pred.flatten(1), target.flatten(1).to(pred.device)
+    if not options.per_image_threshold:
+        return torch.full((p.shape[0],), float(options.residual_threshold), dtype=torch.float64)
+    selection = support.support_points_cpu if p.device.type == "cpu" else support.support_points_torch
+    _, _, tc, count = selection(p, t, support.valid_mask(p, t, mask), options.support, options.percentiles)
+    out = []
+    for values in (row[:n].cpu().numpy() for row, n in zip(tc, count.tolist(), strict=True)):
+        if values.size == 0:
+            out.append(0.0)
+        elif options.residual_threshold == "mad":
+            out.append(float(np.median(np.abs(values - np.median(values)))))
+        else:
+            out.append(float(options.residual_threshold) * float(values.max() - values.min()))
+    return torch.tensor(out, dtype=torch.float64)
 
 
 _Moments = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 
 from depthadapt.synth.layouts import sample_scene
+from depthadapt.synth.mirrors import ground_mirror_mask, mirrored_in_ground
 from depthadapt.synth.randomize import resolve_style
 from depthadapt.synth.raycast import Hit
 from depthadapt.synth.scene import FAMILIES, Scene, Surface
@@ -222,11 +224,8 @@ def drop_small(ids: Tensor, min_area: int) -> Tensor:
     return torch.where(counts[inverse] >= min_area, ids, 0)
 
 
-def render_scene(scene: Scene, style: Style, generator: torch.Generator) -> dict[str, Tensor]:
-    """Render ``scene`` in ``style``: image 3 x H x W [0, 1], depth H x W (0 invalid), instances H x W (whole
-    objects, ``drop_small``), parts H x W (one id per primitive of an object: its index + 1), intrinsics (4,)."""
-    cam = scene.camera
-    hit = scene.cast()
+def _radiance(scene: Scene, style: Style, generator: torch.Generator, hit: Hit) -> Tensor:
+    """Linear radiance (H * W, 3) of every pixel of ``hit`` (``scene.cast()``): shaded surfaces and sky."""
     prim = hit.prim.flatten()[hit.pixels]
     mats = _materials(scene, style, generator)
     albedo, gloss = _albedo(scene, style, hit, prim, mats)
@@ -270,12 +269,35 @@ def render_scene(scene: Scene, style: Style, generator: torch.Generator) -> dict
         fresnel = 0.3 + 0.7 * grazing * grazing  # Schlick-like: glass mirrors more at grazing angles
         radiance = radiance + (gloss[:, None] * fresnel) * _sky(style, v - 2 * cos * normals, sun)
 
-    h, w = cam.height, cam.width
-    image = torch.empty(h * w, 3)
+    image = torch.empty(hit.prim.numel(), 3)
     miss = (hit.prim.flatten() < 0).nonzero().squeeze(1)
     if len(miss):
         image[miss] = _sky(style, view[miss], sun)
     image[hit.pixels] = radiance
+    return image
+
+
+def render_scene(scene: Scene, style: Style, generator: torch.Generator,
+                 mirrors: torch.Generator | None = None) -> dict[str, Tensor]:
+    """Render ``scene`` in ``style``: image 3 x H x W [0, 1], depth H x W (0 invalid), instances H x W (whole
+    objects, ``drop_small``), parts H x W (one id per primitive of an object: its index + 1), intrinsics (4,).
+
+    With ``mirrors`` (the generator of their draws), mirror patches on the ground (``ground_mirror_mask``) show the
+    scene mirrored in the ground (rendered from ``mirrored_in_ground``'s camera) while the depth stays the
+    ground's: the image shows another depth than the geometry, as puddles, polished floors and mirrors do."""
+    cam = scene.camera
+    hit = scene.cast()
+    materials = generator.get_state()
+    image = _radiance(scene, style, generator, hit)
+    if mirrors is not None:
+        mask = ground_mirror_mask(scene, hit, mirrors)
+        if mask.any():
+            mirrored = replace(scene, camera=mirrored_in_ground(cam))
+            same_draws = torch.Generator().set_state(materials)  # the same materials, sun and lamp
+            reflected = _radiance(mirrored, style, same_draws, mirrored.cast())
+            reflected = reflected.reshape(cam.height, cam.width, 3).flip(0).reshape(-1, 3)
+            image = torch.lerp(image, reflected, mask[:, None])
+    h, w = cam.height, cam.width
     image = _camera_response(style, image.T.reshape(3, h, w), generator, cam.cx, cam.cy)
 
     valid = torch.isfinite(hit.depth) & (hit.depth >= scene.min_depth) & (hit.depth <= scene.max_depth)
@@ -291,7 +313,7 @@ def render_scene(scene: Scene, style: Style, generator: torch.Generator) -> dict
 
 
 def render_sample(family: str, style: str, seed: int, index: int, height: int, width: int,
-                  haze_beta: float = 0.0) -> dict[str, Tensor]:
+                  haze_beta: float = 0.0, ground_mirrors: float = 0.0) -> dict[str, Tensor]:
     """Render sample ``index``: image 3 x H x W [0, 1], depth H x W metric z-depth (0 invalid: sky, out of range),
     instances H x W int64 (one id >= 1 per whole object: a car, a building, a tree, a table, with its parts merged;
     ground / walls / sky and objects under ``MIN_INSTANCE_FRACTION`` of the image 0), parts H x W int64 (one id
@@ -299,15 +321,23 @@ def render_sample(family: str, style: str, seed: int, index: int, height: int, w
 
     ``style`` is a named style or ``"random"`` (a randomised style per sample). Depth-aware haze (``apply_haze``,
     the style's airlight) of density ``haze_beta`` plus the style's own ``haze_beta`` (1/m) is added when > 0.
+    With chance ``ground_mirrors`` the sample has mirror patches on its ground (``render_scene``); their draws come
+    from a generator of their own, so every other pixel is the sample rendered without them.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown scene family {family!r}: choose one of {', '.join(FAMILIES)}")
     if haze_beta < 0:
         raise ValueError(f"haze_beta must be >= 0, got {haze_beta}")
+    if not 0.0 <= ground_mirrors <= 1.0:
+        raise ValueError(f"ground_mirrors must be a probability in [0, 1], got {ground_mirrors}")
     look = resolve_style(family, style, seed, index)
     generator = torch.Generator().manual_seed(sample_seed(family, style, seed, index))
     scene = sample_scene(family, generator, height, width)
-    sample = render_scene(scene, look, generator)
+    mirrors = None
+    if ground_mirrors > 0:
+        mirrors = torch.Generator().manual_seed(sample_seed(family, f"{style}/ground_mirrors", seed, index))
+        mirrors = mirrors if torch.rand((), generator=mirrors).item() < ground_mirrors else None
+    sample = render_scene(scene, look, generator, mirrors)
     beta = look.haze_beta + haze_beta
     if beta > 0:
         sample["image"] = apply_haze(sample["image"][None], sample["depth"][None], beta, look.haze_colour)[0]

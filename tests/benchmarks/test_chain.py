@@ -13,11 +13,13 @@ import torch
 from benchmarks import chain
 from depthadapt.io import MANIFEST_NAME, file_sha256, read_depth
 from depthadapt.models import build_depth_model
+from depthadapt.pseudo_labels import METHODS
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE = "checkpoints/tiny_relative_street.pth"
+SOURCE = "checkpoints/tiny_foundation_140.pth"
+SEEDS = ("0", "1")
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """One smoke run of the whole chain in a temporary work folder: (work folder, results record)."""
     torch.set_num_threads(1)
     work = tmp_path_factory.mktemp("chain")
-    return work, chain.main(["--smoke", "--workdir", str(work)])
+    return work, chain.main(["--smoke", "--workdir", str(work), "--seeds", *SEEDS])
 
 
 def sidecars(folder: Path) -> dict[str, dict]:
@@ -34,15 +36,82 @@ def sidecars(folder: Path) -> dict[str, dict]:
             for p in folder.rglob("*.json") if p.name != MANIFEST_NAME}
 
 
-def test_three_rows_of_finite_scores(smoke) -> None:
+def finite(row: dict[str, float], columns: tuple[str, ...] = chain.COLUMNS) -> bool:
+    """Whether ``row`` has exactly ``columns``, each finite."""
+    return set(row) == set(columns) and all(math.isfinite(v) for v in row.values())
+
+
+def test_every_table_has_finite_scores(smoke) -> None:
     work, result = smoke
-    for table in ("students", "labels"):
-        assert list(result[table]) == list(chain.ARMS), table
-        for arm, row in result[table].items():
-            assert set(row) == set(chain.COLUMNS) and all(math.isfinite(v) for v in row.values()), (table, arm)
-    assert list(result["relative_teachers"]) == ["source", "adapted"]
+    assert list(result["students"]) == list(chain.ARMS)
+    assert all(list(per_seed) == list(SEEDS) and all(map(finite, per_seed.values()))
+               for per_seed in result["students"].values())
+    for arm, summary in result["student_summary"].items():
+        values = [row["abs_rel"] for row in result["students"][arm].values()]
+        assert summary["abs_rel"]["mean"] == pytest.approx(sum(values) / 2, abs=1e-4)
+        assert summary["abs_rel"]["half_spread"] == pytest.approx(abs(values[0] - values[1]) / 2, abs=1e-4)
+    assert list(result["labels"]) == ["source", "adapted"]
+    fraction = result["threshold_choice"]["fraction"]
+    assert fraction in chain.RANGE_FRACTIONS and set(result["threshold_choice"]["validation"]) == {
+        str(f) for f in chain.RANGE_FRACTIONS}
+    assert all(list(variants) == ["absolute 0.1", "mad", f"support_range {fraction}"]
+               for variants in result["labels"].values())
+    for variants in result["labels"].values():
+        for methods in variants.values():
+            assert list(methods) == list(METHODS) and finite(methods["baseline"])
+            assert all(finite(methods[m], (*chain.COLUMNS, "inlier_ratio")) for m in METHODS[1:])
+            assert methods["lstsq"]["inlier_ratio"] == methods["masked_lstsq"]["inlier_ratio"] == 1.0
+            assert 0 < methods["masked_ransac"]["inlier_ratio"] <= 1
+    assert list(result["teachers"]) == ["relative_source", "relative_adapted", "metric"]
+    assert all(map(finite, result["teachers"].values()))
+    per_image = result["per_image"]
+    assert per_image["images"] == 8 and 0 <= per_image["chained_beats_dual_teacher_share"] <= 1
+    assert list(per_image["inlier_ratio_mean"]) == ["dual_teacher", "chained"]
     assert result["held_out_images"] == 4 and result["labelled_images"] == 8
+    bands = result["labels_by_depth"]
+    assert len(bands) == len(chain.DEPTH_BANDS) - 1 and sum(b["pixel_share"] for b in bands.values()) == (
+        pytest.approx(1, abs=1e-3))
+    assert all(set(b) == {"pixel_share", *chain.ARMS} for b in bands.values())
     assert json.loads((work / "chain.json").read_text())["students"] == result["students"]
+
+
+def test_the_report_prints_every_figure_of_the_record(smoke) -> None:
+    _, result = smoke
+    text = chain.report(result)
+    for arm, summary in result["student_summary"].items():
+        cells = " | ".join(f"{summary[k]['mean']:.4f} ± {summary[k]['half_spread']:.4f}" for k in chain.COLUMNS)
+        assert f"| {arm} | {cells} |" in text
+    per_image = result["per_image"]
+    assert f"{per_image['chained_beats_dual_teacher_share']:.1%}" in text
+    assert all(f"{arm} {v:.4f}" in text for arm, v in per_image["abs_rel_median"].items())
+    assert all(f"{arm} {v:.4f}" in text for arm, v in per_image["inlier_ratio_mean"].items())
+    for variant, methods in result["labels"]["adapted"].items():
+        row = methods["masked_ransac"]
+        assert f"| masked_ransac (adapted, {variant}) | {row['d1']:.4f}" in text
+        assert f"{row['inlier_ratio']:.4f}" in text
+        gain = methods["masked_lstsq"]["abs_rel"] - row["abs_rel"]
+        assert f"masked_ransac vs masked_lstsq (adapted teacher, {variant}): {gain:+.4f}" in text
+    assert all(f"| {name} | {row['d1']:.4f}" in text for name, row in result["teachers"].items())
+    assert all(f"| {band} | {row['pixel_share']:.4f} | {row['baseline']:.4f}" in text
+               for band, row in result["labels_by_depth"].items())
+    assert "docs/chain.md" not in chain.markdown_section({**result, "seconds_by_step": {"a": 1.0},
+                                                          "host_load_avg_by_step": {"a": 1.0}})
+
+
+def test_the_verdict_needs_each_gap_beyond_the_seed_ranges() -> None:
+    def summary(chained: list[float], dual: list[float], baseline: list[float]) -> dict:
+        return {arm: {"abs_rel": chain.spread(values)} for arm, values in
+                (("chained", chained), ("dual_teacher", dual), ("baseline", baseline))}
+
+    holds = chain.verdict(summary([0.20, 0.22], [0.25, 0.26], [0.30, 0.31]))
+    assert holds["holds"] and holds["chained_vs_dual_teacher"]["gap"] == pytest.approx(0.045)
+    assert holds["chained_vs_dual_teacher"]["seed_spread"] == pytest.approx(0.015)
+    overlapping = chain.verdict(summary([0.20, 0.26], [0.25, 0.27], [0.30, 0.31]))
+    assert not overlapping["holds"] and not overlapping["chained_vs_dual_teacher"]["holds"]
+    assert overlapping["dual_teacher_vs_baseline"]["holds"]
+    reversed_order = chain.verdict(summary([0.30, 0.31], [0.25, 0.26], [0.20, 0.22]))
+    assert not reversed_order["dual_teacher_vs_baseline"]["holds"] and reversed_order["chained_vs_dual_teacher"][
+        "gap"] == pytest.approx(-0.05)
 
 
 def test_chained_labels_come_from_the_adapted_teacher(smoke) -> None:
@@ -74,10 +143,11 @@ def test_adaptation_changed_the_teacher_and_its_labels(smoke) -> None:
 def test_rerun_skips_finished_steps(smoke) -> None:
     work, result = smoke
     finished = [work / "westar" / "checkpoints" / "adapted_model.pth", *(work / "labels").rglob("*.json"),
-                *(work / "students" / arm / "checkpoints" / "last.ckpt" for arm in chain.ARMS)]
+                *(work / "students" / arm / f"seed{seed}" / "checkpoints" / "last.ckpt"
+                  for arm in chain.ARMS for seed in SEEDS)]
     before = {path: path.stat().st_mtime_ns for path in finished}
     times = (work / "seconds.json").read_text()
-    again = chain.main(["--smoke", "--workdir", str(work)])
+    again = chain.main(["--smoke", "--workdir", str(work), "--seeds", *SEEDS])
     assert (work / "seconds.json").read_text() == times  # no step timed again: none did any work
     assert again["students"] == result["students"] and again["labels"] == result["labels"]
     assert {path: path.stat().st_mtime_ns for path in finished} == before  # nothing adapted, labelled or trained again
