@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -10,11 +11,13 @@ from torch import nn
 from depthadapt.losses import lora_regularizer, ordinal_loss, sa_hdn_loss
 from depthadapt.masks import depth_range_contexts, grid_contexts, instance_contexts
 
-CONTEXTS = ("instances", "grid", "depth_range", "global")
+Context = Literal["instances", "grid", "depth_range", "global"]
 """Self-training contexts: SA-HDN over instance masks, HDN's grid or depth-range hierarchy, or the whole image."""
-ORDINAL_FORMS = ("disparity", "normalised")
+OrdinalForm = Literal["disparity", "normalised"]
 """The ordinal term on raw disparity (the paper's literal form) or on the prediction normalised like SA-HDN's global
 context, (x - median) / mean |x - median|, so its size does not depend on the model's output scale."""
+CONTEXTS: tuple[str, ...] = get_args(Context)
+ORDINAL_FORMS: tuple[str, ...] = get_args(OrdinalForm)
 TERMS = ("self_training", "ordinal", "lora_regularizer")
 
 
@@ -39,13 +42,13 @@ class WeSTARLoss(nn.Module):
 
     def __init__(
         self,
-        context: str = "instances",
+        context: Context = "instances",
         self_training_weight: float = 1.0,
         weak_weight: float = 10.0,
         regularizer_weight: float = 1.0,
         min_instance_fraction: float = 0.001,
         hdn_levels: Sequence[int] = (1, 2, 4),
-        ordinal_form: str = "normalised",
+        ordinal_form: OrdinalForm = "normalised",
         ordinal_margin: float = 0.1,
     ) -> None:
         super().__init__()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -17,12 +17,10 @@ from depthadapt.metrics import format_comparison_table
 from depthadapt.models.activation_checkpointing import enable_activation_checkpointing
 from depthadapt.models.card import DepthModelCard
 from depthadapt.models.lora import add_lora
-from depthadapt.ordinal import PADDING_ROW, labelled_images, simulate_batch
 from depthadapt.visualize import depth_panel
-from depthadapt.westar import WeSTARLoss
+from depthadapt.westar import Context, OrdinalForm, WeSTARLoss
 from lightning_modules.base import DepthTask
 
-ORDINAL_LABELS = ("simulate", "dataset")
 TABLE_COLUMNS = ("d1", "abs_rel", "rmse", "images")
 MODELS = ("source", "adapted")
 # Defaults of the two views, shown with their arguments by `--print_config` (augmentations hold no state).
@@ -37,9 +35,9 @@ class WeSTARAdapter(DepthTask):
     The student is the model with peft LoRA adapters (only they train); the teacher is its EMA. Each step the
     teacher labels a weakly augmented view and the student predicts a strongly augmented view of the same images;
     the loss is ``depthadapt.westar.WeSTARLoss``: ``self_training_weight`` x the self-training loss over ``context``
-    + ``weak_weight`` x the ordinal ranking loss on sparse pairs (``simulate``d from ground truth, on the share
-    ``ordinal_label_fraction`` of the images as when only some are labelled by hand, or read by the datamodule from
-    a JSON Lines file: ``dataset``) + ``regularizer_weight`` x the LoRA weight regulariser. Every
+    + ``weak_weight`` x the ordinal ranking loss on the sparse pairs of the batch's ``ordinal`` (the datamodule's:
+    people's labels from a JSON Lines file, or a simulated annotator's, ``data.ordinal_simulation``) +
+    ``regularizer_weight`` x the LoRA weight regulariser. Every
     ``log_every_n_steps`` the gradient norm of each weighted term is logged as ``train/grad_norm/<term>``
     (``log_grad_norms``; one extra backward pass per term, skipped when the trainer has no logger), to see whether
     one term swamps another. ``activation_checkpointing`` recomputes the
@@ -59,14 +57,10 @@ class WeSTARAdapter(DepthTask):
         lora_targets: tuple[str, ...] = ("qkv",),
         lora_dropout: float = 0.0,
         ema_decay: float = 0.996,
-        context: str = "instances",
+        context: Context = "instances",
         min_instance_fraction: float = 0.001,
         hdn_levels: tuple[int, ...] = (1, 2, 4),
-        ordinal_labels: str = "simulate",
-        ordinal_anchors: int = 5,
-        ordinal_relative_margin: float = 0.05,
-        ordinal_label_fraction: float = 1.0,
-        ordinal_form: str = "normalised",
+        ordinal_form: OrdinalForm = "normalised",
         ordinal_margin: float = 0.1,
         self_training_weight: float = 1.0,
         weak_weight: float = 10.0,
@@ -76,7 +70,7 @@ class WeSTARAdapter(DepthTask):
         warmup_steps: int = 0,
         weak_augmentation: PhotometricAugmentation = WEAK_VIEW,
         strong_augmentation: PhotometricAugmentation = STRONG_VIEW,
-        eval_model: str = "student",
+        eval_model: Literal["student", "teacher"] = "student",
         eval_corruptions: tuple[str, ...] = (),
         eval_severity: int = 3,
         eval_min_depth: float = 1e-3,
@@ -88,14 +82,10 @@ class WeSTARAdapter(DepthTask):
     ) -> None:
         if model.head != "relative":
             raise ValueError(f"WeSTAR adapts a relative model: the model card's head is {model.head}, not relative")
-        for name, value, choices in (("ordinal_labels", ordinal_labels, ORDINAL_LABELS),
-                                     ("eval_model", eval_model, ("student", "teacher"))):
-            if value not in choices:
-                raise ValueError(f"model.{name} must be one of {', '.join(choices)}, got {value!r}")
+        if eval_model not in ("student", "teacher"):
+            raise ValueError(f"model.eval_model must be student or teacher, got {eval_model!r}")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"model.ema_decay must be in [0, 1), got {ema_decay}")
-        if not 0.0 < ordinal_label_fraction <= 1.0:
-            raise ValueError(f"model.ordinal_label_fraction must be in (0, 1], got {ordinal_label_fraction}")
         super().__init__(lr, weight_decay, warmup_steps, eval_min_depth, eval_max_depth, eval_crop)
         self.save_hyperparameters(ignore=["weak_augmentation", "strong_augmentation"])
         self.card = self.run_at(model, input_size)
@@ -108,9 +98,7 @@ class WeSTARAdapter(DepthTask):
             enable_activation_checkpointing(self.model)
         self.weak_augmentation = weak_augmentation
         self.strong_augmentation = strong_augmentation
-        self.ordinal_labels, self.eval_model = ordinal_labels, eval_model
-        self.ordinal_anchors, self.ordinal_relative_margin = ordinal_anchors, ordinal_relative_margin
-        self.ordinal_label_fraction = ordinal_label_fraction
+        self.eval_model = eval_model
         self.panel_images, self.log_grad_norms = panel_images, log_grad_norms
         self.conditions = EvaluationConditions(eval_corruptions, eval_severity)
         self.eval_metrics = nn.ModuleDict(
@@ -136,28 +124,14 @@ class WeSTARAdapter(DepthTask):
 
     # --- training -----------------------------------------------------------------------------------------
     def ordinal_pairs(self, batch: dict[str, Any]) -> torch.Tensor:
-        """B x P x 5 ordinal pairs: simulated from the batch's ground truth, or the datamodule's."""
-        if self.ordinal_labels == "dataset":
-            if "ordinal" not in batch:
-                raise ValueError(
-                    "model.ordinal_labels dataset needs weak labels: set data.ordinal_file to a JSON Lines file "
-                    "of ordinal pairs, or use model.ordinal_labels simulate (needs ground truth) or "
-                    "model.weak_weight 0"
-                )
-            return batch["ordinal"]
-        if "depth" not in batch:
+        """The batch's B x P x 5 ordinal pairs (padding rows y1 = -1 for images without labels)."""
+        if "ordinal" not in batch:
             raise ValueError(
-                "model.ordinal_labels simulate needs ground-truth depth in the training batches: give the "
-                "datamodule a depth folder, or use ordinal_labels dataset with data.ordinal_file"
+                "the weak term (model.weak_weight > 0) needs ordinal pairs in the training batches: set "
+                "data.ordinal_file to a JSON Lines file of labels (python -m depthadapt.annotate makes one), or "
+                "data.ordinal_simulation to simulate an annotator from ground truth; or set model.weak_weight 0"
             )
-        labelled = labelled_images(batch["index"], self.ordinal_label_fraction).to(batch["depth"].device)
-        simulated = simulate_batch(batch["depth"][labelled], batch["valid"][labelled], self.ordinal_anchors,
-                                   self.ordinal_relative_margin, seed=batch["index"][labelled])
-        if bool(labelled.all()):
-            return simulated
-        pairs = torch.tensor(PADDING_ROW, device=simulated.device).repeat(len(labelled), simulated.shape[1], 1)
-        pairs[labelled] = simulated  # the other images carry padding rows only
-        return pairs
+        return batch["ordinal"]
 
     def views(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The teacher's (weak) and the student's (strong) views of B x 3 x H x W images in [0, 1]."""
@@ -244,13 +218,16 @@ class WeSTARAdapter(DepthTask):
         scores = {model: self._collect("test", model) for model in MODELS}
         self._log_scores("test", scores)
         if self.trainer.is_global_zero:
-            title = f"WeSTAR test ({self.card.encoder}, affine-invariant, adapted = {self.eval_model})"
+            title = (f"WeSTAR on the TEST split: source vs adapted ({self.card.encoder}, affine-invariant, "
+                     f"adapted = {self.eval_model})")
             print(self.table(scores, title))
 
     def on_fit_end(self) -> None:
-        """Print source vs adapted validation scores of the last validation."""
+        """Print source vs adapted scores of the last validation (the validation split: for choices, not reports)."""
         if self.trainer.is_global_zero and self.last_val_scores.get("adapted"):
-            print(self.table(self.last_val_scores, f"WeSTAR validation after step {self.global_step}"))
+            title = (f"WeSTAR on the VALIDATION split after step {self.global_step}: source vs adapted "
+                     "(report figures from `cli.py test`, the test split)")
+            print(self.table(self.last_val_scores, title))
 
     @torch.no_grad()
     def _log_panels(self, batch: dict[str, Any]) -> None:

@@ -100,17 +100,17 @@ def test_zero_weights_switch_terms_off(synthetic_batch) -> None:
     loss = module.training_step(synthetic_batch(), 0)
     assert loss.item() == 0.0
     batch = synthetic_batch()
-    del batch["instances"], batch["depth"]  # terms that are off need no input
+    del batch["instances"], batch["ordinal"]  # terms that are off need no input
     assert module.training_step(batch, 0).item() == 0.0
 
 
 def test_missing_weak_labels_fail_with_the_setting_to_change(synthetic_batch) -> None:
     batch = synthetic_batch()
-    del batch["instances"]
+    del batch["instances"], batch["ordinal"]
     with pytest.raises(ValueError, match="data.instance_source"):
         WeSTARAdapter(TINY, weak_weight=0.0).training_step(batch, 0)
-    with pytest.raises(ValueError, match="data.ordinal_file"):
-        WeSTARAdapter(TINY, context="grid", ordinal_labels="dataset").training_step(batch, 0)
+    with pytest.raises(ValueError, match="data.ordinal_file .* data.ordinal_simulation"):
+        WeSTARAdapter(TINY, context="grid").training_step(batch, 0)
     with pytest.raises(ValueError, match="model.context"):
         WeSTARAdapter(TINY, context="superpixel")
     with pytest.raises(ValueError, match="corruption"):
@@ -165,33 +165,18 @@ def test_the_context_switch_reaches_the_loss(context: str, count: int, monkeypat
     assert contexts_seen[0].shape[-3] == count  # image + 2 instances; 1 + 4 + 16 cells; 1 + 2 + 4 ranges; 1
 
 
-def test_ordinal_pairs_come_from_the_dataset_when_asked(synthetic_batch) -> None:
+def test_the_weak_term_ranks_the_batchs_own_pairs(monkeypatch, synthetic_batch) -> None:
+    """The pairs come from the datamodule (a file or the simulated annotator), whatever made them."""
+    import depthadapt.westar
+
+    seen: list[torch.Tensor] = []
+    original = depthadapt.westar.ordinal_loss
+    monkeypatch.setattr(depthadapt.westar, "ordinal_loss", lambda pred, pairs, margin: seen.append(pairs) or
+                        original(pred, pairs, margin))
     batch = synthetic_batch()
     batch["ordinal"] = torch.tensor([[[0.0, 0, 27, 0, 1]], [[-1.0, -1, -1, -1, 0]]])
-    module = WeSTARAdapter(TINY, ordinal_labels="dataset")
-    assert module.ordinal_pairs(batch) is batch["ordinal"]
-    simulated = WeSTARAdapter(TINY).ordinal_pairs(batch)
-    assert simulated.shape == (2, 15, 5)
-    # Simulated labels agree with the ground truth: label +1 means point 1 is farther.
-    real = simulated[0][simulated[0, :, 4] != 0]
-    y1, x1, y2, x2 = real[:, :4].long().unbind(1)
-    farther = batch["depth"][0, y1, x1] > batch["depth"][0, y2, x2]
-    assert torch.equal(farther, real[:, 4] > 0)
-
-
-def test_only_the_labelled_share_of_the_images_gets_simulated_pairs(synthetic_batch) -> None:
-    from depthadapt.ordinal import labelled_images
-
-    batch = synthetic_batch(batch=8)
-    batch["index"] = torch.arange(100, 108)
-    full = WeSTARAdapter(TINY).ordinal_pairs(batch)
-    part = WeSTARAdapter(TINY, ordinal_label_fraction=0.5).ordinal_pairs(batch)
-    labelled = labelled_images(batch["index"], 0.5)
-    assert 0 < int(labelled.sum()) < 8  # both kinds in this batch
-    assert torch.equal(part[labelled], full[labelled])  # the labelled images keep their pairs
-    assert (part[~labelled][..., 0] < 0).all()  # the others carry padding only
-    with pytest.raises(ValueError, match="ordinal_label_fraction"):
-        WeSTARAdapter(TINY, ordinal_label_fraction=0.0)
+    WeSTARAdapter(TINY).training_step(batch, 0)
+    assert seen[0] is batch["ordinal"]
 
 
 def run_fit(tmp_path: Path, *args: str):
