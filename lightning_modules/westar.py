@@ -13,9 +13,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from depthadapt.augmentation import STRONG_AUGMENTATION, WEAK_AUGMENTATION, PhotometricAugmentation
 from depthadapt.conditions import EvaluationConditions
+from depthadapt.consistency import PerturbationConsistencyLoss
 from depthadapt.metrics import format_comparison_table
 from depthadapt.models.activation_checkpointing import enable_activation_checkpointing
 from depthadapt.models.card import DepthModelCard
+from depthadapt.models.dinov2 import PATCH_SIZE
 from depthadapt.models.lora import add_lora
 from depthadapt.visualize import depth_panel
 from depthadapt.westar import Context, OrdinalForm, WeSTARLoss
@@ -121,6 +123,10 @@ class WeSTARAdapter(DepthTask):
         """The same with the adapters off: the source model."""
         with self.model.disable_adapter():
             return self.card.infer(self.model, image)
+
+    def teacher_depth(self, image: torch.Tensor) -> torch.Tensor:
+        """The same by the model that makes the pseudo-labels (the EMA teacher), for the image panels."""
+        return self.card.infer(self.teacher.module, image)
 
     # --- training -----------------------------------------------------------------------------------------
     def ordinal_pairs(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -236,7 +242,7 @@ class WeSTARAdapter(DepthTask):
         if count == 0 or not isinstance(self.logger, TensorBoardLogger) or not self.trainer.is_global_zero:
             return
         images = batch["image"][:count]
-        teacher = self.card.infer(self.teacher.module, images)
+        teacher = self.teacher_depth(images)
         student = self.card.infer(self.model, images)
         panels = [
             depth_panel(images[i], teacher[i], student[i], batch["depth"][i], batch["valid"][i]) for i in range(count)
@@ -257,3 +263,69 @@ class WeSTARAdapter(DepthTask):
         """What wrote a prediction folder: the source card and the adapted weights' identity."""
         return {"task": type(self).__name__, "model": self.card.describe(), "eval_model": self.eval_model,
                 "global_step": int(self.global_step)}
+
+
+class PerturbationConsistencyAdapter(WeSTARAdapter):
+    """The label-free peer baseline: DepthAnything-AC's perturbation-consistency fine-tuning with its spatial distance
+    constraint (``depthadapt.consistency.PerturbationConsistencyLoss``), on WeSTAR's LoRA student, views, data and
+    evaluation, so that a comparison changes the objective only.
+
+    The teacher is the frozen source model (the student with its adapters off) on the weak view; the student
+    predicts the weak and the strong view each step (one forward more than WeSTAR). No weak labels, no EMA.
+    """
+
+    def __init__(
+        self,
+        model: DepthModelCard,
+        input_size: int | None = None,
+        lora_rank: int = 8,
+        lora_alpha: float = 16.0,
+        lora_targets: tuple[str, ...] = ("qkv",),
+        lora_dropout: float = 0.0,
+        distill_weight: float = 1 / 3,
+        consistency_weight: float = 1 / 3,
+        spatial_weight: float = 1 / 3,
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 0,
+        weak_augmentation: PhotometricAugmentation = WEAK_VIEW,
+        strong_augmentation: PhotometricAugmentation = STRONG_VIEW,
+        eval_corruptions: tuple[str, ...] = (),
+        eval_severity: int = 3,
+        eval_min_depth: float = 1e-3,
+        eval_max_depth: float = 80.0,
+        eval_crop: str | None = None,
+        panel_images: int = 2,
+        activation_checkpointing: bool = False,
+    ) -> None:
+        super().__init__(
+            model, input_size, lora_rank, lora_alpha, lora_targets, lora_dropout, self_training_weight=0.0,
+            weak_weight=0.0, regularizer_weight=0.0, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+            weak_augmentation=weak_augmentation, strong_augmentation=strong_augmentation,
+            eval_corruptions=eval_corruptions, eval_severity=eval_severity, eval_min_depth=eval_min_depth,
+            eval_max_depth=eval_max_depth, eval_crop=eval_crop, panel_images=panel_images, log_grad_norms=False,
+            activation_checkpointing=activation_checkpointing,
+        )
+        self.peer_objective = PerturbationConsistencyLoss(distill_weight, consistency_weight, spatial_weight,
+                                                          PATCH_SIZE)
+
+    def teacher_depth(self, image: torch.Tensor) -> torch.Tensor:
+        """The frozen source model's depth: this baseline's teacher."""
+        return self.source_depth(image)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        if not self.take_batch(batch):
+            return None
+        clean_view, perturbed_view = self.views(batch["image"])
+        with torch.no_grad(), self.model.disable_adapter():
+            source = self.model(self.card.normalise(clean_view))
+        clean = self.model(self.card.normalise(clean_view))
+        perturbed = self.model(self.card.normalise(perturbed_view))
+        terms = self.peer_objective(clean, perturbed, source)
+        loss = terms.pop("loss")
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=len(clean))
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=len(clean))
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """No EMA teacher to update."""

@@ -290,3 +290,59 @@ def test_activation_checkpointing_switch_wraps_the_students_blocks_only(syntheti
     torch.manual_seed(1)
     loss_wrapped = wrapped.training_step(batch, 0)
     torch.testing.assert_close(loss_wrapped, loss_plain)
+
+
+def test_spatial_distance_matrix_relates_every_pair_of_patches_scale_free() -> None:
+    from depthadapt.consistency import spatial_distance_matrix
+
+    disparity = torch.rand(2, 28, 56)
+    matrix = spatial_distance_matrix(disparity, patch=14)
+    assert matrix.shape == (2, 8, 8)
+    torch.testing.assert_close(matrix, matrix.transpose(1, 2))
+    torch.testing.assert_close(spatial_distance_matrix(3.0 * disparity + 2.0, patch=14), matrix)  # scale-free
+    flat = torch.ones(1, 28, 56)
+    positions = spatial_distance_matrix(flat, patch=14)[0]
+    assert positions.max() == pytest.approx(1.0, abs=1e-5)  # the far corners of the 2 x 4 grid
+    assert positions[0, 1] < positions[0, 3]  # farther cells, larger distance
+    ramp = torch.linspace(0, 1, 56).expand(1, 28, 56)
+    assert (spatial_distance_matrix(ramp, patch=14)[0] >= positions - 1e-6).all()  # depth differences add
+
+
+def test_peer_loss_is_zero_at_agreement_and_sends_no_gradient_to_the_source() -> None:
+    from depthadapt.consistency import PerturbationConsistencyLoss
+
+    objective = PerturbationConsistencyLoss(patch=14)
+    source = torch.rand(2, 28, 56, requires_grad=True)
+    terms = objective(source.detach().clone(), source.detach().clone(), source)
+    assert all(terms[k].item() == pytest.approx(0.0, abs=1e-5) for k in ("distill", "consistency", "spatial"))
+    student = torch.rand(2, 28, 56, requires_grad=True)
+    terms = objective(student, student.flip(-1), source)
+    assert min(terms[k].item() for k in ("distill", "consistency", "spatial")) > 0
+    terms["loss"].backward()
+    assert source.grad is None and student.grad is not None
+    weighted = PerturbationConsistencyLoss(1.0, 0.0, 0.0, patch=14)(student, student.flip(-1), source)
+    torch.testing.assert_close(weighted["loss"], weighted["distill"])
+
+
+def test_peer_baseline_distils_from_the_frozen_source_and_trains_lora_only(
+    monkeypatch, synthetic_batch, randomise_lora_b
+) -> None:
+    from lightning_modules import PerturbationConsistencyAdapter
+
+    module = PerturbationConsistencyAdapter(TINY)
+    randomise_lora_b(module.model, std=0.1)  # the student differs from the source
+    seen: list[torch.Tensor] = []
+    original = module.peer_objective.forward
+    monkeypatch.setattr(module.peer_objective, "forward", lambda c, p, s: seen.append(s) or original(c, p, s))
+    batch = synthetic_batch()
+    batch.pop("ordinal")  # label-free
+    module.weak_augmentation = torch.nn.Identity()
+    loss = module.training_step(batch, 0)
+    loss.backward()
+    source = build_depth_model("vitt")
+    source.load_state_dict({k.replace("base_model.model.", "").replace(".base_layer", ""): v
+                            for k, v in module.model.state_dict().items() if "lora_" not in k})
+    with torch.no_grad():
+        torch.testing.assert_close(seen[0], source.eval()(TINY.normalise(batch["image"])), rtol=1e-4, atol=1e-5)
+    grads = {n for n, p in module.named_parameters() if p.grad is not None}
+    assert grads and all("lora_" in n for n in grads)
