@@ -193,7 +193,7 @@ class WeSTARAdapter(DepthTask):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate_conditions(batch, "test", with_source=True)
 
-    def _collect(self, stage: str, model: str) -> dict[str, dict[str, float]]:
+    def collect_scores(self, stage: str, model: str) -> dict[str, dict[str, float]]:
         scores = {c: self.scores(self.eval_metrics[f"{stage}_{model}_{c}"]) for c in self.conditions}
         return {c: v for c, v in scores.items() if v}
 
@@ -212,16 +212,16 @@ class WeSTARAdapter(DepthTask):
         return format_comparison_table(rows, TABLE_COLUMNS, title)
 
     def on_validation_epoch_end(self) -> None:
-        source = self._collect("val", "source")
+        source = self.collect_scores("val", "source")
         if source and not self.trainer.sanity_checking:
             self.source_val_scores = source
-        scores = {"source": self.source_val_scores or source, "adapted": self._collect("val", "adapted")}
+        scores = {"source": self.source_val_scores or source, "adapted": self.collect_scores("val", "adapted")}
         self._log_scores("val", scores)
         if not self.trainer.sanity_checking:
             self.last_val_scores = scores
 
     def on_test_epoch_end(self) -> None:
-        scores = {model: self._collect("test", model) for model in MODELS}
+        scores = {model: self.collect_scores("test", model) for model in MODELS}
         self._log_scores("test", scores)
         if self.trainer.is_global_zero:
             title = (f"WeSTAR on the TEST split: source vs adapted ({self.card.encoder}, affine-invariant, "
