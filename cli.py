@@ -29,10 +29,6 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     # The same config and seed give the same numbers; "warn" rather than True: a few CUDA kernels (bicubic
     # upsampling's backward) have no deterministic version and would stop the run.
     "deterministic": "warn",
-    "logger": {
-        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-        "init_args": {"save_dir": "outputs", "name": "depthadapt"},
-    },
 }
 
 

@@ -1,8 +1,8 @@
 """The chained pipeline of the two papers (`make chain`): adapt -> label -> distil, on the synthetic street target.
 
-1. WeSTAR (papers/000) adapts the tiny relative teacher (trained on the `source` style) to unlabelled `target`
+1. WeSTAR (WeSTAR paper) adapts the tiny relative teacher (trained on the `source` style) to unlabelled `target`
    images (`config_yaml/chain_westar.yaml`); the fit exports `adapted_model.pth` (LoRA merged).
-2. The dual teacher (papers/003) labels other target images three ways (`config_yaml/chain_pseudo_label.yaml`):
+2. The dual teacher (dual-teacher paper) labels other target images three ways (`config_yaml/chain_pseudo_label.yaml`):
    `baseline` (the metric teacher's own output), `dual_teacher` (masked RANSAC with the unadapted relative teacher)
    and `chained` (masked RANSAC with the adapted one).
 3. One student per label set (`config_yaml/chain_student.yaml`: from the tiny metric teacher, same schedule and seed).

@@ -1,4 +1,4 @@
-"""The dual-teacher paper's Tables 2 and 3 (papers/003) on the synthetic street domain with the tiny teachers.
+"""The dual-teacher paper's Tables 2 and 3 (dual-teacher paper) on the synthetic street domain with the tiny teachers.
 
 Table 2: the pseudo-labels of every method against the ground truth, in both fit spaces (disparity: fit to
 1 / metric; depth: the paper's eq. (1) literally), on street `source` images unseen by the teachers

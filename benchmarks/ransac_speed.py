@@ -1,6 +1,6 @@
 """RANSAC scale/shift fitting speed, torch vs sklearn, on KITTI-sized dual-teacher pseudo-labelling.
 
-The setting of the paper (papers/003, "Masked RANSAC"): per image, the relative teacher's disparity is fitted
+The setting of the paper (dual-teacher paper, "Masked RANSAC"): per image, the relative teacher's disparity is fitted
 to the metric teacher's disparity (1 / depth) by RANSAC (1000 trials, 50 points, residual threshold 0.1 in
 1/m) on the support points (metric disparity outside its 10th..90th percentiles, i.e. metric depth outside
 its 10th..90th). The fit uses every pixel (both teachers are dense); the labels 1 / (scale * relative +

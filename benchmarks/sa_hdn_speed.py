@@ -8,7 +8,7 @@ import torch
 
 from benchmarks.common import best_seconds, device_description, write_result
 from depthadapt.losses import sa_hdn_loss
-from depthadapt.masks import instance_contexts
+from depthadapt.westar import instance_contexts
 
 
 def measure(batch: int, size: int, instances_per_side: int, device: torch.device, repeats: int) -> dict:

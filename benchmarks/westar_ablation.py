@@ -41,7 +41,7 @@ from benchmarks.common import RESULTS_DIR, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ["neon", "pastel", "sepia", "sintel"]
-EXACT_LABELS = [  # depthadapt.ordinal.EXACT_LABELS as switches
+EXACT_LABELS = [  # depthadapt.westar.EXACT_LABELS as switches
     "--data.ordinal_simulation.label_fraction", "1.0", "--data.ordinal_simulation.clicks", "uniform",
     "--data.ordinal_simulation.relative_margin", "0.05", "--data.ordinal_simulation.equal_tolerance", "0.0",
     "--data.ordinal_simulation.flip_rate", "0.0", "--data.ordinal_simulation.click_jitter", "0.0",

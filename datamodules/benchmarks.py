@@ -1,6 +1,7 @@
 """Zero-shot depth benchmarks in their published layouts: DIODE, MPI Sintel, ETH3D, DrivingStereo.
 
-Relative models are scored affine-invariantly; set ``eval_max_depth`` to the benchmark's range.
+Relative models are scored affine-invariantly, with the default evaluation protocol (1e-3..80 m, no crop); a task's
+``evaluation_protocol`` sets the benchmark's own range.
 """
 
 from __future__ import annotations

@@ -19,8 +19,9 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from datamodules.base import HorizontalFlip, list_image_files, make_sample, preview, read_split_file, sample_loader
+from depthadapt.alignment.sparse import read_sparse_csv
 from depthadapt.io import IMAGE_SUFFIXES, UnreadableFileError, read_depth, read_image
-from depthadapt.sparse_alignment import read_sparse_csv
+from depthadapt.metrics import DEFAULT_PROTOCOL, EvaluationProtocol
 
 __all__ = ["ImageFolderDataModule", "ImageFolderDataset"]
 
@@ -115,7 +116,7 @@ class ImageFolderDataset(Dataset):
     def read_ground_truth(self, name: str, height: int, width: int) -> np.ndarray:
         """H x W float32 metres (0 invalid) of image ``name`` (H x W); UnreadableFileError if unreadable.
 
-        ``.csv`` files hold sparse points (columns x, y, metres: ``depthadapt.sparse_alignment.read_sparse_csv``).
+        ``.csv`` files hold sparse points (columns x, y, metres: ``depthadapt.alignment.sparse.read_sparse_csv``).
         """
         path = self.depth_path(name)
         if path.suffix.lower() == ".csv":
@@ -171,7 +172,8 @@ class ImageFolderDataModule(LightningDataModule):
     (none if 0); ``validate`` uses that split, or the whole folder when ``val_fraction`` is 0.
     Fit, validate and test need ``depth_dir``; predict reads images only, so images without
     ground truth are still predicted, unless ``predict_with_depth`` (e.g. sparse metric points for
-    ``SparseAlignedDepth``). ``hflip`` randomly flips training samples.
+    ``SparseAlignedDepth``). ``hflip`` randomly flips training samples. ``evaluation_protocol``: the depth range
+    and crop its ground truth is evaluated with (tasks read it).
     """
 
     def __init__(
@@ -187,6 +189,7 @@ class ImageFolderDataModule(LightningDataModule):
         num_workers: int = 0,
         hflip: bool = False,
         predict_with_depth: bool = False,
+        evaluation_protocol: EvaluationProtocol = DEFAULT_PROTOCOL,
     ) -> None:
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
@@ -206,6 +209,7 @@ class ImageFolderDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.hflip = hflip
         self.predict_with_depth = predict_with_depth
+        self.evaluation_protocol = evaluation_protocol
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: ImageFolderDataset | None = None

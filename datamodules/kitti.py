@@ -1,6 +1,6 @@
 """KITTI (raw images + annotated depth, Eigen test split) and Virtual KITTI 2 in their published layouts.
 
-Evaluate KITTI with ``eval_crop: garg`` (or ``eigen_kitti``) and ``eval_max_depth: 80``.
+KITTI is evaluated as the official evaluation does (``KITTI_EIGEN``: 1e-3..80 m, Garg crop); the datamodules state it.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import numpy as np
 
 from datamodules.real import SPLITS_DIR, PairedDepthDataModule, PairedDepthDataset, list_images, read_split, require_dir
 from depthadapt.io import read_depth
+from depthadapt.metrics import DEFAULT_PROTOCOL, KITTI_EIGEN, EvaluationProtocol
 
 __all__ = [
     "KITTI_EIGEN_TEST_SPLIT",
@@ -62,7 +63,8 @@ class KITTIDataset(PairedDepthDataset):
     ``split_file`` lines are ``"raw image  annotated depth"`` paths (default: the shipped Eigen test
     split of 652 images); a frame's ground truth is looked up under the split the line names, then
     the other one of ``train`` / ``val``. Names are ``date/drive/image_02/data/frame.png``.
-    Evaluate with ``eval_crop: garg``. Layout (``raw_dir`` and ``annotated_dir`` relative to ``root``)::
+    Evaluated with ``KITTI_EIGEN`` (Garg crop) by ``KITTIDataModule``. Layout (``raw_dir`` and ``annotated_dir``
+    relative to ``root``)::
 
         root/raw_data/2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png
         root/data_depth_annotated/{train,val}/2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000069.png
@@ -107,7 +109,8 @@ class KITTIDataset(PairedDepthDataset):
 class KITTIDataModule(PairedDepthDataModule):
     """KITTI Eigen test split (or ``split_file``) with annotated ground truth; see ``KITTIDataset``.
 
-    Image sizes differ between recording days: keep ``batch_size: 1``. Evaluate with ``eval_crop: garg``.
+    Image sizes differ between recording days: keep ``batch_size: 1``. Evaluated with ``evaluation_protocol``
+    (default ``KITTI_EIGEN``: 1e-3..80 m, Garg crop).
     """
 
     dataset_class = KITTIDataset
@@ -120,10 +123,10 @@ class KITTIDataModule(PairedDepthDataModule):
         annotated_dir: str = "data_depth_annotated",
         batch_size: int = 1,
         num_workers: int = 0,
+        evaluation_protocol: EvaluationProtocol = KITTI_EIGEN,
     ) -> None:
-        super().__init__(
-            batch_size, num_workers, root=root, split_file=split_file, raw_dir=raw_dir, annotated_dir=annotated_dir
-        )
+        super().__init__(batch_size, num_workers, evaluation_protocol, root=root, split_file=split_file,
+                         raw_dir=raw_dir, annotated_dir=annotated_dir)
 
 
 class VKITTI2Dataset(PairedDepthDataset):
@@ -197,5 +200,7 @@ class VKITTI2DataModule(PairedDepthDataModule):
         camera: str = "Camera_0",
         batch_size: int = 1,
         num_workers: int = 0,
+        evaluation_protocol: EvaluationProtocol = DEFAULT_PROTOCOL,
     ) -> None:
-        super().__init__(batch_size, num_workers, root=root, scenes=scenes, variations=variations, camera=camera)
+        super().__init__(batch_size, num_workers, evaluation_protocol, root=root, scenes=scenes, variations=variations,
+                         camera=camera)

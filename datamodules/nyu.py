@@ -1,6 +1,6 @@
 """NYU Depth v2: the labelled ``.mat`` with the official 654-image test split, and extracted folders.
 
-Evaluate with ``eval_crop: eigen_nyu`` and ``eval_max_depth: 10``.
+NYU is evaluated as the official evaluation does (``NYU_EIGEN``: 1e-3..10 m, Eigen crop); the datamodules state it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from datamodules.base import make_sample
 from datamodules.image_folder import ImageFolderDataModule
 from datamodules.real import SPLITS_DIR, PairedDepthDataModule, read_split
 from depthadapt.io import UnreadableFileError
+from depthadapt.metrics import NYU_EIGEN, EvaluationProtocol
 
 __all__ = ["NYU_TEST_SPLIT", "NYUv2DataModule", "NYUv2Dataset", "NYUv2FolderDataModule"]
 
@@ -135,20 +136,27 @@ class NYUv2Dataset(Dataset):
 class NYUv2DataModule(PairedDepthDataModule):
     """NYU Depth v2 labelled ``.mat`` over ``split_file`` (default: the official 654 test images).
 
-    Evaluate with ``eval_crop: eigen_nyu`` and ``eval_max_depth: 10``.
+    Evaluated with ``evaluation_protocol`` (default ``NYU_EIGEN``: 1e-3..10 m, Eigen crop).
     """
 
     dataset_class = NYUv2Dataset
 
-    def __init__(self, mat_path: str, split_file: str | None = None, batch_size: int = 1, num_workers: int = 0) -> None:
-        super().__init__(batch_size, num_workers, mat_path=mat_path, split_file=split_file)
+    def __init__(
+        self,
+        mat_path: str,
+        split_file: str | None = None,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        evaluation_protocol: EvaluationProtocol = NYU_EIGEN,
+    ) -> None:
+        super().__init__(batch_size, num_workers, evaluation_protocol, mat_path=mat_path, split_file=split_file)
 
 
 class NYUv2FolderDataModule(ImageFolderDataModule):
     """Extracted NYU Depth v2: ``image_dir/a.png`` with ``depth_dir/a.png`` (millimetres) or ``a.npy`` (metres).
 
-    ``depth_scale`` defaults to 0.001 for 16-bit PNG depth and 1.0 otherwise. Evaluate with
-    ``eval_crop: eigen_nyu`` (480 x 640 images) and ``eval_max_depth: 10``.
+    ``depth_scale`` defaults to 0.001 for 16-bit PNG depth and 1.0 otherwise. Evaluated with ``evaluation_protocol``
+    (default ``NYU_EIGEN``: 1e-3..10 m, the Eigen crop of 480 x 640 images).
     """
 
     def __init__(
@@ -160,6 +168,7 @@ class NYUv2FolderDataModule(ImageFolderDataModule):
         split_file: str | None = None,
         batch_size: int = 1,
         num_workers: int = 0,
+        evaluation_protocol: EvaluationProtocol = NYU_EIGEN,
     ) -> None:
         if depth_scale is None:
             depth_scale = 0.001 if depth_suffix.lower().endswith(".png") else 1.0
@@ -171,4 +180,5 @@ class NYUv2FolderDataModule(ImageFolderDataModule):
             split_file=split_file,
             batch_size=batch_size,
             num_workers=num_workers,
+            evaluation_protocol=evaluation_protocol,
         )

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from datamodules.base import read_split_file
 from datamodules.image_folder import ImageFolderDataModule, ImageFolderDataset
 from depthadapt.io import IMAGE_SUFFIXES
+from depthadapt.metrics import DEFAULT_PROTOCOL, EvaluationProtocol
 
 __all__ = [
     "SPLITS_DIR",
@@ -105,8 +106,14 @@ class PairedDepthDataModule(ImageFolderDataModule):
 
     dataset_class: ClassVar[type[Dataset]]
 
-    def __init__(self, batch_size: int = 1, num_workers: int = 0, **dataset_kwargs: Any) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+    def __init__(
+        self,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        evaluation_protocol: EvaluationProtocol = DEFAULT_PROTOCOL,
+        **dataset_kwargs: Any,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, evaluation_protocol=evaluation_protocol)
         self.dataset_kwargs = dataset_kwargs
 
     def _dataset(self, with_depth: bool, stage: str) -> Dataset:

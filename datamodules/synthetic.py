@@ -23,9 +23,10 @@ from datamodules.base import HorizontalFlip, sample_loader
 from datamodules.weak_labels import WeakLabels, check_instance_source, check_ordinal_source
 from depthadapt.augmentation import PhotometricAugmentation, check_corruption_draw, random_corruption
 from depthadapt.io import atomic_path
-from depthadapt.ordinal import OrdinalSimulation
+from depthadapt.metrics import EvaluationProtocol
 from depthadapt.synth import FAMILIES, RENDER_VERSION, STYLE_NAMES, render_sample
 from depthadapt.synth.seeds import sample_seed
+from depthadapt.westar import OrdinalSimulation
 
 __all__ = ["DEFAULT_SIZES", "Augmented", "SyntheticDataModule", "SyntheticDataset"]
 
@@ -206,7 +207,7 @@ class SyntheticDataModule(LightningDataModule):
     Training samples carry weak labels (``WeakLabels``): ``instances`` from ``instance_source`` (the
     scenes' own ``ground_truth`` ids by default, or ``sam2`` masks cached in ``mask_cache_dir``, or
     ``superpixels``) and ``ordinal`` pairs, from ``ordinal_file`` (people's labels) or drawn from the ground truth
-    by the simulated annotator ``ordinal_simulation`` (``depthadapt.ordinal.OrdinalSimulation``).
+    by the simulated annotator ``ordinal_simulation`` (``depthadapt.westar.OrdinalSimulation``).
     """
 
     def __init__(
@@ -236,6 +237,7 @@ class SyntheticDataModule(LightningDataModule):
         ordinal_simulation: OrdinalSimulation | None = None,
     ) -> None:
         super().__init__()
+        self.evaluation_protocol = EvaluationProtocol()  # 1e-3..80 m, no crop: the scenes' whole range
         self.families = [family] if isinstance(family, str) else list(family)
         if not self.families or len(set(self.families)) != len(self.families):
             raise ValueError(f"data.family must be a family or a list of distinct families, got {family!r}")

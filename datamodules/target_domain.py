@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.base import HorizontalFlip, read_split_file, sample_loader
 from datamodules.image_folder import ImageFolderDataset
 from datamodules.weak_labels import WeakLabels, check_instance_source, check_ordinal_source
-from depthadapt.ordinal import OrdinalSimulation
+from depthadapt.metrics import EvaluationProtocol
+from depthadapt.westar import OrdinalSimulation
 
 __all__ = ["TargetDomainDataModule"]
 
@@ -22,7 +23,7 @@ class TargetDomainDataModule(LightningDataModule):
     Weak labels as ``WeakLabels``: ``instances`` from ``instance_source`` (``sam2`` masks cached in
     ``mask_cache_dir`` by ``config_yaml/sam2_masks.yaml``, or ``superpixels``) and ``ordinal`` pairs from
     ``ordinal_file`` (JSON Lines keyed by the image paths relative to ``image_dir``) or, with ground truth in
-    ``depth_dir``, drawn by the simulated annotator ``ordinal_simulation`` (``depthadapt.ordinal.OrdinalSimulation``).
+    ``depth_dir``, drawn by the simulated annotator ``ordinal_simulation`` (``depthadapt.westar.OrdinalSimulation``).
     ``split_file`` restricts the training images; ``hflip`` flips them (and their labels) at random.
     """
 
@@ -58,6 +59,11 @@ class TargetDomainDataModule(LightningDataModule):
         self.evaluation = evaluation
         self.batch_size, self.num_workers, self.hflip = batch_size, num_workers, hflip
         self.train_dataset: Dataset | None = None
+
+    @property
+    def evaluation_protocol(self) -> EvaluationProtocol | None:
+        """The evaluation datamodule's protocol (depth range, crop)."""
+        return getattr(self.evaluation, "evaluation_protocol", None)
 
     def _train_dataset(self) -> Dataset:
         files = None if self.split_file is None else read_split_file(self.split_file)

@@ -9,17 +9,19 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
-from depthadapt.masks import mask_cache_path, read_instance_map, superpixel_instances
-from depthadapt.ordinal import (
+from depthadapt.synth.seeds import sample_seed
+from depthadapt.westar import (
     OrdinalFileError,
     OrdinalSimulation,
     image_key,
     labelled_images,
+    mask_cache_path,
     pad_pairs,
+    read_instance_map,
     read_ordinal_records,
     simulate_ordinal_pairs,
+    superpixel_instances,
 )
-from depthadapt.synth.seeds import sample_seed
 
 __all__ = ["INSTANCE_SOURCES", "WeakLabels", "check_instance_source", "check_ordinal_source", "match_ordinal_file"]
 
@@ -69,7 +71,8 @@ def match_ordinal_file(
     path: str | Path, names: list[str] | None, root: str | Path | None = None
 ) -> dict[str, torch.Tensor]:
     """Read a weak-label file and key its pairs by ``image_key`` -> {key: P x 5 float32}, checked against the
-    sample ``names``: a file that labels none of them is an error showing one expected and one found key;
+    sample ``names`` (an image marked ``"skipped": true`` gets no pairs, whatever its line holds): a file that labels
+    none of them is an error showing one expected and one found key;
     the images it labels are counted in a log line and the lines for unknown images in a warning.
 
     Keys match with or without the image suffix, with "./" or backslashes, and relative to ``root`` (the image
@@ -85,7 +88,7 @@ def match_ordinal_file(
         key = image_key(record.image, root)
         if key in pairs:
             raise OrdinalFileError(f"{path}: {spelling[key]!r} and {record.image!r} name the same image")
-        pairs[key] = torch.tensor(record.pairs, dtype=torch.float32).reshape(-1, 5)
+        pairs[key] = torch.tensor([] if record.skipped else record.pairs, dtype=torch.float32).reshape(-1, 5)
         spelling[key] = record.image
     if names is None:
         log.warning("%s: the dataset does not list its samples (no `files`), so which of them it labels is not "
@@ -112,7 +115,7 @@ class WeakLabels(Dataset):
 
     ``instance_source``: one of INSTANCE_SOURCES, or None to drop any ``instances`` (a loss that needs them
     then fails and says so). The ordinal pairs come from one of two sources, which enter training the same way:
-    ``ordinal_file``, JSON Lines of weak labels made by people (``depthadapt.ordinal``), matched to samples by
+    ``ordinal_file``, JSON Lines of weak labels made by people (``depthadapt.westar.ordinal``), matched to samples by
     ``name`` as ``match_ordinal_file`` does (relative to the dataset's ``image_dir`` if it has one); or
     ``ordinal_simulation``, a simulated annotator (``OrdinalSimulation``) that labels a fixed share of the images
     from their ground-truth ``depth`` (its object clicks use the dataset's own ``instances`` when it has them,

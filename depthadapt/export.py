@@ -31,7 +31,7 @@ from depthadapt.models import (
     save_hf,
     save_official,
 )
-from depthadapt.models.onnx import DEFAULT_OPSET
+from depthadapt.models.weights.onnx import DEFAULT_OPSET
 
 EXPORT_FORMATS = ("official", "hf", "onnx")
 EXPORT_SUFFIXES = {"official": ".pth", "hf": "_hf", "onnx": ".onnx"}  # appended to a stem by `export_all`

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torchmetrics
@@ -19,7 +21,11 @@ from depthadapt.alignment import lstsq_scale_shift
 __all__ = [
     "CROP_NAMES",
     "METRIC_NAMES",
+    "DEFAULT_PROTOCOL",
+    "KITTI_EIGEN",
+    "NYU_EIGEN",
     "DepthMetrics",
+    "EvaluationProtocol",
     "affine_invariant_metrics",
     "align_affine",
     "depth_metrics",
@@ -43,6 +49,32 @@ def _unknown_crop(crop: object) -> ValueError:
 def _check_depth_range(min_depth: float, max_depth: float) -> None:
     if not 0.0 < min_depth < max_depth:
         raise ValueError(f"need 0 < min_depth < max_depth, got min_depth={min_depth}, max_depth={max_depth}")
+
+
+@dataclass(frozen=True)
+class EvaluationProtocol:
+    """Which pixels an evaluation counts: ground truth in [``min_depth``, ``max_depth``] metres, inside ``crop``.
+
+    A labelled datamodule states its own (``evaluation_protocol``: KITTI ``KITTI_EIGEN``, NYU ``NYU_EIGEN``); a task
+    evaluates with it unless its ``evaluation`` overrides it.
+    """
+
+    min_depth: float = 1e-3
+    max_depth: float = 80.0
+    crop: Literal["garg", "eigen_kitti", "eigen_nyu"] | None = None
+
+    def __post_init__(self) -> None:
+        _check_depth_range(self.min_depth, self.max_depth)
+        if self.crop is not None and self.crop not in CROP_NAMES:
+            raise _unknown_crop(self.crop)
+
+
+DEFAULT_PROTOCOL = EvaluationProtocol()
+"""1e-3..80 m, no crop: what a dataset that states nothing else is evaluated with."""
+KITTI_EIGEN = EvaluationProtocol(1e-3, 80.0, "garg")
+"""KITTI Eigen split as the official Depth Anything V2 evaluation: 1e-3..80 m, Garg crop."""
+NYU_EIGEN = EvaluationProtocol(1e-3, 10.0, "eigen_nyu")
+"""NYU Depth v2 as the official evaluation: 1e-3..10 m, Eigen crop [45:471, 41:601] of 480 x 640 images."""
 
 
 def eval_crop_mask(height: int, width: int, crop: str | None) -> Tensor:
@@ -264,6 +296,10 @@ class DepthMetrics(torchmetrics.Metric):
         # float64 sums: accumulated over whole datasets, where float32 would lose digits.
         for state in [f"sum_{name}" for name in METRIC_NAMES] + ["images", "skipped"]:
             self.add_state(state, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def use_protocol(self, protocol: EvaluationProtocol) -> None:
+        """Evaluate with ``protocol``'s depth range and crop from now on (a task sets its datamodule's)."""
+        self.min_depth, self.max_depth, self.crop = protocol.min_depth, protocol.max_depth, protocol.crop
 
     def update(self, pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> None:
         """Add a batch: pred, gt, mask B x H x W."""

@@ -1,4 +1,4 @@
-"""Dual-teacher metric pseudo-labels (papers/003): a relative teacher's map calibrated to a metric teacher's.
+"""Dual-teacher metric pseudo-labels (dual-teacher paper): a relative teacher's map calibrated to a metric teacher's.
 
 Per image, ``scale`` and ``shift`` are fitted so that ``scale * relative + shift`` matches the metric teacher
 (``depthadapt.alignment.fit_scale_shift``), and the calibrated relative map is the label. The paper's five
@@ -33,18 +33,20 @@ the baseline (no fit) gets 1 on its valid pixels. 0 where the label is invalid.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
 
 from depthadapt.alignment import ScaleShiftFit, ScaleShiftFitOptions, check_choice, fit_scale_shift
 
-__all__ = ["FIT_SPACES", "METHODS", "TABLE_COLUMNS", "PseudoLabels", "metric_pseudo_labels"]
+__all__ = ["FIT_SPACES", "METHODS", "FitSpace", "LabelMethod", "TABLE_COLUMNS", "PseudoLabels", "metric_pseudo_labels"]
 
-METHODS: tuple[str, ...] = ("baseline", "lstsq", "masked_lstsq", "ransac", "masked_ransac")
+LabelMethod = Literal["baseline", "lstsq", "masked_lstsq", "ransac", "masked_ransac"]
+METHODS: tuple[str, ...] = get_args(LabelMethod)
 """The labelling methods, in the row order of the paper's Table 2."""
-FIT_SPACES: tuple[str, ...] = ("disparity", "depth")
+FitSpace = Literal["disparity", "depth"]
+FIT_SPACES: tuple[str, ...] = get_args(FitSpace)
 TABLE_COLUMNS: tuple[str, ...] = ("d1", "d2", "d3", "abs_rel", "rmse", "rmse_log")
 """The metrics of the paper's Tables 2 and 3, in their order."""
 
@@ -91,8 +93,8 @@ def metric_pseudo_labels(
     metric: Tensor,
     valid: Tensor | None = None,
     *,
-    method: str = "masked_ransac",
-    fit_space: str = "disparity",
+    method: LabelMethod = "masked_ransac",
+    fit_space: FitSpace = "disparity",
     max_depth: float = 80.0,
     options: ScaleShiftFitOptions | None = None,
     **fit_overrides: Any,

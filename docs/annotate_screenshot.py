@@ -49,11 +49,12 @@ def main() -> None:
             stdout=subprocess.PIPE, text=True,
         )
         try:
-            url = next(m.group(1) for line in server.stdout if (m := re.search(r"open (http://\S+/)", line)))
-            post(f"{url}api/labels/0/pairs", [[120, 200, 60, 330, -1], [120, 200, 185, 90, 1], [60, 330, 185, 90, 1],
-                                              [100, 520, 70, 400, -1], [100, 520, 150, 600, 1],
-                                              [70, 400, 150, 600, 1]])
-            post(f"{url}api/labels/1/pairs", [[110, 150, 40, 300, -1], [110, 150, 180, 40, 1],
+            url, token = next(m.groups() for line in server.stdout
+                              if (m := re.search(r"open (http://\S+/)\?token=(\S+)", line)))
+            post(f"{url}api/labels/0/pairs?token={token}", [
+                [120, 200, 60, 330, -1], [120, 200, 185, 90, 1], [60, 330, 185, 90, 1],
+                [100, 520, 70, 400, -1], [100, 520, 150, 600, 1], [70, 400, 150, 600, 1]])
+            post(f"{url}api/labels/1/pairs?token={token}", [[110, 150, 40, 300, -1], [110, 150, 180, 40, 1],
                                               [40, 300, 180, 40, 1], [130, 470, 95, 330, -1]])
             options = webdriver.ChromeOptions()
             options.binary_location = "/usr/bin/chromium"
@@ -62,7 +63,7 @@ def main() -> None:
                 options.add_argument(argument)
             driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
             try:
-                driver.get(url)
+                driver.get(f"{url}?token={token}")
                 time.sleep(1.5)
                 with atomic_path(OUT) as path:
                     driver.save_screenshot(str(path))

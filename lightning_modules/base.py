@@ -1,4 +1,5 @@
-"""The thin base of every task: models from cards, metrics per stage, optimiser and schedule, skip counting, seeds."""
+"""The thin bases of every task: ``DepthTask`` (models from cards, evaluation with the data's protocol, skip counting,
+the declared hooks) and ``TrainableDepthTask`` (optimiser and schedule, seeds per step, the model to export)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from lightning import LightningModule
+from lightning import Callback, LightningModule
 
-from depthadapt.metrics import DepthMetrics, evaluation_mask, suspect_depth_scale
+from depthadapt.metrics import DepthMetrics, EvaluationProtocol, evaluation_mask, suspect_depth_scale
 from depthadapt.models.card import DepthModelCard
+from lightning_modules.compat import ResumeEpochEndCheckpoints
 
 log = logging.getLogger(__name__)
 
@@ -49,34 +51,25 @@ class DepthTask(LightningModule):
     """What every task shares (torchgeo's BaseTask as the model); subclasses hold only their own wiring.
 
     - models from ``DepthModelCard``s (``build_model``), each run at its card's input size and normalisation;
-    - evaluation settings and ``DepthMetrics`` per stage (``make_metrics``, ``evaluate``);
-    - AdamW over ``parameter_groups()`` with linear warm-up then cosine annealing, stepped per batch;
-    - skip counting for fit, validate, test and predict alike: unreadable samples (``batch["skipped"]``) and
-      images without a valid ground-truth pixel are named and counted, and the tables' ``skipped`` column has both;
-    - randomness per training step seeded by (initial seed, global step), so a resumed run draws what an
-      uninterrupted one would.
+    - evaluation with ``DepthMetrics`` (``make_metrics``, ``evaluate``) under the evaluation protocol (depth range,
+      crop) that the datamodule states (``evaluation_protocol``), unless ``evaluation_protocol`` overrides it;
+    - skip counting for fit, validate, test and predict alike: unreadable samples (``batch["skipped"]``, recorded
+      before each step) and images without a valid ground-truth pixel are named and counted, and the tables'
+      ``skipped`` column has both; a step whose batch holds no image left (``has_images``) does nothing;
+    - the declared hook ``manifest()``: what wrote a prediction folder (the writers record it).
     """
 
-    def __init__(
-        self,
-        lr: float = 5e-6,
-        weight_decay: float = 0.01,
-        warmup_steps: int = 0,
-        eval_min_depth: float = 1e-3,
-        eval_max_depth: float = 80.0,
-        eval_crop: str | None = None,
-    ) -> None:
+    def __init__(self, evaluation_protocol: EvaluationProtocol | None = None) -> None:
         super().__init__()
-        if lr <= 0 or weight_decay < 0 or warmup_steps < 0:
-            raise ValueError(
-                f"model.lr must be > 0, weight_decay and warmup_steps >= 0; got {lr}, {weight_decay}, {warmup_steps}"
-            )
-        self.lr, self.weight_decay, self.warmup_steps = lr, weight_decay, warmup_steps
-        self.eval_settings = dict(min_depth=eval_min_depth, max_depth=eval_max_depth, crop=eval_crop)
-        DepthMetrics(**self.eval_settings)  # fails early on a bad range or crop name
+        self.evaluation_override = evaluation_protocol
+        self.protocol = evaluation_protocol or EvaluationProtocol()
         self.skipped = SkippedSamples()
-        self.initial_seed = torch.initial_seed()
         self.scale_checked = False  # the ground truth's scale is checked on the first evaluated batch of a stage
+
+    # --- declared hooks -----------------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        """What wrote a prediction folder (model cards with checkpoint hashes, settings); tasks that predict add."""
+        return {"task": type(self).__name__}
 
     # --- models -------------------------------------------------------------------------------------------
     @staticmethod
@@ -91,23 +84,51 @@ class DepthTask(LightningModule):
             log.warning("model card without a checkpoint: the %s %s model has random weights", card.encoder, card.head)
         return card.build()
 
-    # --- batches and metrics ------------------------------------------------------------------------------
-    def take_batch(self, batch: dict[str, Any]) -> bool:
-        """Record the batch's unreadable samples; True when it still holds images to process."""
-        self.skipped.add(batch.get("skipped", []))
+    # --- batches ------------------------------------------------------------------------------------------
+    @staticmethod
+    def has_images(batch: dict[str, Any]) -> bool:
+        """Whether the batch still holds images to process (all may have been unreadable or already written)."""
         return "image" in batch and len(batch["name"]) > 0
 
+    def _record_skipped(self, batch: Any) -> None:
+        if isinstance(batch, dict):
+            self.skipped.add(batch.get("skipped", []))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._record_skipped(batch)
+
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._record_skipped(batch)
+
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._record_skipped(batch)
+
+    def on_predict_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._record_skipped(batch)
+
+    # --- evaluation ---------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Evaluate with the datamodule's protocol unless ``evaluation_protocol`` overrides it."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        stated = getattr(datamodule, "evaluation_protocol", None)
+        self.protocol = self.evaluation_override or stated or EvaluationProtocol()
+        for module in self.modules():
+            if isinstance(module, DepthMetrics):
+                module.use_protocol(self.protocol)
+
     def make_metrics(self, affine_invariant: bool) -> DepthMetrics:
-        """Depth metrics with this task's evaluation range and crop."""
-        return DepthMetrics(affine_invariant=affine_invariant, **self.eval_settings)
+        """Depth metrics (their protocol is set at ``setup``)."""
+        metrics = DepthMetrics(affine_invariant=affine_invariant)
+        metrics.use_protocol(self.protocol)
+        return metrics
 
     def evaluate(self, metrics: DepthMetrics, prediction: torch.Tensor, batch: dict[str, Any]) -> None:
         """Add a batch to ``metrics``; images without any valid ground-truth pixel are named as skipped."""
-        valid = evaluation_mask(batch["depth"], batch["valid"], **self.eval_settings)
+        protocol = self.protocol
+        valid = evaluation_mask(batch["depth"], batch["valid"], protocol.min_depth, protocol.max_depth, protocol.crop)
         if not self.scale_checked:
             self.scale_checked = True
-            message = suspect_depth_scale(batch["depth"], batch["valid"], **{k: self.eval_settings[k] for k in
-                                                                             ("min_depth", "max_depth")})
+            message = suspect_depth_scale(batch["depth"], batch["valid"], protocol.min_depth, protocol.max_depth)
             if message:
                 log.warning("%s (first batch: %s)", message, batch["name"][0])
         empty = (~valid.flatten(1).any(1)).tolist()
@@ -136,27 +157,40 @@ class DepthTask(LightningModule):
     def on_predict_end(self) -> None:
         self.skipped.report("predict")
 
-    # --- resume -------------------------------------------------------------------------------------------
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Resume an epoch-end checkpoint as "that epoch is complete", so a fit with ``max_steps`` continues.
 
-        Lightning (2.6) saves epoch-end checkpoints with the epoch processed but not yet completed; resumed in a
-        step-limited run, it processes that epoch a second time and stops early with "max_epochs reached"
-        (measured: step 8 of 12). Checkpoints are taken at epoch ends (see README): mark those epochs complete.
-        """
-        loop = checkpoint.get("loops", {}).get("fit_loop", {})
-        epoch, batches = loop.get("epoch_progress"), loop.get("epoch_loop.batch_progress")
-        if not epoch or not batches or not batches.get("is_last_batch"):
-            return
-        for part in ("total", "current"):
-            if epoch[part]["completed"] == epoch[part]["processed"] - 1:
-                epoch[part]["completed"] = epoch[part]["processed"]
-        batches["current"] = dict.fromkeys(batches["current"], 0)
-        batches["is_last_batch"] = False
+class TrainableDepthTask(DepthTask):
+    """A task that trains: AdamW over ``parameter_groups()`` with linear warm-up then cosine annealing, stepped per
+    batch; randomness per training step seeded by (initial seed, global step), so that a resumed run draws what an
+    uninterrupted one would; the declared hook ``export_model()`` (what the ``ExportCallback`` writes)."""
+
+    def __init__(
+        self,
+        lr: float = 5e-6,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 0,
+        evaluation_protocol: EvaluationProtocol | None = None,
+    ) -> None:
+        super().__init__(evaluation_protocol)
+        if lr <= 0 or weight_decay < 0 or warmup_steps < 0:
+            raise ValueError(
+                f"model.lr must be > 0, weight_decay and warmup_steps >= 0; got {lr}, {weight_decay}, {warmup_steps}"
+            )
+        self.lr, self.weight_decay, self.warmup_steps = lr, weight_decay, warmup_steps
+        self.initial_seed = torch.initial_seed()
+
+    # --- declared hooks -----------------------------------------------------------------------------------
+    def export_model(self) -> torch.nn.Module:
+        """The trained model in a form the export formats take (LoRA merged or mergeable)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say which model to export (export_model)")
+
+    def configure_callbacks(self) -> list[Callback]:
+        """Lightning work-arounds every training run needs (``lightning_modules.compat``)."""
+        return [ResumeEpochEndCheckpoints()]
 
     # --- randomness and optimisation ----------------------------------------------------------------------
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Seed this step's random draws (augmentations) by (initial seed, global step)."""
+        """Record the skipped samples; seed this step's random draws (augmentations) by (initial seed, global step)."""
+        super().on_train_batch_start(batch, batch_idx)
         torch.manual_seed((self.initial_seed * 1_000_003 + self.global_step) % 2**63)
 
     def parameter_groups(self) -> list[dict[str, Any]]:

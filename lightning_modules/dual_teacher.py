@@ -1,4 +1,4 @@
-"""Dual-teacher metric pseudo-labelling (papers/003) wiring: label with predict, compare the methods with test."""
+"""Dual-teacher metric pseudo-labelling (dual-teacher paper) wiring: label with predict, compare methods with test."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from depthadapt.alignment import ScaleShiftFitOptions
-from depthadapt.metrics import format_comparison_table
+from depthadapt.metrics import EvaluationProtocol, format_comparison_table
 from depthadapt.models.card import DepthModelCard
-from depthadapt.pseudo_labels import FIT_SPACES, METHODS, TABLE_COLUMNS, PseudoLabels, metric_pseudo_labels
+from depthadapt.pseudo_labels import METHODS, TABLE_COLUMNS, FitSpace, LabelMethod, PseudoLabels, metric_pseudo_labels
 from lightning_modules.base import DepthTask
 
 PAPER_FIT = ScaleShiftFitOptions(method="ransac", support="extremes")
@@ -33,23 +33,18 @@ class DualTeacherLabeler(DepthTask):
         self,
         relative: DepthModelCard,
         metric: DepthModelCard,
-        method: str = "masked_ransac",
-        fit_space: str = "disparity",
+        method: LabelMethod = "masked_ransac",
+        fit_space: FitSpace = "disparity",
         fit: ScaleShiftFitOptions = PAPER_FIT,
         confidence: bool = False,
-        eval_min_depth: float = 1e-3,
-        eval_max_depth: float = 80.0,
-        eval_crop: str | None = None,
+        evaluation_protocol: EvaluationProtocol | None = None,
     ) -> None:
-        for name, value, choices in (("method", method, METHODS), ("fit_space", fit_space, FIT_SPACES)):
-            if value not in choices:
-                raise ValueError(f"model.{name} must be one of {', '.join(choices)}, got {value!r}")
         if relative.head != "relative" or metric.head != "metric":
             raise ValueError(
                 f"model.relative must be a relative and model.metric a metric model card, got heads "
                 f"{relative.head!r} and {metric.head!r}"
             )
-        super().__init__(eval_min_depth=eval_min_depth, eval_max_depth=eval_max_depth, eval_crop=eval_crop)
+        super().__init__(evaluation_protocol)
         self.save_hyperparameters()
         self.cards = {"relative": relative, "metric": metric}
         self.relative = self.build_model(relative).requires_grad_(False).eval()
@@ -66,10 +61,10 @@ class DualTeacherLabeler(DepthTask):
         """Labels of one method from the teachers' B x H x W outputs, with this module's fit settings."""
         return metric_pseudo_labels(relative, metric, method=method, **self.fit)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
         """Labels of ``method``: name, kind, depth B x H x W (m, 0 invalid), confidence or None, per-image records."""
-        if not self.take_batch(batch):
-            return {"name": [], "kind": "metric", "depth": None, "confidence": None, "records": []}
+        if not self.has_images(batch):
+            return None
         labels = self.label(*self.teachers(batch["image"]), self.method)
         teachers = {f"{role}_checkpoint": card.checkpoint for role, card in self.cards.items()}
         return {
@@ -82,7 +77,7 @@ class DualTeacherLabeler(DepthTask):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Label the batch with every method and score each against the ground truth."""
-        if not self.take_batch(batch):
+        if not self.has_images(batch):
             return
         relative, metric = self.teachers(batch["image"])
         for method, metrics in self.test_metrics.items():

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from depthadapt.masks import DEFAULT_SAM2_CONFIG, build_sam2_mask_generator, masks_to_instance_map
+from depthadapt.westar import DEFAULT_SAM2_CONFIG, build_sam2_mask_generator, masks_to_instance_map
 from lightning_modules.base import DepthTask
 
 log = logging.getLogger(__name__)
@@ -81,11 +81,11 @@ class SAM2MaskPredictor(DepthTask):
     def on_predict_start(self) -> None:
         self.counts = {"masked": 0, "masks": 0, "other_shard": 0}
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
         """Batch (``image`` B x 3 x H x W, ``name``) -> ``{"name": [...], "instances": [H x W int64, ...]}``."""
+        if not self.has_images(batch):
+            return None
         names, instances = [], []
-        if not self.take_batch(batch):
-            return {"name": names, "instances": instances}
         for name, image in zip(batch["name"], batch["image"], strict=True):
             if not self.in_shard(name):
                 self.counts["other_shard"] += 1

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from depthadapt.alignment.sparse import METHODS, align_to_sparse
 from depthadapt.models.card import DepthModelCard
-from depthadapt.sparse_alignment import METHODS, align_to_sparse
 from lightning_modules.base import DepthTask
 
 
@@ -34,17 +34,17 @@ class SparseAlignedDepth(DepthTask):
             raise ValueError(f"sparse alignment calibrates a relative model: the card's head is {model.head}")
         if method not in METHODS:
             raise ValueError(f"model.method must be one of {', '.join(METHODS)}, got {method!r}")
-        super().__init__(eval_min_depth=min_depth, eval_max_depth=max_depth)
+        super().__init__()
         self.save_hyperparameters()
         self.card = model
         self.model = self.build_model(model).requires_grad_(False).eval()
         self.fit = dict(method=method, min_points=min_points, min_depth=min_depth, max_depth=max_depth,
                         relative_threshold=relative_threshold, max_trials=max_trials, seed=seed)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
         """``{"name", "kind": "metric", "depth": B x H x W metres, "records": per-image fit}``."""
-        if not self.take_batch(batch):
-            return {"name": [], "kind": "metric", "depth": None, "records": []}
+        if not self.has_images(batch):
+            return None
         if "depth" not in batch:
             raise ValueError(
                 "sparse alignment needs each image's metric points as its depth map: set data.depth_dir (maps with "

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from depthadapt.gradient_matching import gradient_matching_loss
-from depthadapt.losses import silog_loss, ssi_loss
-from depthadapt.metrics import METRIC_NAMES, depth_to_disparity, format_comparison_table, format_metrics_table
+from depthadapt.losses import gradient_matching_loss, silog_loss, ssi_loss
+from depthadapt.metrics import (
+    METRIC_NAMES,
+    EvaluationProtocol,
+    depth_to_disparity,
+    format_comparison_table,
+    format_metrics_table,
+)
 from depthadapt.models.card import DepthModelCard
 from depthadapt.models.depth_anything import DepthAnythingV2
-from lightning_modules.base import DepthTask
+from lightning_modules.base import TrainableDepthTask
 
-INITS = ("full", "encoder")
 TABLE_COLUMNS = ("d1", "abs_rel", "rmse", "rmse_log", "images", "skipped")
 
 
-class SupervisedDepth(DepthTask):
+class SupervisedDepth(TrainableDepthTask):
     """Train on depth labels (SSI on disparity for a relative head, SiLog for a metric head), evaluate, predict.
 
     ``model`` is the model card (encoder, head, checkpoint, input size; ``input_size`` overrides the card's).
@@ -35,7 +39,7 @@ class SupervisedDepth(DepthTask):
         self,
         model: DepthModelCard,
         input_size: int | None = None,
-        init: str = "full",
+        init: Literal["full", "encoder"] = "full",
         lr: float = 5e-6,
         decoder_lr_factor: float = 10.0,
         weight_decay: float = 0.01,
@@ -43,14 +47,10 @@ class SupervisedDepth(DepthTask):
         silog_lambda: float = 0.5,
         gradient_matching_weight: float = 0.0,
         flip_tta: bool = False,
-        eval_min_depth: float = 1e-3,
-        eval_max_depth: float = 80.0,
-        eval_crop: str | None = None,
+        evaluation_protocol: EvaluationProtocol | None = None,
         table_row: str | None = None,
     ) -> None:
-        if init not in INITS:
-            raise ValueError(f"model.init must be one of {', '.join(INITS)}, got {init!r}")
-        super().__init__(lr, weight_decay, warmup_steps, eval_min_depth, eval_max_depth, eval_crop)
+        super().__init__(lr, weight_decay, warmup_steps, evaluation_protocol)
         self.save_hyperparameters()
         self.card = self.run_at(model, input_size)
         self.model = self.build_model(self.card)
@@ -74,7 +74,7 @@ class SupervisedDepth(DepthTask):
         return self.card.infer(self.model, image, self.flip_tta)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        if not self.take_batch(batch):
+        if not self.has_images(batch):
             return None
         pred, depth, valid = self(batch["image"]), batch["depth"], batch["valid"]
         if self.card.head == "relative":
@@ -88,11 +88,11 @@ class SupervisedDepth(DepthTask):
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if self.take_batch(batch):
+        if self.has_images(batch):
             self.evaluate(self.val_metrics, self.predict_depth(batch["image"]), batch)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if self.take_batch(batch):
+        if self.has_images(batch):
             self.evaluate(self.test_metrics, self.predict_depth(batch["image"]), batch)
 
     def on_validation_epoch_end(self) -> None:
@@ -113,10 +113,10 @@ class SupervisedDepth(DepthTask):
                 title = f"{self.card.encoder} ({kind}) against ground truth, {int(values['images'])} images"
                 print(format_comparison_table({self.table_row: values}, columns=TABLE_COLUMNS, title=title))
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
         """``{"name": [...], "kind": head, "depth": B x H x W}`` (disparity for a relative head, metres otherwise)."""
-        if not self.take_batch(batch):
-            return {"name": [], "kind": self.card.head, "depth": None}
+        if not self.has_images(batch):
+            return None
         depth = self.predict_depth(batch["image"]).float().cpu()
         return {"name": batch["name"], "kind": self.card.head, "depth": depth}
 

@@ -12,16 +12,16 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from depthadapt.augmentation import STRONG_AUGMENTATION, WEAK_AUGMENTATION, PhotometricAugmentation
-from depthadapt.conditions import EvaluationConditions
 from depthadapt.consistency import PerturbationConsistencyLoss
-from depthadapt.metrics import format_comparison_table
+from depthadapt.corruptions import EvaluationConditions
+from depthadapt.io.visualize import depth_panel
+from depthadapt.metrics import EvaluationProtocol, format_comparison_table
 from depthadapt.models.activation_checkpointing import enable_activation_checkpointing
 from depthadapt.models.card import DepthModelCard
 from depthadapt.models.dinov2 import PATCH_SIZE
 from depthadapt.models.lora import add_lora
-from depthadapt.visualize import depth_panel
 from depthadapt.westar import Context, OrdinalForm, WeSTARLoss
-from lightning_modules.base import DepthTask
+from lightning_modules.base import TrainableDepthTask
 
 TABLE_COLUMNS = ("d1", "abs_rel", "rmse", "images")
 MODELS = ("source", "adapted")
@@ -30,7 +30,7 @@ WEAK_VIEW = lazy_instance(PhotometricAugmentation, **WEAK_AUGMENTATION)
 STRONG_VIEW = lazy_instance(PhotometricAugmentation, **STRONG_AUGMENTATION)
 
 
-class WeSTARAdapter(DepthTask):
+class WeSTARAdapter(TrainableDepthTask):
     """Adapt a relative Depth Anything V2 model (``model``: its card; ``input_size`` overrides the card's network
     size) to unlabelled target images (WeSTAR).
 
@@ -75,9 +75,7 @@ class WeSTARAdapter(DepthTask):
         eval_model: Literal["student", "teacher"] = "student",
         eval_corruptions: tuple[str, ...] = (),
         eval_severity: int = 3,
-        eval_min_depth: float = 1e-3,
-        eval_max_depth: float = 80.0,
-        eval_crop: str | None = None,
+        evaluation_protocol: EvaluationProtocol | None = None,
         panel_images: int = 2,
         log_grad_norms: bool = True,
         activation_checkpointing: bool = False,
@@ -88,7 +86,7 @@ class WeSTARAdapter(DepthTask):
             raise ValueError(f"model.eval_model must be student or teacher, got {eval_model!r}")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"model.ema_decay must be in [0, 1), got {ema_decay}")
-        super().__init__(lr, weight_decay, warmup_steps, eval_min_depth, eval_max_depth, eval_crop)
+        super().__init__(lr, weight_decay, warmup_steps, evaluation_protocol)
         self.save_hyperparameters(ignore=["weak_augmentation", "strong_augmentation"])
         self.card = self.run_at(model, input_size)
         self.objective = WeSTARLoss(context, self_training_weight, weak_weight, regularizer_weight,
@@ -144,7 +142,7 @@ class WeSTARAdapter(DepthTask):
         return self.weak_augmentation(image), self.strong_augmentation(image)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        if not self.take_batch(batch):
+        if not self.has_images(batch):
             return None
         teacher_view, student_view = self.views(batch["image"])
         with torch.no_grad():
@@ -177,7 +175,7 @@ class WeSTARAdapter(DepthTask):
 
     # --- evaluation ---------------------------------------------------------------------------------------
     def _evaluate_conditions(self, batch: dict[str, Any], stage: str, with_source: bool) -> None:
-        if not self.take_batch(batch):
+        if not self.has_images(batch):
             return
         for condition in self.conditions:
             images = self.conditions.apply(condition, batch["image"], batch["index"])
@@ -253,10 +251,10 @@ class WeSTARAdapter(DepthTask):
         )
 
     # --- prediction -----------------------------------------------------------------------------------------
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
         """``{"name": [...], "kind": "relative", "depth": B x H x W disparity of the adapted model}``."""
-        if not self.take_batch(batch):
-            return {"name": [], "kind": "relative", "depth": None}
+        if not self.has_images(batch):
+            return None
         return {"name": batch["name"], "kind": "relative", "depth": self.predict_depth(batch["image"]).float().cpu()}
 
     def manifest(self) -> dict[str, Any]:
@@ -292,9 +290,7 @@ class PerturbationConsistencyAdapter(WeSTARAdapter):
         strong_augmentation: PhotometricAugmentation = STRONG_VIEW,
         eval_corruptions: tuple[str, ...] = (),
         eval_severity: int = 3,
-        eval_min_depth: float = 1e-3,
-        eval_max_depth: float = 80.0,
-        eval_crop: str | None = None,
+        evaluation_protocol: EvaluationProtocol | None = None,
         panel_images: int = 2,
         activation_checkpointing: bool = False,
     ) -> None:
@@ -302,8 +298,8 @@ class PerturbationConsistencyAdapter(WeSTARAdapter):
             model, input_size, lora_rank, lora_alpha, lora_targets, lora_dropout, self_training_weight=0.0,
             weak_weight=0.0, regularizer_weight=0.0, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
             weak_augmentation=weak_augmentation, strong_augmentation=strong_augmentation,
-            eval_corruptions=eval_corruptions, eval_severity=eval_severity, eval_min_depth=eval_min_depth,
-            eval_max_depth=eval_max_depth, eval_crop=eval_crop, panel_images=panel_images, log_grad_norms=False,
+            eval_corruptions=eval_corruptions, eval_severity=eval_severity,
+            evaluation_protocol=evaluation_protocol, panel_images=panel_images, log_grad_norms=False,
             activation_checkpointing=activation_checkpointing,
         )
         self.peer_objective = PerturbationConsistencyLoss(distill_weight, consistency_weight, spatial_weight,
@@ -314,7 +310,7 @@ class PerturbationConsistencyAdapter(WeSTARAdapter):
         return self.source_depth(image)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        if not self.take_batch(batch):
+        if not self.has_images(batch):
             return None
         clean_view, perturbed_view = self.views(batch["image"])
         with torch.no_grad(), self.model.disable_adapter():

@@ -26,14 +26,17 @@ from depthadapt.io import (
     atomic_path,
     check_output_manifest,
     colorize_depth,
+    depth_to_points,
+    make_intrinsics,
     write_color_png,
     write_depth_npy,
     write_depth_png16,
+    write_ply,
     write_relative_png16,
 )
-from depthadapt.masks import mask_cache_path, write_instance_map
 from depthadapt.models.lora import save_lora_adapter
-from depthadapt.pointcloud import depth_to_points, make_intrinsics, write_ply
+from depthadapt.westar import mask_cache_path, write_instance_map
+from lightning_modules.base import DepthTask, TrainableDepthTask
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +99,9 @@ class ResumableWriter(BasePredictionWriter):
         if stage != "predict":
             return
         trainer.predict_loop.return_predictions = False
-        manifest = {"writer": type(self).__name__, "settings": self.settings()}
-        if hasattr(pl_module, "manifest"):
-            manifest |= pl_module.manifest()
+        if not isinstance(pl_module, DepthTask):
+            raise TypeError(f"{type(self).__name__} writes a DepthTask's predictions, not {type(pl_module).__name__}'s")
+        manifest = {"writer": type(self).__name__, "settings": self.settings()} | pl_module.manifest()
         self.resume = check_output_manifest(self.output_dir, manifest, self.overwrite)
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -119,13 +122,15 @@ class ResumableWriter(BasePredictionWriter):
         self,
         trainer: Trainer,
         pl_module: LightningModule,
-        prediction: dict[str, Any],
+        prediction: dict[str, Any] | None,
         batch_indices: Sequence[int] | None,
         batch: Any,
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        """Write every item of the batch's prediction."""
+        """Write every item of the batch's prediction (None: the batch held no image to predict)."""
+        if prediction is None:
+            return
         names = prediction["name"]
         for i, name in enumerate(names):
             item = {k: v if isinstance(v, str) or v is None else v[i] for k, v in prediction.items() if k != "name"}
@@ -326,6 +331,8 @@ class ExportCallback(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
+        if not isinstance(pl_module, TrainableDepthTask):
+            raise TypeError(f"ExportCallback exports a trained model: {type(pl_module).__name__} does not train one")
         model = pl_module.export_model()
         directory = self.export_dir(trainer)
         export_all(model, [f for f in self.formats if f != "peft"], directory)

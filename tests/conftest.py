@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from depthadapt.io import write_depth_npy
-from depthadapt.ordinal import pad_pairs, simulate_ordinal_pairs
 from depthadapt.synth import render_sample
+from depthadapt.westar import pad_pairs, simulate_ordinal_pairs
 
 
 @pytest.fixture(autouse=True)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from depthadapt import fit_kernels, support
-from depthadapt.alignment import ScaleShiftFitOptions, fit_scale_shift, lstsq_scale_shift
+from depthadapt.alignment import ScaleShiftFitOptions, fit_scale_shift, lstsq_scale_shift, support
+from depthadapt.alignment.cpu import kernels as fit_kernels
 
 
 def test_hand_worked_three_points():
@@ -235,7 +235,7 @@ def test_row_workers_run_in_a_forked_child() -> None:
     # their threads: it must not wait for them (map_rows: a pool of its own; the fit: not on the team).
     import multiprocessing
 
-    from depthadapt import omp_team
+    from depthadapt.alignment.cpu import omp_team
 
     threads = torch.get_num_threads()
     pred = torch.rand(4, 2000, generator=torch.Generator().manual_seed(3))  # small: torch's own ops stay serial

@@ -1,7 +1,8 @@
 """The annotation page in a real browser: headless Chromium (Debian's chromium + chromium-driver) with selenium.
 
-Clicks and keys make pairs, undo and skip; the page is reloaded, the server killed (SIGKILL) and restarted, and the
-file is read back through the datamodule reader. CI (CI=true) installs Chromium in .ci/run and fails if it is
+Clicks and keys make pairs, undo and skip; the page is reloaded, opened without its token and under a name that
+resolves here but is not the server's (DNS rebinding), the server killed (SIGKILL) and restarted (a new token), and
+the file is read back through the datamodule reader. CI (CI=true) installs Chromium in .ci/run and fails if it is
 missing; elsewhere the test is skipped without it.
 """
 
@@ -18,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from datamodules import ImageFolderDataset, WeakLabels
-from depthadapt.ordinal import read_ordinal_records
+from depthadapt.westar import read_ordinal_records
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 HEIGHT, WIDTH = 70, 224  # shown about 5x larger: clicks must be scaled back to these pixels
+REBOUND = "evil.example.com"  # the browser resolves it to 127.0.0.1, as DNS rebinding would
 
 if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
     if os.environ.get("CI"):
@@ -40,7 +42,8 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
 def start_server(images: Path, output: Path, depth_dir: Path) -> tuple[subprocess.Popen, str]:
-    """The annotation server on a free localhost port, in its own process -> (process, URL)."""
+    """The annotation server on a free localhost port, in its own process -> (process, the URL it prints, with
+    its token)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     server = subprocess.Popen(
         [sys.executable, "-m", "depthadapt.annotate", "--images", str(images), "--output", str(output),
@@ -50,7 +53,7 @@ def start_server(images: Path, output: Path, depth_dir: Path) -> tuple[subproces
     lines = []
     for line in server.stdout:
         lines.append(line)
-        if match := re.search(r"open (http://127\.0\.0\.1:\d+/)", line):
+        if match := re.search(r"open (http://127\.0\.0\.1:\d+/\?token=\S+) in a browser", line):
             return server, match.group(1)
     server.kill()
     raise AssertionError("the server did not start:\n" + "".join(lines))
@@ -61,7 +64,7 @@ def browser() -> Iterator[webdriver.Chrome]:
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1400,800"):
+                     "--window-size=1400,800", f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1"):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
@@ -164,6 +167,21 @@ def test_label_undo_skip_reload_kill_and_resume_in_chromium(browser, tmp_path: P
         browser.refresh()  # the sample in progress survives a reload
         page.wait("s.index === 1 && s.first !== null")
         assert page.anchor() == second and "CLOSER" in page.text("instruction")
+
+        port = re.search(r":(\d+)/", url).group(1)
+        labels = output.read_bytes()
+        browser.get(f"http://localhost:{port}/")  # a name it serves, but without the token (cookies are per name)
+        assert "needs its token" in browser.find_element(By.TAG_NAME, "body").text
+        browser.get(url.replace("127.0.0.1", REBOUND))  # DNS rebinding: refused even with the token
+        assert browser.find_element(By.TAG_NAME, "body").text == "Invalid host header"
+        statuses = browser.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            const post = {method: "POST", headers: {"Content-Type": "application/json"},
+                          body: JSON.stringify({skipped: false})};
+            Promise.all([fetch("/api/session"), fetch("/api/image/0.png"), fetch("/api/labels/0/skip", post)])
+                .then((answers) => done(answers.map((answer) => answer.status)), (error) => done(String(error)));
+        """)  # the rebound page's own-origin requests: read the session, an image, un-skip image 1
+        assert statuses == [400, 400, 400] and output.read_bytes() == labels
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait()
@@ -189,8 +207,8 @@ def test_label_undo_skip_reload_kill_and_resume_in_chromium(browser, tmp_path: P
 
     dataset = WeakLabels(ImageFolderDataset(images), ordinal_file=output)
     by_name = {name: index for index, name in enumerate(dataset.dataset.files)}
-    first = dataset[by_name["000.png"]]["ordinal"].int().tolist()
-    assert first == sample + [[-1, -1, -1, -1, 0]] * 3  # padded to the longest image's 6 pairs
+    assert read_ordinal_records(output)[0].pairs == sample  # kept in the file, but the image is skipped:
+    assert (dataset[by_name["000.png"]]["ordinal"][:, 0] < 0).all()  # its pairs do not train
     assert dataset[by_name["001.png"]]["ordinal"].int().tolist() == [
         [*second, 10, 10, -1], [*second, 60, 150, 1], [10, 10, 60, 150, 1],
         [*third, 3, 3, -1], [*third, 69, 223, 1], [3, 3, 69, 223, 1],

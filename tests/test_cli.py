@@ -34,8 +34,10 @@ def test_fit_then_test_from_checkpoint(dataset, tmp_path: Path, capsys) -> None:
     assert len(checkpoints) == 1
     saved_config = next(Path("outputs").rglob("config.yaml"))
     assert "vitt" in saved_config.read_text()
-    cli.main(["fit", "--config", str(CONFIGS / "fit.yaml"), *data, "--trainer.logger.init_args.version", "0"])
-    cli.main(["fit", "--config", str(CONFIGS / "fit.yaml"), *data, "--trainer.logger.init_args.version", "0"])
+    same_version = ["--trainer.logger", "TensorBoardLogger", "--trainer.logger.save_dir", "outputs",
+                    "--trainer.logger.version", "0"]
+    for _ in range(2):  # a rerun into an existing version folder works
+        cli.main(["fit", "--config", str(CONFIGS / "fit.yaml"), *data, *same_version])
 
     trained = run.model.model.state_dict()
     tested = cli.main(

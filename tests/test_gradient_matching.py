@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from depthadapt.gradient_matching import gradient_matching_loss
+from depthadapt.losses import gradient_matching_loss
 
 
 def test_hand_computed_example() -> None:

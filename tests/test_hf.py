@@ -10,7 +10,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
 from depthadapt.models import CheckpointMismatchError, build_depth_model, save_hf, to_official_state_dict
-from depthadapt.models.hf import hf_to_official, official_to_hf
+from depthadapt.models.weights.transformers import hf_to_official, official_to_hf
 
 # Sizes as transformers configs: (hidden, layers, heads, out_indices, neck sizes, fusion size).
 SIZES = {

@@ -1,4 +1,4 @@
-"""The 16-lane primitives of ``depthadapt.lanes`` against numpy, on both code paths (AVX-512 and portable)."""
+"""The 16-lane primitives of ``depthadapt.alignment.cpu.lanes`` against numpy, on both paths (AVX-512, portable)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numba
 import numpy as np
 import pytest
 
-from depthadapt import lanes
+from depthadapt.alignment.cpu import lanes
 
 
 def _compress_kernel():  # noqa: ANN202

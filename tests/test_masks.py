@@ -11,7 +11,7 @@ import torch
 from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
 import cli
-from depthadapt.masks import (
+from depthadapt.westar import (
     MissingMaskError,
     build_sam2_mask_generator,
     mask_cache_path,
@@ -225,7 +225,9 @@ def test_predictor_skips_other_shard_and_unreadable_images(monkeypatch: pytest.M
     assert [module.in_shard(name) for name in names] == [True, False]
     image = torch.rand(2, 3, 6, 8)
     module.on_predict_start()
-    out = module.predict_step({"image": image, "name": names, "skipped": [("broken.png", "not an image")]}, 0)
+    batch = {"image": image, "name": names, "skipped": [("broken.png", "not an image")]}
+    module.on_predict_batch_start(batch, 0)
+    out = module.predict_step(batch, 0)
     assert out["name"] == [names[0]]
     np.testing.assert_array_equal(seen[0], (image[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
     expected = np.ones((6, 8), np.int64)
@@ -233,4 +235,4 @@ def test_predictor_skips_other_shard_and_unreadable_images(monkeypatch: pytest.M
     np.testing.assert_array_equal(out["instances"][0].numpy(), expected)
     assert module.counts == {"masked": 1, "masks": 2, "other_shard": 1}
     assert list(module.skipped.entries) == [("broken.png", "not an image")]
-    assert module.predict_step({"name": [], "skipped": [("a.png", "x")]}, 1) == {"name": [], "instances": []}
+    assert module.predict_step({"name": [], "skipped": [("a.png", "x")]}, 1) is None

@@ -11,7 +11,7 @@ import torch
 
 from depthadapt.io import UnreadableFileError
 from depthadapt.losses import ordinal_loss
-from depthadapt.ordinal import (
+from depthadapt.westar import (
     EXACT_LABELS,
     OrdinalFileError,
     OrdinalSimulation,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from plyfile import PlyData
 
-from depthadapt.pointcloud import depth_to_points, make_intrinsics, unproject, write_ply
+from depthadapt.io import depth_to_points, make_intrinsics, unproject, write_ply
 from depthadapt.synth import render_sample, sample_scene, sample_seed
 
 FAMILY, STYLE, SEED, INDEX, HEIGHT, WIDTH = "street", "source", 0, 3, 56, 168

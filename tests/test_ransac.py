@@ -220,7 +220,7 @@ def test_points_exactly_at_the_threshold_are_inliers(backend: str) -> None:
 def test_adaptive_stop_is_sklearns_at_99_percent() -> None:
     from sklearn.linear_model._ransac import _dynamic_max_trials
 
-    from depthadapt.ransac import _stop_counts
+    from depthadapt.alignment.ransac import _stop_counts
 
     # After trial i, sklearn stops once i >= _dynamic_max_trials(best inliers, n, k, 0.99); _stop_counts gives
     # the least best inlier count that stops after each trial. At 50 % it would stop far earlier.
@@ -253,13 +253,14 @@ def _ransac_rows(p: torch.Tensor, t: torch.Tensor, support: torch.Tensor, max_tr
                  seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The CPU kernel ``fit_kernels.ransac_row`` row by row, as ``fit_kernels.fit_row`` calls it: ransac_torch's
     inputs and outputs."""
-    from depthadapt import fit_kernels, ransac
-    from depthadapt.alignment import _REL_SPREAD_TOL
+    from depthadapt.alignment import ransac
+    from depthadapt.alignment.cpu import kernels as fit_kernels
+    from depthadapt.alignment.solver import REL_SPREAD_TOL
 
-    u, ratios = ransac._uniforms(seed, max_trials, k).numpy(), ransac._stop_ratios(max_trials, k).numpy()
+    u, ratios = ransac.uniforms(seed, max_trials, k).numpy(), ransac.stop_ratios(max_trials, k).numpy()
     inliers = np.zeros(tuple(p.shape), dtype=bool)
     rows = [fit_kernels.ransac_row(p[b].double().numpy(), t[b].double().numpy(), int(support[b].sum()), u, ratios,
-                                   threshold, _REL_SPREAD_TOL, inliers[b]) for b in range(p.shape[0])]
+                                   threshold, REL_SPREAD_TOL, inliers[b]) for b in range(p.shape[0])]
     found, trials = zip(*rows, strict=True)
     return torch.from_numpy(inliers), torch.tensor(found), torch.tensor(trials)
 
@@ -271,7 +272,7 @@ def test_ransac_winner_is_the_brute_force_one(monkeypatch: pytest.MonkeyPatch, i
     # Quantised points: many hypotheses tie on the inlier count with different inlier sets, so the winner is
     # the tie-break's (smaller sum of squared inlier residuals; the earlier trial on an exact tie). Brute force:
     # every hypothesis the backend drew, scored in float64, up to the trial it stopped at.
-    from depthadapt import ransac
+    from depthadapt.alignment import ransac
 
     if chunk is not None:  # hypotheses scored 3 at a time: the tie-break across chunks
         monkeypatch.setattr(ransac, "_CPU_CHUNK_ELEMENTS", 3 * 40 * 32)
@@ -301,7 +302,7 @@ def test_ransac_winner_is_the_brute_force_one(monkeypatch: pytest.MonkeyPatch, i
 @pytest.mark.parametrize("seed", [0, 1])
 def test_compiled_cpu_ransac_is_the_batched_torch_one(seed: int) -> None:
     # The CPU kernels follow ransac_torch (the GPU path) trial by trial: the same hypotheses, inlier sets, stop.
-    from depthadapt import ransac
+    from depthadapt.alignment import ransac
 
     g = torch.Generator().manual_seed(seed)
     pred, target, _, _, _ = _line_with_outliers(6, 3000, 0.3, seed=seed, noise=0.05)
@@ -318,7 +319,7 @@ def test_compiled_cpu_ransac_is_the_batched_torch_one(seed: int) -> None:
 
 
 def test_masked_moments_kernel_is_the_torch_refit() -> None:
-    from depthadapt.alignment import _weighted_scale_shift
+    from depthadapt.alignment.solver import weighted_scale_shift
 
     g = torch.Generator().manual_seed(6)
     p = torch.randn(4, 5000, generator=g, dtype=torch.float64) * 3 + 100
@@ -326,8 +327,8 @@ def test_masked_moments_kernel_is_the_torch_refit() -> None:
     w = torch.rand(4, 5000, generator=g) < torch.tensor([0.5, 1.0, 0.0, 1 / 5000])[:, None]
     w[3] = False
     w[3, 17] = True  # one point: degenerate; row 2 empty: the identity
-    compiled = _weighted_scale_shift(p, t, w)  # CPU, 2-D, bool: the kernel
-    reference = _weighted_scale_shift(p, t, w.double())  # float weights: the torch reductions
+    compiled = weighted_scale_shift(p, t, w)  # CPU, 2-D, bool: the kernel
+    reference = weighted_scale_shift(p, t, w.double())  # float weights: the torch reductions
     torch.testing.assert_close(compiled[0], reference[0], rtol=1e-10, atol=0)
     torch.testing.assert_close(compiled[1], reference[1], rtol=1e-10, atol=0)
     assert torch.equal(compiled[2], reference[2]) and compiled[2].tolist() == [False, False, True, True]
@@ -340,7 +341,8 @@ def test_cpu_fit_is_the_batched_torch_fit_on_odd_inputs(monkeypatch: pytest.Monk
                                                          dtype: torch.dtype) -> None:
     # The CPU path (compiled selection and RANSAC) against the GPU path run on the CPU: empty batches and rows,
     # one point, 3-D maps, half precision and integers, a mask, a NaN, a strided (non-contiguous) input.
-    from depthadapt import alignment, support
+    from depthadapt.alignment import fit as alignment
+    from depthadapt.alignment import support
 
     g = torch.Generator().manual_seed(len(shape) + shape[-1])
     p = (torch.rand((*shape, 2), generator=g) * 10).to(dtype)[..., 0]
@@ -369,7 +371,7 @@ def test_cpu_fit_is_the_same_on_torchs_team_our_threads_and_one_thread(monkeypat
                                                                        dtype: torch.dtype) -> None:
     # The compiled CPU fit runs on torch's OpenMP team where it can (omp_team), else on our row threads, or serially
     # at one thread: the rows are shared out at run time, and every launch gives the same results.
-    from depthadapt import omp_team
+    from depthadapt.alignment.cpu import omp_team
 
     g = torch.Generator().manual_seed(8)
     pred, target, _, _, _ = _line_with_outliers(7, 6000, 0.3, seed=8, noise=0.05)
@@ -398,7 +400,7 @@ def test_cpu_fit_is_the_same_on_torchs_team_our_threads_and_one_thread(monkeypat
 
 def test_an_image_the_compiled_fit_did_not_write_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     # The kernel runs as a C callback on torch's team, which cannot raise: a row it never wrote must not pass as fitted.
-    from depthadapt import omp_team
+    from depthadapt.alignment.cpu import omp_team
 
     pred, target, _, _, _ = _line_with_outliers(4, 500, 0.1, seed=2, noise=0.01)
     threads = torch.get_num_threads()

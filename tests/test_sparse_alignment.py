@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from depthadapt.sparse_alignment import align_to_sparse, read_sparse_csv
+from depthadapt.alignment.sparse import align_to_sparse, read_sparse_csv
 from depthadapt.synth import render_sample
 
 HEIGHT, WIDTH = 56, 168

@@ -125,7 +125,7 @@ def test_shipped_configs_parse(config: str, expected: str, monkeypatch, capsys) 
 
 
 def test_gradient_matching_and_flip_tta_switches_reach_the_model(synthetic_batch) -> None:
-    from depthadapt.gradient_matching import gradient_matching_loss
+    from depthadapt.losses import gradient_matching_loss
     from depthadapt.metrics import depth_to_disparity
 
     card = DepthModelCard("vitt", input_size=28)

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from datamodules import ImageFolderDataset, WeakLabels
-from depthadapt.ordinal import OrdinalFileError, image_key, write_ordinal_jsonl
+from depthadapt.westar import OrdinalFileError, image_key, write_ordinal_jsonl
 
 
 class Named(Dataset):

@@ -11,8 +11,7 @@ from torch.utils.data import Dataset
 
 from datamodules import ImageFolderDataModule, SyntheticDataModule, TargetDomainDataModule, WeakLabels
 from datamodules.base import HorizontalFlip
-from depthadapt.masks import MissingMaskError, mask_cache_path, write_instance_map
-from depthadapt.ordinal import write_ordinal_jsonl
+from depthadapt.westar import MissingMaskError, mask_cache_path, write_instance_map, write_ordinal_jsonl
 
 
 class Samples(Dataset):
@@ -112,7 +111,7 @@ def test_target_domain_trains_on_unlabelled_images_and_evaluates_elsewhere(tmp_p
 def test_simulated_labels_enter_the_samples_as_a_files_would_on_a_fixed_share(tmp_path: Path) -> None:
     """data.ordinal_simulation: pairs on the labelled share only (chosen by index), the same on every read and
     in any datamodule order, drawn from the sample's own depth; exact labels agree with it."""
-    from depthadapt.ordinal import EXACT_LABELS, OrdinalSimulation, labelled_images
+    from depthadapt.westar import EXACT_LABELS, OrdinalSimulation, labelled_images
 
     module = SyntheticDataModule(height=28, width=84, train_range=(0, 40), val_range=(40, 42), test_range=(42, 44),
                                  cache_dir=str(tmp_path), ordinal_simulation=OrdinalSimulation(label_fraction=0.3))
@@ -133,7 +132,7 @@ def test_simulated_labels_enter_the_samples_as_a_files_would_on_a_fixed_share(tm
 
 
 def test_simulation_needs_depth_and_excludes_a_label_file(tmp_path: Path) -> None:
-    from depthadapt.ordinal import OrdinalSimulation
+    from depthadapt.westar import OrdinalSimulation
 
     with pytest.raises(ValueError, match="data.ordinal_file and data.ordinal_simulation"):
         SyntheticDataModule(ordinal_file=str(tmp_path / "weak.jsonl"), ordinal_simulation=OrdinalSimulation())

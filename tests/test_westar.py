@@ -151,27 +151,27 @@ def test_teacher_sees_the_weak_view_and_the_student_the_strong_one(monkeypatch, 
 
 @pytest.mark.parametrize(("context", "count"), [("instances", 3), ("grid", 21), ("depth_range", 7), ("global", 1)])
 def test_the_context_switch_reaches_the_loss(context: str, count: int, monkeypatch, synthetic_batch) -> None:
-    import depthadapt.westar
+    import depthadapt.westar.loss
 
     contexts_seen: list[torch.Tensor] = []
-    original = depthadapt.westar.sa_hdn_loss
+    original = depthadapt.westar.loss.sa_hdn_loss
 
     def spy(pred, pseudo_label, contexts, *args, **kwargs):
         contexts_seen.append(contexts)
         return original(pred, pseudo_label, contexts, *args, **kwargs)
 
-    monkeypatch.setattr(depthadapt.westar, "sa_hdn_loss", spy)
+    monkeypatch.setattr(depthadapt.westar.loss, "sa_hdn_loss", spy)
     WeSTARAdapter(TINY, context=context).training_step(synthetic_batch(), 0)
     assert contexts_seen[0].shape[-3] == count  # image + 2 instances; 1 + 4 + 16 cells; 1 + 2 + 4 ranges; 1
 
 
 def test_the_weak_term_ranks_the_batchs_own_pairs(monkeypatch, synthetic_batch) -> None:
     """The pairs come from the datamodule (a file or the simulated annotator), whatever made them."""
-    import depthadapt.westar
+    from depthadapt.westar import loss as westar_loss
 
     seen: list[torch.Tensor] = []
-    original = depthadapt.westar.ordinal_loss
-    monkeypatch.setattr(depthadapt.westar, "ordinal_loss", lambda pred, pairs, margin: seen.append(pairs) or
+    original = westar_loss.ordinal_loss
+    monkeypatch.setattr(westar_loss, "ordinal_loss", lambda pred, pairs, margin: seen.append(pairs) or
                         original(pred, pairs, margin))
     batch = synthetic_batch()
     batch["ordinal"] = torch.tensor([[[0.0, 0, 27, 0, 1]], [[-1.0, -1, -1, -1, 0]]])

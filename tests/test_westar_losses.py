@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from depthadapt.losses import lora_regularizer, ordinal_loss, sa_hdn_loss
-from depthadapt.masks import depth_range_contexts, grid_contexts, instance_contexts
+from depthadapt.westar import depth_range_contexts, grid_contexts, instance_contexts
 
 
 def reference_sa_hdn(

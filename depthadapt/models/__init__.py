@@ -1,44 +1,32 @@
-"""Depth Anything V2 models: build, load and export checkpoints (official, transformers, ONNX), infer."""
+"""Depth Anything V2 models: build, load any checkpoint format (``load_depth_model``), export, infer.
 
-from __future__ import annotations
+Modules: ``dinov2`` and ``dpt_head`` (the network's parts), ``depth_anything`` (the network), ``factory``
+(``build_depth_model``), ``card`` (a checkpoint with how to run it), ``transforms`` (the official preprocessing),
+``lora`` (peft adapters), ``weights`` (every checkpoint format), ``loader`` (``load_depth_model``: any checkpoint,
+its format sniffed).
+"""
 
-from pathlib import Path
-
-from depthadapt.models.checkpoint import (
+from depthadapt.models.card import DepthModelCard
+from depthadapt.models.depth_anything import ENCODER_CONFIGS, HEADS, DepthAnythingV2, EncoderConfig
+from depthadapt.models.dinov2 import DINOv2, interpolate_pos_embed
+from depthadapt.models.factory import build_depth_model
+from depthadapt.models.loader import checkpoint_format, load_depth_model
+from depthadapt.models.lora import merge_lora_adapter
+from depthadapt.models.transforms import infer, infer_flip_tta, network_input_size, preprocess
+from depthadapt.models.weights import (
     CheckpointMismatchError,
     UnreadableCheckpointError,
     check_state_dict,
+    export_onnx,
     load_checkpoint,
+    load_hf,
     merge_lora_weights,
+    onnx_relative_error,
     read_checkpoint,
+    save_hf,
     save_official,
     to_official_state_dict,
 )
-from depthadapt.models.depth_anything import ENCODER_CONFIGS, HEADS, DepthAnythingV2, EncoderConfig
-from depthadapt.models.dinov2 import DINOv2, interpolate_pos_embed
-from depthadapt.models.hf import load_hf, save_hf
-from depthadapt.models.lora import merge_lora_adapter
-from depthadapt.models.onnx import export_onnx, onnx_relative_error
-from depthadapt.models.transforms import infer, infer_flip_tta, network_input_size, preprocess
-
-
-def build_depth_model(
-    encoder: str,
-    head: str = "relative",
-    max_depth: float = 80.0,
-    checkpoint: str | Path | None = None,
-    checkpoint_prefix: str | None = None,
-) -> DepthAnythingV2:
-    """Build a Depth Anything V2 model, optionally loading a checkpoint (see `load_checkpoint`).
-
-    `checkpoint`: an official `.pth`, a transformers Depth Anything folder, or a Lightning `.ckpt` of this
-    project (a WeSTAR run: the LoRA student, merged; `checkpoint_prefix="teacher"` for its EMA teacher).
-    """
-    model = DepthAnythingV2(encoder=encoder, head=head, max_depth=max_depth)
-    if checkpoint is not None:
-        load_checkpoint(model, checkpoint, prefix=checkpoint_prefix)
-    return model
-
 
 __all__ = [
     "ENCODER_CONFIGS",
@@ -46,15 +34,18 @@ __all__ = [
     "CheckpointMismatchError",
     "DINOv2",
     "DepthAnythingV2",
+    "DepthModelCard",
     "EncoderConfig",
     "UnreadableCheckpointError",
     "build_depth_model",
+    "checkpoint_format",
     "check_state_dict",
     "export_onnx",
     "infer",
     "infer_flip_tta",
     "interpolate_pos_embed",
     "load_checkpoint",
+    "load_depth_model",
     "load_hf",
     "merge_lora_adapter",
     "merge_lora_weights",

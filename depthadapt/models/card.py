@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from depthadapt.io import file_sha256
-from depthadapt.models.depth_anything import ENCODER_CONFIGS, HEADS, DepthAnythingV2
+from depthadapt.models.depth_anything import ENCODER_CONFIGS, HEADS, DepthAnythingV2, Head
 from depthadapt.models.dinov2 import PATCH_SIZE
+from depthadapt.models.factory import build_depth_model
 from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD, infer, infer_flip_tta
+from depthadapt.models.weights.keys import allow_in_checkpoints
 
 
 @dataclass
@@ -22,8 +25,8 @@ class DepthModelCard:
     in ``config_yaml/models/`` and are referenced by path from experiment configs.
     """
 
-    encoder: str = "vits"
-    head: str = "relative"
+    encoder: Literal["vits", "vitb", "vitl", "vitt"] = "vits"
+    head: Head = "relative"
     max_depth: float = 80.0
     checkpoint: str | None = None
     checkpoint_prefix: str | None = None
@@ -50,8 +53,6 @@ class DepthModelCard:
 
     def build(self) -> DepthAnythingV2:
         """The model with the card's weights (random weights when ``checkpoint`` is None)."""
-        from depthadapt.models import build_depth_model  # the package imports this module
-
         return build_depth_model(self.encoder, self.head, self.max_depth, self.checkpoint, self.checkpoint_prefix)
 
     def infer(self, model: torch.nn.Module, image: torch.Tensor, flip_tta: bool = False) -> torch.Tensor:
@@ -73,3 +74,6 @@ class DepthModelCard:
         if self.checkpoint is not None and Path(self.checkpoint).is_file():
             facts["checkpoint_sha256"] = file_sha256(self.checkpoint)
         return facts
+
+
+allow_in_checkpoints(DepthModelCard)  # Lightning stores a task's card in its checkpoint's hyper-parameters

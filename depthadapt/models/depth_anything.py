@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +12,8 @@ from torch import nn
 from depthadapt.models.dinov2 import PATCH_SIZE, DINOv2
 from depthadapt.models.dpt_head import DPTHead
 
-HEADS = ("relative", "metric")
+Head = Literal["relative", "metric"]
+HEADS: tuple[str, ...] = get_args(Head)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from depthadapt.io import atomic_directory
-from depthadapt.models.checkpoint import CheckpointMismatchError
+from depthadapt.models.weights.keys import CheckpointMismatchError
 
 
 def add_lora(

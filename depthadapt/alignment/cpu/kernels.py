@@ -1,13 +1,13 @@
 """Compiled CPU kernels of the scale/shift fit (numba): support selection and packing, RANSAC, masked moments.
 
 Each kernel works on one image (a row) and releases the GIL. They implement the rules of their torch counterparts
-(``depthadapt.support``'s ``support_mask_torch``, ``depthadapt.ransac.ransac_torch``,
-``depthadapt.alignment._weighted_scale_shift``) with one read of a row instead of one pass per tensor operation:
+(``depthadapt.alignment.support``'s ``support_mask_torch``, ``depthadapt.alignment.ransac.ransac_torch``,
+``solver.weighted_scale_shift``) with one read of a row instead of one pass per tensor operation:
 on the CPU these full-resolution passes are most of a fit's time. The row is read 16 points at a time, the support
-compressed out of it with AVX-512 where the CPU has it (``depthadapt.lanes``); the rest works on the packed
+compressed out of it with AVX-512 where the CPU has it (``lanes``); the rest works on the packed
 ~fifth of the row, in the inputs' dtype, which stays in the core's cache. ``fit_row`` chains the kernels for one
 image; ``fit_rows`` takes a batch's rows off a shared atomic counter, so that any number of threads can run it at
-once: torch's OpenMP team through the C callback ``fit_rows_entry`` (``depthadapt.omp_team``), or the threads of
+once: torch's OpenMP team through the C callback ``fit_rows_entry`` (``omp_team``), or the threads of
 ``support.map_rows``. Compiled on first use and cached beside this file.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
-from depthadapt import lanes
+from depthadapt.alignment.cpu import lanes
 
 _JIT = {"nogil": True, "cache": True, "error_model": "numpy"}
 # Rows longer than 4 x this are bracketed from a strided sample of about this many points (then only the points
@@ -305,7 +305,7 @@ def support_row(values: np.ndarray, preds: np.ndarray, extremes: bool, low_perce
 
 @numba.njit(**_JIT)
 def _line_through(p: np.ndarray, t: np.ndarray, subset: np.ndarray, tolerance: float) -> tuple[float, float]:
-    """Least-squares line through the points ``subset`` (``_weighted_scale_shift`` with unit weights)."""
+    """Least-squares line through the points ``subset`` (``solver.weighted_scale_shift`` with unit weights)."""
     k = subset.size
     mean_p = mean_t = 0.0
     for i in subset:

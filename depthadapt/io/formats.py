@@ -5,15 +5,9 @@ Framework-free: numpy, OpenCV and torch only. Depth is metres, float32, 0 where 
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import itertools
-import json
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 # OpenCV reads this on first EXR access; builds without OpenEXR ignore it.
@@ -23,23 +17,21 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from depthadapt.io.atomic import atomic_path  # noqa: E402
+from depthadapt.io.manifest import MANIFEST_NAME  # noqa: E402
+
 __all__ = [
     "IMAGE_SUFFIXES",
-    "MANIFEST_NAME",
-    "OutputManifestError",
-    "check_output_manifest",
-    "file_sha256",
-    "list_image_files",
     "UnreadableFileError",
-    "atomic_directory",
-    "atomic_path",
-    "atomic_write",
     "colorize_depth",
+    "decode_image_file",
+    "list_image_files",
     "read_depth",
     "read_image",
     "write_color_png",
     "write_depth_npy",
     "write_depth_png16",
+    "write_image_file",
     "write_relative_png16",
 ]
 
@@ -48,74 +40,7 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".t
 
 ArrayLike = np.ndarray | torch.Tensor
 
-_tmp_counter = itertools.count()
 _log = logging.getLogger(__name__)
-
-
-class UnreadableFileError(ValueError):
-    """A file is missing or cannot be decoded; ``path`` and ``reason`` say which and why."""
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"cannot read {self.path}: {reason}")
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        return type(self), (self.path, self.reason)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path`` (same suffix); on success rename it onto ``path``.
-
-    Parent folders are created. If the body raises, the temporary file is removed and an existing
-    ``path`` is left untouched, so a killed or failing job never leaves a half-written file.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder: give the path of the file to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}-{next(_tmp_counter)}{path.suffix}")
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise OSError(f"nothing was written to the temporary file for {path}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty staging folder next to `directory`; on success it replaces `directory` (else removed)."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
-    try:
-        yield staging
-        if directory.exists():
-            shutil.rmtree(directory)
-        staging.rename(directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def atomic_write(path: str | os.PathLike, write_fn: Callable[[Path], object]) -> Path:
-    """Call ``write_fn(tmp_path)`` and atomically move the result onto ``path``; return ``path``."""
-    with atomic_path(path) as tmp:
-        write_fn(tmp)
-    return Path(path)
-
-
-MANIFEST_NAME = "depthadapt_manifest.json"
-"""The file that marks a folder as a job's output and records what wrote it (model, checkpoint, settings)."""
-
-
-class OutputManifestError(ValueError):
-    """An output folder holds results of another model or other settings than the job about to write there."""
 
 
 def list_image_files(root: Path, skip: Iterable[Path] = ()) -> list[str]:
@@ -163,41 +88,16 @@ def list_image_files(root: Path, skip: Iterable[Path] = ()) -> list[str]:
     return names
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+class UnreadableFileError(ValueError):
+    """A file is missing or cannot be decoded; ``path`` and ``reason`` say which and why."""
 
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot read {self.path}: {reason}")
 
-def check_output_manifest(directory: str | os.PathLike, manifest: dict, overwrite: bool = False) -> bool:
-    """Record ``manifest`` (JSON-able: model, checkpoint hash, head, input size, ...) in ``directory``.
-
-    Returns True when the folder already holds outputs of this very manifest (a resume: finished items may be
-    skipped), False for a new folder or with ``overwrite`` (everything is written anew). A folder whose manifest
-    differs is an error naming the differing fields, unless ``overwrite`` or the folder holds no output yet.
-    """
-    path = Path(directory) / MANIFEST_NAME
-    manifest = json.loads(json.dumps(manifest))  # the JSON form, as it will be read back
-    only_manifest = path.is_file() and all(p.name == MANIFEST_NAME for p in Path(directory).iterdir())
-    if path.is_file() and not overwrite and not only_manifest:  # a folder without outputs is free to take
-        try:
-            previous = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise OutputManifestError(f"{path} is unreadable ({err}): remove it, or set overwrite: true") from err
-        differing = sorted(k for k in set(previous) | set(manifest) if previous.get(k) != manifest.get(k))
-        if not differing:
-            return True
-        shown = "; ".join(f"{k}: {previous.get(k)!r} -> {manifest.get(k)!r}" for k in differing[:6])
-        raise OutputManifestError(
-            f"{directory} holds outputs written with other settings ({shown}): choose another output folder, "
-            "or set the writer's overwrite: true to write them anew"
-        )
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    return False
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return type(self), (self.path, self.reason)
 
 
 def _to_numpy(values: ArrayLike) -> np.ndarray:
@@ -215,13 +115,14 @@ def _as_2d(values: ArrayLike, what: str) -> np.ndarray:
     return arr
 
 
-def _imwrite(path: Path, array: np.ndarray) -> None:
+def write_image_file(path: Path, array: np.ndarray) -> None:
+    """Write an image array (H x W or H x W x C, BGR, OpenCV dtypes) atomically with OpenCV."""
     with atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), array):
             raise OSError(f"OpenCV could not write {path} (unsupported suffix or disk error)")
 
 
-def _decode(path: Path, flags: int) -> np.ndarray:
+def decode_image_file(path: Path, flags: int) -> np.ndarray:
     """Decode an image file with OpenCV; np.fromfile keeps non-ASCII paths working everywhere."""
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -253,7 +154,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     Raises ``UnreadableFileError`` for a missing or undecodable file.
     """
     path = Path(path)
-    image = _decode(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    image = decode_image_file(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
@@ -281,7 +182,7 @@ def read_depth(path: str | os.PathLike, scale: float = 1.0) -> np.ndarray:
         except (OSError, ValueError, EOFError) as err:
             raise UnreadableFileError(path, f"not a valid .npy array: {err}") from None
     else:
-        depth = _decode(path, cv2.IMREAD_UNCHANGED)
+        depth = decode_image_file(path, cv2.IMREAD_UNCHANGED)
     if depth.ndim == 3 and depth.shape[2] == 1:
         depth = depth[..., 0]
     if depth.ndim != 2:
@@ -308,7 +209,7 @@ def write_depth_png16(path: str | os.PathLike, depth: ArrayLike, scale: float = 
     """
     depth = _as_2d(depth, "depth").astype(np.float64)
     depth = np.where(np.isfinite(depth), depth, 0.0)
-    _imwrite(Path(path), np.clip(np.round(depth * scale), 0, 65535).astype(np.uint16))
+    write_image_file(Path(path), np.clip(np.round(depth * scale), 0, 65535).astype(np.uint16))
 
 
 def _normalise(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -329,7 +230,7 @@ def write_relative_png16(path: str | os.PathLike, disparity: ArrayLike) -> None:
     """
     disparity = _as_2d(disparity, "disparity").astype(np.float64)
     norm = _normalise(disparity, np.isfinite(disparity))
-    _imwrite(Path(path), np.round(norm * 65535).astype(np.uint16))
+    write_image_file(Path(path), np.round(norm * 65535).astype(np.uint16))
 
 
 def colorize_depth(values: ArrayLike, invert: bool = False, valid: ArrayLike | None = None) -> np.ndarray:
@@ -357,7 +258,7 @@ def write_color_png(path: str | os.PathLike, rgb: ArrayLike) -> None:
     rgb = _to_numpy(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"rgb must be an H x W x 3 uint8 array, got {rgb.dtype} {tuple(rgb.shape)}")
-    _imwrite(Path(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    write_image_file(Path(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
 _SINTEL_TAG = np.float32(202021.25)

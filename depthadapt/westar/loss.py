@@ -9,15 +9,15 @@ import torch
 from torch import nn
 
 from depthadapt.losses import lora_regularizer, ordinal_loss, sa_hdn_loss
-from depthadapt.masks import depth_range_contexts, grid_contexts, instance_contexts
+from depthadapt.westar.contexts import depth_range_contexts, grid_contexts, instance_contexts
 
 Context = Literal["instances", "grid", "depth_range", "global"]
+CONTEXTS: tuple[str, ...] = get_args(Context)
 """Self-training contexts: SA-HDN over instance masks, HDN's grid or depth-range hierarchy, or the whole image."""
 OrdinalForm = Literal["disparity", "normalised"]
+ORDINAL_FORMS: tuple[str, ...] = get_args(OrdinalForm)
 """The ordinal term on raw disparity (the paper's literal form) or on the prediction normalised like SA-HDN's global
 context, (x - median) / mean |x - median|, so its size does not depend on the model's output scale."""
-CONTEXTS: tuple[str, ...] = get_args(Context)
-ORDINAL_FORMS: tuple[str, ...] = get_args(OrdinalForm)
 TERMS = ("self_training", "ordinal", "lora_regularizer")
 
 

@@ -1,6 +1,6 @@
 """Which points a scale/shift fit uses: the valid entries, and the "support" at the extremes of the target.
 
-``support_points_cpu`` (CPU: row by row in the compiled kernels of ``depthadapt.fit_kernels``) and
+``support_points_cpu`` (CPU: row by row in the compiled kernels of ``depthadapt.alignment.cpu.kernels``) and
 ``support_points_torch`` (any device, batched) select the same points: all valid ones, or those whose target is
 strictly below its per-image ``percentiles[0]`` or strictly above ``percentiles[1]`` (numpy's linear
 interpolation), packed with their count. Shapes: pred, target, mask B x N.
@@ -17,6 +17,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 from torch import Tensor
+
+from depthadapt.alignment.cpu import kernels
 
 T = TypeVar("T")
 
@@ -62,11 +64,9 @@ def support_points_cpu(
     """CPU support selection and packing, image by image in compiled kernels: p, t, valid B x N -> idx, pc, tc, count.
 
     ``idx`` B x W (padding N) and the float64 values ``pc``, ``tc`` B x W (padding 0) of each image's support
-    points packed to the front, ``count`` (B,); the rule of ``depthadapt.fit_kernels.support_row``. The rows are
+    points packed to the front, ``count`` (B,); the rule of ``depthadapt.kernels.support_row``. The rows are
     views into N-wide buffers: their pages past each image's count are never touched.
     """
-    from depthadapt import fit_kernels
-
     batch, n = t.shape
     values, preds = np.ascontiguousarray(as_numpy(t)), np.ascontiguousarray(as_numpy(p))  # the kernels' chunks
     keep_rows = None if valid is None else valid.numpy()
@@ -76,10 +76,10 @@ def support_points_cpu(
 
     def select(b: int) -> int:
         if keep_rows is None:
-            return fit_kernels.support_row(values[b], preds[b], support == "extremes", low, high, idx[b], pc[b], tc[b],
+            return kernels.support_row(values[b], preds[b], support == "extremes", low, high, idx[b], pc[b], tc[b],
                                            scratch[b])
         base = np.flatnonzero(keep_rows[b])
-        count = fit_kernels.support_row(
+        count = kernels.support_row(
             values[b].take(base), preds[b].take(base), support == "extremes", low, high, idx[b], pc[b], tc[b],
             scratch[b],
         )
@@ -110,7 +110,7 @@ def support_points_torch(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Batched support selection and packing in torch (GPUs): the outputs of ``support_points_cpu``.
 
-    The same rule as ``fit_kernels.support_row``, with the order statistics read off one sort of every row.
+    The same rule as ``kernels.support_row``, with the order statistics read off one sort of every row.
     """
     idx, count = compact(support_mask_torch(t, valid, support, percentiles))
     used = torch.arange(idx.shape[1], device=idx.device) < count[:, None]
@@ -121,7 +121,7 @@ def support_points_torch(
 
 
 def support_mask_torch(t: Tensor, valid: Tensor | None, support: str, percentiles: tuple[float, float]) -> Tensor:
-    """The support points of ``fit_kernels.support_row``'s rule, batched: t, valid B x N -> bool B x N."""
+    """The support points of ``kernels.support_row``'s rule, batched: t, valid B x N -> bool B x N."""
     valid = torch.ones_like(t, dtype=torch.bool) if valid is None else valid
     if support == "all" or t.numel() == 0:
         return valid

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.io import decode_jpeg, encode_jpeg
 
-from depthadapt import corruption_fields as fields
+from depthadapt.corruptions import fields
 
 __all__ = ["CORRUPTIONS", "NYU_CORRUPTIONS", "SEVERITIES", "check_corruption", "corrupt"]
 

@@ -19,17 +19,14 @@ import torch
 from torch import nn
 
 from depthadapt.io import atomic_directory
-from depthadapt.models.checkpoint import (
-    CheckpointMismatchError,
-    check_state_dict,
-    describe_checkpoint_error,
-    to_official_state_dict,
-)
 from depthadapt.models.depth_anything import ENCODER_CONFIGS, HEADS, DepthAnythingV2
 from depthadapt.models.dinov2 import PATCH_SIZE, PRETRAIN_SIZE
 from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD
+from depthadapt.models.weights.keys import CheckpointMismatchError, check_state_dict, describe_checkpoint_error
+from depthadapt.models.weights.official import to_official_state_dict
 
 CONFIG_NAME = "config.json"
+PREPROCESSOR_NAME = "preprocessor_config.json"
 WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
 SHARD_INDEX_NAME = "model.safetensors.index.json"
 REASSEMBLE_FACTORS = (4, 2, 1, 0.5)
@@ -216,6 +213,27 @@ def _config_layout(config: Any, path: Path) -> tuple[str, tuple[int, ...]]:
     if wrong:
         raise CheckpointMismatchError(f"{path}: {wrong} differ from the Depth Anything {encoder} layout")
     return encoder, tuple(i - 1 for i in backbone.out_indices)
+
+
+def hf_card_facts(directory: str | os.PathLike) -> dict[str, Any]:
+    """Encoder, head, max depth and input size of a transformers Depth Anything folder (its config files)."""
+    from transformers import DepthAnythingConfig
+
+    path = Path(directory)
+    config = DepthAnythingConfig.from_pretrained(path)
+    encoder, _ = _config_layout(config, path / CONFIG_NAME)
+    facts: dict[str, Any] = {"encoder": encoder, "head": config.depth_estimation_type}
+    if config.depth_estimation_type == "metric":
+        facts["max_depth"] = float(config.max_depth)
+    processor = path / PREPROCESSOR_NAME
+    if processor.is_file():
+        settings = json.loads(processor.read_text())
+        size = settings.get("size") or {}
+        if isinstance(size, Mapping) and isinstance(size.get("height"), int):
+            facts["input_size"] = min(size["height"], size.get("width", size["height"]))
+        if settings.get("image_mean") and settings.get("image_std"):
+            facts.update(mean=tuple(settings["image_mean"]), std=tuple(settings["image_std"]))
+    return facts
 
 
 def load_hf(model: DepthAnythingV2, directory: str | os.PathLike) -> DepthAnythingV2:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from depthadapt.io import atomic_path
+from depthadapt.io.atomic import atomic_path
 
 
 def make_intrinsics(

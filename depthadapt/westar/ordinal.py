@@ -324,8 +324,10 @@ def read_ordinal_records(path: str | os.PathLike) -> list[OrdinalRecord]:
 
 
 def read_ordinal_jsonl(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a weak-label JSON Lines file -> {image relative path: P x 5 float32 pairs} (`read_ordinal_records`)."""
+    """Read a weak-label JSON Lines file -> {image relative path: P x 5 float32 pairs} (`read_ordinal_records`);
+    ``"skipped": true`` lines are left out, whatever pairs they hold."""
     return {
         record.image: torch.tensor(record.pairs, dtype=torch.float32).reshape(-1, 5)
         for record in read_ordinal_records(path)
+        if not record.skipped
     }

@@ -6,9 +6,9 @@ the spinning ones (a fit right after a torch operation ran 1.5x slower). Launche
 the same library, a kernel runs on that very team: the spinning threads take the work at once.
 
 ``run`` launches a numba ``cfunc`` (``void(void *)``) on ``threads`` threads, each calling it with the same
-argument block; the kernel shares the work out itself (``depthadapt.fit_kernels.fit_rows``: an atomic row
+argument block; the kernel shares the work out itself (``depthadapt.alignment.cpu.kernels.fit_rows``: an atomic row
 counter). Where torch does not bundle libgomp (other platforms, other builds), ``available()`` is False and the
-caller runs the kernel on ``depthadapt.support.map_rows``' threads instead.
+caller runs the kernel on ``depthadapt.alignment.support.map_rows``' threads instead.
 """
 
 from __future__ import annotations

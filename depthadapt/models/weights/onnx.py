@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from depthadapt.io import atomic_path
-from depthadapt.models.checkpoint import model_metadata
 from depthadapt.models.dinov2 import PATCH_SIZE
+from depthadapt.models.weights.official import model_metadata
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "depth"

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from depthadapt.corruptions import check_corruption, corrupt
+from depthadapt.corruptions.apply import check_corruption, corrupt
 
 CLEAN = "clean"
 

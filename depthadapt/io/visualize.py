@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from depthadapt.io import colorize_depth
+from depthadapt.io.formats import colorize_depth
 from depthadapt.metrics import align_affine, depth_to_disparity
 
 

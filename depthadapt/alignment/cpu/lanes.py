@@ -1,4 +1,4 @@
-"""16-lane vector primitives for the numba kernels of ``depthadapt.fit_kernels``: compare, compress, count.
+"""16-lane vector primitives for the numba kernels of ``depthadapt.alignment.cpu.kernels``: compare, compress, count.
 
 Packing the points that pass a test to the front of a buffer is the fit's costliest step in scalar code (a
 data-dependent store per point, ~9 cycles). With AVX-512 a 16-point chunk is compressed in one instruction
@@ -50,7 +50,7 @@ def _contiguous(*arrays: types.Array) -> None:
     """Refuse (at compile time) arrays that are not C-contiguous: a chunk is loaded as 16 adjacent elements."""
     for array in arrays:
         if not isinstance(array, types.Array) or array.layout != "C":
-            raise TypingError(f"depthadapt.lanes needs C-contiguous arrays, got {array}")
+            raise TypingError(f"depthadapt.alignment.cpu.lanes needs C-contiguous arrays, got {array}")
 
 
 def _declare(builder: ir.IRBuilder, name: str, result: ir.Type, arguments: list[ir.Type]) -> ir.Function:

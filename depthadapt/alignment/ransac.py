@@ -9,8 +9,8 @@ device and follows sklearn's semantics: hypotheses are least-squares lines throu
 drawn without replacement, a point is an inlier when ``|residual| <= threshold``, the hypothesis with the
 most inliers wins (ties: the smaller sum of squared inlier residuals, sklearn's higher R^2 on the inliers
 whenever the tied hypotheses share their inlier set), and an image stops at sklearn's adaptive trial budget
-(``STOP_PROBABILITY``). On the CPU, ``depthadapt.fit_kernels.ransac_row`` runs ``ransac_torch``'s rules image by
-image and trial by trial (the same uniforms and stop ratios, from here), so that an image's work ends at its own
+(``STOP_PROBABILITY``). On the CPU, ``cpu.kernels.ransac_row`` runs ``ransac_torch``'s rules image by image
+ and trial by trial (the same uniforms and stop ratios, from here), so that an image's work ends at its own
 stopping trial.
 """
 
@@ -21,7 +21,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from depthadapt.alignment import _weighted_scale_shift
+from depthadapt.alignment.solver import weighted_scale_shift
 
 __all__ = ["STOP_PROBABILITY", "ransac_sklearn", "ransac_torch"]
 
@@ -66,7 +66,7 @@ def ransac_sklearn(
 
 
 @lru_cache(maxsize=8)
-def _uniforms(seed: int, trials: int, k: int) -> Tensor:
+def uniforms(seed: int, trials: int, k: int) -> Tensor:
     """The uniforms that draw the hypotheses' samples (trials x k float64, CPU; read only): one seeded stream per
     ``seed``, shared by all images and devices. Cached: drawing 1000 x 50 costs more than a mild fit's RANSAC."""
     return torch.rand((trials, k), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
@@ -99,12 +99,12 @@ def _hypotheses(p: Tensor, t: Tensor, count: Tensor, u: Tensor) -> tuple[Tensor,
     subsets = _sample_subsets(count, u).view(batch, -1)
     sample_p = p.gather(1, subsets).view(batch, trials, k)
     sample_t = t.gather(1, subsets).view(batch, trials, k)
-    scale, shift, _ = _weighted_scale_shift(sample_p, sample_t, p.new_ones(()))
+    scale, shift, _ = weighted_scale_shift(sample_p, sample_t, p.new_ones(()))
     return scale, shift
 
 
 @lru_cache(maxsize=8)
-def _stop_ratios(trials: int, k: int) -> Tensor:
+def stop_ratios(trials: int, k: int) -> Tensor:
     """(1 - (1 - P) ** (1 / i)) ** (1 / k) for trials i = 1..trials (float64, CPU; read only): see ``_stop_counts``."""
     i = torch.arange(1, trials + 1, dtype=torch.float64)
     return (1 - (1 - STOP_PROBABILITY) ** (1 / i)) ** (1 / k)
@@ -116,7 +116,7 @@ def _stop_counts(count: Tensor, trials: int, k: int) -> Tensor:
     sklearn stops after trial i once i >= ceil(log(1 - P) / log(1 - (inliers / count) ** k)), P = 0.99,
     which is: inliers >= ceil(count * (1 - (1 - P) ** (1 / i)) ** (1 / k)) (the kernels: the same product).
     """
-    return torch.ceil(count[:, None].double() * _stop_ratios(trials, k).to(count.device))
+    return torch.ceil(count[:, None].double() * stop_ratios(trials, k).to(count.device))
 
 
 def _abs_residuals(neg_t: Tensor, p: Tensor, scale: Tensor, shift: Tensor, out: Tensor | None = None) -> Tensor:
@@ -144,7 +144,7 @@ def ransac_torch(
     trials = torch.where(done, 0, max_trials)
     if width < min_samples:  # not a single image has enough points for a hypothesis
         return torch.zeros_like(support), torch.zeros(batch, dtype=torch.bool, device=device), trials
-    u = _uniforms(seed, max_trials, min_samples).to(device)
+    u = uniforms(seed, max_trials, min_samples).to(device)
     # Centred per image, float32 keeps the residuals accurate whatever the data's offset. Padding slots (0 in p
     # and t) get t = _PAD_TARGET: never an inlier, and finite, so that masking their residual with 0 gives 0.
     denom = count.clamp_min(1)
