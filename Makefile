@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml
 	# The official Depth Anything V2 code, verbatim, as the reference of the parity tests. Its declared
 	# dependencies (gradio, opencv-python with GUI) are not needed by the model code, hence --no-deps.
 	$(PIP) install --quiet --no-deps "jkp-depth-anything-v2==0.1.1"
+	# The official Depth Anything 3 code, the reference of the DA3 parity tests. Its model package (cfg, registry,
+	# model) needs only omegaconf, addict and einops; its declared dependencies (xformers, open3d, pycolmap, gsplat,
+	# moviepy, ...) serve its apps and exports, hence --no-deps.
+	$(PIP) install --quiet --no-deps "depth-anything-3==0.1.1"
+	$(PIP) install --quiet "omegaconf>=2.3" "addict>=2.4" "einops>=0.8"
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the project with its dev tools

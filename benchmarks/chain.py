@@ -46,7 +46,7 @@ COLUMNS = ("d1", "abs_rel", "rmse", "rmse_log")
 LABEL_METHOD = {"baseline": "baseline", "dual_teacher": "masked_ransac", "chained": "masked_ransac"}
 MACHINE = "2-core CPU, shared"
 SECTION = "## Chained pipeline (`make chain`)"
-# --smoke: the wiring on tiny sizes (tests/test_chain.py): 28 x 84 images, 2 WeSTAR steps, 8 labelled images,
+# --smoke: the wiring on tiny sizes (tests/benchmarks/test_chain.py): 28 x 84 images, 2 WeSTAR steps, 8 labelled images,
 # 1 student step, 4 test images; the networks run at 28 px.
 DATA_RANGES = yaml.safe_load((ROOT / DATA).read_text())["init_args"]
 DATA_RANGES = {k: tuple(v) for k, v in DATA_RANGES.items() if k.endswith("_range")}

@@ -13,7 +13,8 @@ Writes the rows to ``benchmarks/gpu.json`` and a section with the GPU's name to 
 - corruptions images/s (``benchmarks.corruption_speed``, batch 16 at 196 x 644, all 18 types x 5 severities).
 
 ``--smoke`` runs the same code paths on the CPU with tiny sizes (vitt / vits at small inputs, few images, one
-repeat) into the paths given, in well under 30 s: ``tests/test_benchmark_gpu.py`` runs it in the default suite.
+repeat) into the paths given, in well under 30 s: ``tests/benchmarks/test_benchmark_gpu.py`` runs it in the
+default suite.
 
 On the device machine (no package registry there; its python3 is 3.12 with torch, lightning, timm, peft,
 scikit-learn, scikit-image, opencv): the packages it lacks travel as wheels. Here, once, in the repository root:

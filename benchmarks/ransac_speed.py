@@ -42,10 +42,11 @@ from torch import Tensor
 
 from benchmarks.common import device_description, seconds, write_result
 from depthadapt.alignment import ScaleShiftFit, fit_scale_shift
-from depthadapt.metrics import depth_metrics
+from depthadapt.metrics import EvaluationProtocol, depth_metrics
 
 HEIGHT, WIDTH = 375, 1242
 FOCAL, CAM_HEIGHT, HORIZON, MAX_DEPTH = 721.5, 1.65, 175.0, 80.0
+PROTOCOL = EvaluationProtocol(max_depth=MAX_DEPTH)
 PAPER = {"max_trials": 1000, "min_samples": 50, "residual_threshold": 0.1, "support": "extremes"}
 OUTLIER_AREA = 0.1
 # Depth factors of the metric teacher's outlier blobs. Gross: at near range they leave the 0.1 1/m band, so
@@ -103,7 +104,7 @@ def label_abs_rel(data: dict[str, Tensor], scale: Tensor, shift: Tensor) -> floa
     """AbsRel of the pseudo-labels 1 / (scale * relative + shift) against the LiDAR-like ground truth."""
     disparity = scale[:, None, None].cpu() * data["relative"] + shift[:, None, None].cpu()
     label = 1.0 / disparity.clamp_min(1.0 / MAX_DEPTH)
-    return depth_metrics(label, data["gt"], data["lidar"], max_depth=MAX_DEPTH)["abs_rel"].mean().item()
+    return depth_metrics(label, data["gt"], data["lidar"], PROTOCOL)["abs_rel"].mean().item()
 
 
 def fit(data: dict[str, Tensor], backend: str, device: torch.device, seed: int = 0) -> ScaleShiftFit:
@@ -199,7 +200,7 @@ def run_scenario(name: str, outlier_factors: tuple[float, float], args: argparse
     torch.set_num_threads(threads)
     target = 1.0 / data["metric"]
     lstsq = {s: fit_scale_shift(data["relative"], target, support=s) for s in ("all", "extremes")}
-    metric = depth_metrics(data["metric"], data["gt"], data["lidar"], max_depth=MAX_DEPTH)["abs_rel"].mean()
+    metric = depth_metrics(data["metric"], data["gt"], data["lidar"], PROTOCOL)["abs_rel"].mean()
     rows.append({
         **scenario, "reference": "label quality context",
         "abs_rel_metric_teacher": round(metric.item(), 5),

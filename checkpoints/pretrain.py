@@ -140,7 +140,7 @@ def export_lightning_checkpoint(kind: str, ckpt_path: str) -> dict:
 def score(model: torch.nn.Module, dataset: SyntheticDataset, input_size: int, affine_invariant: bool,
           corruptions: Sequence[str] = (), severity: int = MIXTURE_SEVERITY, batch_size: int = 8) -> dict[str, float]:
     """d1 / abs_rel / rmse of ``model`` on ``dataset``; image index i corrupted with ``corruptions[i % len]``."""
-    metrics = DepthMetrics(affine_invariant=affine_invariant, max_depth=80.0)
+    metrics = DepthMetrics(affine_invariant=affine_invariant)
     for start in range(0, len(dataset), batch_size):
         batch = collate_samples([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         image = batch["image"]

@@ -104,9 +104,7 @@ def eval_crop_mask(height: int, width: int, crop: str | None) -> Tensor:
     return mask
 
 
-def _check_depth_args(
-    pred: Tensor, gt: Tensor, mask: Tensor | None, min_depth: float, max_depth: float
-) -> None:
+def _check_depth_args(pred: Tensor, gt: Tensor, mask: Tensor | None) -> None:
     if gt.ndim != 3:
         raise ValueError(f"gt must be B x H x W, got shape {tuple(gt.shape)}")
     if pred.ndim != 3:
@@ -121,19 +119,16 @@ def _check_depth_args(
         raise ValueError(f"pred batch {tuple(pred.shape)} and gt batch {tuple(gt.shape)} differ")
     if mask is not None and mask.shape != gt.shape:
         raise ValueError(f"mask must have gt's shape {tuple(gt.shape)}, got {tuple(mask.shape)}")
-    _check_depth_range(min_depth, max_depth)
 
 
-def evaluation_mask(
-    gt: Tensor, mask: Tensor | None, min_depth: float, max_depth: float, crop: str | None
-) -> Tensor:
-    """The pixels an evaluation counts: B x H x W ground truth finite, in [min_depth, max_depth], in ``mask`` and
-    in the ``crop``."""
-    valid = torch.isfinite(gt) & (gt >= min_depth) & (gt <= max_depth)
+def evaluation_mask(gt: Tensor, mask: Tensor | None, protocol: EvaluationProtocol = DEFAULT_PROTOCOL) -> Tensor:
+    """The pixels an evaluation counts: B x H x W ground truth finite, in ``protocol``'s depth range, in ``mask`` and
+    in its crop."""
+    valid = torch.isfinite(gt) & (gt >= protocol.min_depth) & (gt <= protocol.max_depth)
     if mask is not None:
         valid &= mask.to(device=gt.device, dtype=torch.bool)
-    if crop is not None:
-        valid &= eval_crop_mask(gt.shape[-2], gt.shape[-1], crop).to(gt.device)
+    if protocol.crop is not None:
+        valid &= eval_crop_mask(gt.shape[-2], gt.shape[-1], protocol.crop).to(gt.device)
     return valid
 
 
@@ -180,13 +175,7 @@ def _masked_metrics(pred: Tensor, gt: Tensor, valid: Tensor, min_depth: float) -
 
 
 def depth_metrics(
-    pred: Tensor,
-    gt: Tensor,
-    mask: Tensor | None = None,
-    min_depth: float = 1e-3,
-    max_depth: float = 80.0,
-    *,
-    crop: str | None = None,
+    pred: Tensor, gt: Tensor, mask: Tensor | None = None, protocol: EvaluationProtocol = DEFAULT_PROTOCOL
 ) -> dict[str, Tensor]:
     """Per-image depth metrics: pred, gt (metres), mask B x H x W -> {name in METRIC_NAMES: (B,)}.
 
@@ -196,10 +185,10 @@ def depth_metrics(
     valid pixel gets NaN for every metric (callers count or skip it). pred must already have gt's spatial
     size: resizing is the caller's job (ValueError otherwise).
     """
-    _check_depth_args(pred, gt, mask, min_depth, max_depth)
-    valid = evaluation_mask(gt, mask, min_depth, max_depth, crop)
+    _check_depth_args(pred, gt, mask)
+    valid = evaluation_mask(gt, mask, protocol)
     out_dtype = _out_dtype(pred)
-    return {k: v.to(out_dtype) for k, v in _masked_metrics(pred, gt, valid, min_depth).items()}
+    return {k: v.to(out_dtype) for k, v in _masked_metrics(pred, gt, valid, protocol.min_depth).items()}
 
 
 _SCALE_FACTORS = (256.0, 1 / 256.0, 1000.0, 1 / 1000.0, 100.0, 1 / 100.0)
@@ -245,22 +234,17 @@ def align_affine(disparity: Tensor, gt: Tensor, valid: Tensor, max_depth: float 
 
 
 def affine_invariant_metrics(
-    pred_disparity: Tensor,
-    gt: Tensor,
-    mask: Tensor | None = None,
-    min_depth: float = 1e-3,
-    max_depth: float = 80.0,
-    *,
-    crop: str | None = None,
+    pred_disparity: Tensor, gt: Tensor, mask: Tensor | None = None, protocol: EvaluationProtocol = DEFAULT_PROTOCOL
 ) -> dict[str, Tensor]:
     """Metrics of a relative model: disparity, gt (metres), mask B x H x W -> {name in METRIC_NAMES: (B,)}.
 
     The prediction is aligned per image on the valid mask (as in ``depth_metrics``) by ``align_affine``, then
     evaluated with ``depth_metrics``.
     """
-    _check_depth_args(pred_disparity, gt, mask, min_depth, max_depth)
-    valid = evaluation_mask(gt, mask, min_depth, max_depth, crop)
-    metrics = _masked_metrics(align_affine(pred_disparity, gt, valid, max_depth), gt, valid, min_depth)
+    _check_depth_args(pred_disparity, gt, mask)
+    valid = evaluation_mask(gt, mask, protocol)
+    aligned = align_affine(pred_disparity, gt, valid, protocol.max_depth)
+    metrics = _masked_metrics(aligned, gt, valid, protocol.min_depth)
     out_dtype = _out_dtype(pred_disparity)
     return {k: v.to(out_dtype) for k, v in metrics.items()}
 
@@ -280,31 +264,24 @@ class DepthMetrics(torchmetrics.Metric):
     def __init__(
         self,
         affine_invariant: bool = False,
-        min_depth: float = 1e-3,
-        max_depth: float = 80.0,
-        crop: str | None = None,
+        protocol: EvaluationProtocol = DEFAULT_PROTOCOL,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        _check_depth_range(min_depth, max_depth)
-        if crop is not None and crop not in CROP_NAMES:
-            raise _unknown_crop(crop)
         self.affine_invariant = affine_invariant
-        self.min_depth = min_depth
-        self.max_depth = max_depth
-        self.crop = crop
+        self.protocol = protocol
         # float64 sums: accumulated over whole datasets, where float32 would lose digits.
         for state in [f"sum_{name}" for name in METRIC_NAMES] + ["images", "skipped"]:
             self.add_state(state, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def use_protocol(self, protocol: EvaluationProtocol) -> None:
         """Evaluate with ``protocol``'s depth range and crop from now on (a task sets its datamodule's)."""
-        self.min_depth, self.max_depth, self.crop = protocol.min_depth, protocol.max_depth, protocol.crop
+        self.protocol = protocol
 
     def update(self, pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> None:
         """Add a batch: pred, gt, mask B x H x W."""
         fn = affine_invariant_metrics if self.affine_invariant else depth_metrics
-        values = fn(pred.detach(), gt, mask, self.min_depth, self.max_depth, crop=self.crop)
+        values = fn(pred.detach(), gt, mask, self.protocol)
         stacked = torch.stack([values[name].to(torch.float64) for name in METRIC_NAMES])  # M x B
         counted = torch.isfinite(stacked).all(0)
         for name, row in zip(METRIC_NAMES, stacked, strict=True):

@@ -125,7 +125,7 @@ class DepthTask(LightningModule):
     def evaluate(self, metrics: DepthMetrics, prediction: torch.Tensor, batch: dict[str, Any]) -> None:
         """Add a batch to ``metrics``; images without any valid ground-truth pixel are named as skipped."""
         protocol = self.protocol
-        valid = evaluation_mask(batch["depth"], batch["valid"], protocol.min_depth, protocol.max_depth, protocol.crop)
+        valid = evaluation_mask(batch["depth"], batch["valid"], protocol)
         if not self.scale_checked:
             self.scale_checked = True
             message = suspect_depth_scale(batch["depth"], batch["valid"], protocol.min_depth, protocol.max_depth)

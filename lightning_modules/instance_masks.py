@@ -8,7 +8,13 @@ from typing import Any
 
 import torch
 
-from depthadapt.westar import DEFAULT_SAM2_CONFIG, build_sam2_mask_generator, masks_to_instance_map
+from depthadapt.westar import (
+    DEFAULT_SAM2_CONFIG,
+    SAM2_DEFAULTS,
+    SAM2MaskSettings,
+    build_sam2_mask_generator,
+    masks_to_instance_map,
+)
 from lightning_modules.base import DepthTask
 
 log = logging.getLogger(__name__)
@@ -21,7 +27,7 @@ class SAM2MaskPredictor(DepthTask):
     pixels dropped). Resume: ``InstanceMaskWriter`` drops cached images from the batch before SAM2 runs.
     Sharding: with DDP (``trainer.devices``, strategy
     ``ddp``) Lightning gives each image to one rank; independent processes split the images with
-    ``num_shards`` / ``shard`` (by a hash of the image name). SAM2 settings default to SAM2's own (the
+    ``num_shards`` / ``shard`` (by a hash of the image name). ``settings`` default to SAM2's own (the
     WeSTAR paper gives none); ``min_area`` 64 (an 8 x 8 patch) is our choice: smaller contexts give noisy
     median / MAD statistics and would hide the larger mask beneath them.
     """
@@ -30,11 +36,7 @@ class SAM2MaskPredictor(DepthTask):
         self,
         model_config: str = DEFAULT_SAM2_CONFIG,
         checkpoint: str | None = None,
-        points_per_side: int = 32,
-        pred_iou_thresh: float = 0.8,
-        stability_score_thresh: float = 0.95,
-        box_nms_thresh: float = 0.7,
-        min_mask_region_area: int = 0,
+        settings: SAM2MaskSettings = SAM2_DEFAULTS,
         min_area: int = 64,
         allow_random_weights: bool = False,
         num_shards: int = 1,
@@ -47,14 +49,7 @@ class SAM2MaskPredictor(DepthTask):
             raise ValueError(f"model.min_area must be >= 0, got {min_area}")
         self.save_hyperparameters()
         self.generator = build_sam2_mask_generator(
-            model_config,
-            checkpoint,
-            points_per_side=points_per_side,
-            pred_iou_thresh=pred_iou_thresh,
-            stability_score_thresh=stability_score_thresh,
-            box_nms_thresh=box_nms_thresh,
-            min_mask_region_area=min_mask_region_area,
-            allow_random_weights=allow_random_weights,
+            model_config, checkpoint, settings, allow_random_weights=allow_random_weights
         )
         self.sam2 = self.generator.predictor.model  # a submodule, so Lightning moves it to the device
         if checkpoint is None:

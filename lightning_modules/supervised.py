@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -15,9 +15,12 @@ from depthadapt.metrics import (
     format_metrics_table,
 )
 from depthadapt.models.card import DepthModelCard
+from depthadapt.models.da3.build import warm_start_from_dav2
 from depthadapt.models.depth_anything import DepthAnythingV2
+from depthadapt.models.weights.keys import read_checkpoint
 from lightning_modules.base import TrainableDepthTask
 
+Init = Literal["full", "encoder"]
 TABLE_COLUMNS = ("d1", "abs_rel", "rmse", "rmse_log", "images", "skipped")
 
 
@@ -33,13 +36,18 @@ class SupervisedDepth(TrainableDepthTask):
     prediction run at the card's input size (aspect kept) and upsample to the image; relative models are scored
     affine-invariantly. With ``table_row`` the test prints a comparison-table row of that name (the dual-teacher
     paper's Table 3 for a student).
+
+    A Depth Anything 3 card (``family: da3``, relative) trains its depth output with SSI in depth space (DA3
+    predicts depth, not disparity) and is scored on 1 / depth with the disparity alignment above, a stand-in until
+    the depth-space protocol exists; ``warm_start``: a Depth Anything V2 checkpoint whose DINOv2 and DPT tensors of
+    matching name and shape initialise it (`warm_start_from_dav2`).
     """
 
     def __init__(
         self,
         model: DepthModelCard,
         input_size: int | None = None,
-        init: Literal["full", "encoder"] = "full",
+        init: Init = "full",
         lr: float = 5e-6,
         decoder_lr_factor: float = 10.0,
         weight_decay: float = 0.01,
@@ -49,7 +57,14 @@ class SupervisedDepth(TrainableDepthTask):
         flip_tta: bool = False,
         evaluation_protocol: EvaluationProtocol | None = None,
         table_row: str | None = None,
+        warm_start: str | None = None,
     ) -> None:
+        if init not in get_args(Init):
+            raise ValueError(f"model.init must be one of {', '.join(get_args(Init))}, got {init!r}")
+        if model.family == "da3" and (model.head == "metric" or init != "full"):
+            raise ValueError("model: a Depth Anything 3 card trains here with a relative head and init: full")
+        if warm_start is not None and model.family != "da3":
+            raise ValueError("model.warm_start initialises a Depth Anything 3 model (family: da3) from a DAv2 .pth")
         super().__init__(lr, weight_decay, warmup_steps, evaluation_protocol)
         self.save_hyperparameters()
         self.card = self.run_at(model, input_size)
@@ -58,6 +73,8 @@ class SupervisedDepth(TrainableDepthTask):
             fresh = DepthAnythingV2(model.encoder, model.head, model.max_depth)
             fresh.pretrained.load_state_dict(self.model.pretrained.state_dict())
             self.model = fresh
+        if warm_start is not None:
+            warm_start_from_dav2(self.model, read_checkpoint(warm_start))
         self.decoder_lr_factor = decoder_lr_factor
         self.silog_lambda = silog_lambda
         self.gradient_matching_weight, self.flip_tta = gradient_matching_weight, flip_tta
@@ -73,15 +90,19 @@ class SupervisedDepth(TrainableDepthTask):
         """B x 3 x H x W image in [0, 1], any size -> B x H x W output at the card's input size, upsampled back."""
         return self.card.infer(self.model, image, self.flip_tta)
 
+    def scored(self, prediction: torch.Tensor) -> torch.Tensor:
+        """What the metrics take: the output, or for a depth output (DA3) its disparity."""
+        return depth_to_disparity(prediction) if self.card.output == "depth" else prediction
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         if not self.has_images(batch):
             return None
         pred, depth, valid = self(batch["image"]), batch["depth"], batch["valid"]
         if self.card.head == "relative":
-            disparity = depth_to_disparity(depth, valid)
-            loss = ssi_loss(pred, disparity, valid)
+            target = depth if self.card.output == "depth" else depth_to_disparity(depth, valid)
+            loss = ssi_loss(pred, target, valid)
             if self.gradient_matching_weight > 0:
-                loss = loss + self.gradient_matching_weight * gradient_matching_loss(pred, disparity, valid)
+                loss = loss + self.gradient_matching_weight * gradient_matching_loss(pred, target, valid)
         else:
             loss = silog_loss(pred, depth, valid, self.silog_lambda)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(pred))
@@ -89,11 +110,11 @@ class SupervisedDepth(TrainableDepthTask):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if self.has_images(batch):
-            self.evaluate(self.val_metrics, self.predict_depth(batch["image"]), batch)
+            self.evaluate(self.val_metrics, self.scored(self.predict_depth(batch["image"])), batch)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if self.has_images(batch):
-            self.evaluate(self.test_metrics, self.predict_depth(batch["image"]), batch)
+            self.evaluate(self.test_metrics, self.scored(self.predict_depth(batch["image"])), batch)
 
     def on_validation_epoch_end(self) -> None:
         values = self.scores(self.val_metrics)
@@ -130,6 +151,8 @@ class SupervisedDepth(TrainableDepthTask):
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Encoder at ``lr``, decoder at ``lr * decoder_lr_factor`` (trainable parameters only)."""
-        encoder = [p for p in self.model.pretrained.parameters() if p.requires_grad]
-        decoder = [p for p in self.model.depth_head.parameters() if p.requires_grad]
+        encoder_module = self.model.backbone if self.card.family == "da3" else self.model.pretrained
+        encoder_ids = {id(p) for p in encoder_module.parameters()}
+        encoder = [p for p in encoder_module.parameters() if p.requires_grad]
+        decoder = [p for p in self.model.parameters() if p.requires_grad and id(p) not in encoder_ids]
         return [{"params": encoder, "lr": self.lr}, {"params": decoder, "lr": self.lr * self.decoder_lr_factor}]

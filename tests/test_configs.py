@@ -10,6 +10,8 @@ import yaml
 import cli
 from depthadapt.models.card import DepthModelCard
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "config_yaml"
 EXPERIMENTS = sorted(p.relative_to(ROOT).as_posix() for p in CONFIGS.glob("*.yaml"))
@@ -18,6 +20,7 @@ FRAGMENT_DIRS = ("models", "data", "trainer")
 COMBINED = {"config_yaml/westar_kitti.yaml": ("config_yaml/trainer/westar_real.yaml",),
             "config_yaml/westar_nyu.yaml": ("config_yaml/trainer/westar_real.yaml",),
             "config_yaml/pretrain_foundation_140.yaml": ("config_yaml/pretrain_foundation.yaml",),
+            "config_yaml/pretrain_da3_foundation_140.yaml": ("config_yaml/pretrain_foundation.yaml",),
             "config_yaml/chain_westar_kitti.yaml": ("config_yaml/trainer/westar_real.yaml",
                                                     "config_yaml/westar_kitti.yaml"),
             "config_yaml/chain_pseudo_label_kitti.yaml": ("config_yaml/pseudo_label_kitti.yaml",),

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import relative_error
 from lightning import Trainer
 from transformers import DepthAnythingForDepthEstimation
 
 from depthadapt.export import export_all, main
 from depthadapt.models import CheckpointMismatchError, build_depth_model, read_checkpoint, save_official
 from depthadapt.models.lora import add_lora, save_lora_adapter
+
+pytestmark = pytest.mark.integration
 
 INPUT = torch.Generator().manual_seed(3)
 
@@ -50,10 +53,6 @@ def westar_run(tmp_path_factory) -> WeSTARRun:
         with student.disable_adapter():
             source = student(x)
     return WeSTARRun(root / "last.ckpt", x, *outputs, source)
-
-
-def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((got - expected).abs().max() / expected.abs().max()).item()
 
 
 def output(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,8 @@ import pytest
 
 from depthadapt.alignment.cpu import lanes
 
+pytestmark = pytest.mark.unit
+
 
 def _compress_kernel():  # noqa: ANN202
     """A fresh kernel (compiled on first call, with the path ``lanes.avx512()`` says then): every chunk of ``values``

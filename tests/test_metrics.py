@@ -2,16 +2,20 @@ import math
 
 import pytest
 import torch
+from builders import synthetic_batch
 from torchmetrics.utilities import dim_zero_sum
 
 from depthadapt.metrics import (
     METRIC_NAMES,
     DepthMetrics,
+    EvaluationProtocol,
     affine_invariant_metrics,
     depth_metrics,
     eval_crop_mask,
     format_metrics_table,
 )
+
+pytestmark = pytest.mark.unit
 
 LN2 = math.log(2.0)
 
@@ -96,7 +100,7 @@ def test_mask_and_depth_range_exclude_pixels():
     pred = torch.tensor([[[1.0, 4.0, 1000.0, 1000.0], [3.0, 10.0, 1000.0, 1000.0]]])
     mask = torch.ones_like(gt, dtype=torch.bool)
     mask[0, 0, 2] = False
-    values = depth_metrics(pred, gt, mask, min_depth=1e-3, max_depth=80.0)
+    values = depth_metrics(pred, gt, mask, EvaluationProtocol(min_depth=1e-3, max_depth=80.0))
     assert_metrics(values, EXPECTED_2X2)
 
 
@@ -105,7 +109,7 @@ def test_non_positive_prediction_is_clamped_to_min_depth():
     # abs_rel = (0 + 0.9) / 2 = 0.45; rmse = sqrt(0.81 / 2); rmse_log = sqrt(ln(0.1)^2 / 2)
     gt = torch.tensor([[[1.0, 1.0]]])
     pred = torch.tensor([[[1.0, 0.0]]])
-    values = depth_metrics(pred, gt, min_depth=0.1)
+    values = depth_metrics(pred, gt, protocol=EvaluationProtocol(min_depth=0.1))
     assert_metrics(
         values,
         {
@@ -117,7 +121,7 @@ def test_non_positive_prediction_is_clamped_to_min_depth():
     )
     assert all(torch.isfinite(v).all() for v in values.values())
     # NaN and -inf in pred are treated the same way
-    values_nan = depth_metrics(torch.tensor([[[1.0, float("nan")]]]), gt, min_depth=0.1)
+    values_nan = depth_metrics(torch.tensor([[[1.0, float("nan")]]]), gt, protocol=EvaluationProtocol(min_depth=0.1))
     assert values_nan["abs_rel"].item() == pytest.approx(0.45)
 
 
@@ -168,7 +172,7 @@ def test_crop_excludes_pixels_in_metrics():
     pred[0, 0, 0] = 1000.0  # row 0 is outside the crop
     pred[0, 5, 9] = 1000.0  # column 9 is outside the crop
     perfect = {"d1": 1.0} | {n: 0.0 for n in METRIC_NAMES[3:]}
-    assert_metrics(depth_metrics(pred, gt, crop="garg"), perfect)
+    assert_metrics(depth_metrics(pred, gt, protocol=EvaluationProtocol(crop="garg")), perfect)
     assert depth_metrics(pred, gt)["abs_rel"].item() > 1.0
 
 
@@ -176,7 +180,7 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match=r"\(4, 4\).*\(8, 8\)"):
         depth_metrics(torch.ones(1, 4, 4), torch.ones(1, 8, 8))
     with pytest.raises(ValueError, match="valid crops are None, 'garg', 'eigen_kitti', 'eigen_nyu'"):
-        depth_metrics(torch.ones(1, 4, 4), torch.ones(1, 4, 4), crop="kitti")
+        EvaluationProtocol(crop="kitti")
     with pytest.raises(ValueError, match="valid crops"):
         eval_crop_mask(4, 4, "nyu")
     with pytest.raises(ValueError, match="480 x 640"):
@@ -184,11 +188,9 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="mask must have gt's shape"):
         depth_metrics(torch.ones(1, 4, 4), torch.ones(1, 4, 4), torch.ones(4, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="min_depth"):
-        depth_metrics(torch.ones(1, 4, 4), torch.ones(1, 4, 4), min_depth=0.0)
+        EvaluationProtocol(min_depth=0.0)
     with pytest.raises(ValueError, match=r"\(4, 4\).*\(8, 8\)"):
         affine_invariant_metrics(torch.ones(1, 4, 4), torch.ones(1, 8, 8))
-    with pytest.raises(ValueError, match="valid crops"):
-        DepthMetrics(crop="kitti")
 
 
 def test_affine_invariant_exact_affine_disparity_is_perfect():
@@ -242,7 +244,7 @@ def test_affine_invariant_clamps_aligned_disparity():
     rmse = math.sqrt(sum((d - g) ** 2 for d, g in zip(depth, gt_list, strict=True)) / 5)
     gt = torch.tensor([[gt_list]], dtype=torch.float64)
     pred = torch.tensor([[[1.0, 1.0, 1.0, -100.0, -200.0]]], dtype=torch.float64)
-    values = affine_invariant_metrics(pred, gt, max_depth=10.0)
+    values = affine_invariant_metrics(pred, gt, protocol=EvaluationProtocol(max_depth=10.0))
     # thresh: 3 x 1.0589 and 1.0 pass, 10 / 2.297 does not -> d1 = 4/5
     assert_metrics(values, {"d1": 0.8, "abs_rel": abs_rel, "rmse": rmse}, tol=1e-9)
 
@@ -304,7 +306,7 @@ def test_depth_metrics_empty_and_all_skipped_give_nan():
 def test_depth_metrics_affine_invariant_mode():
     g = torch.Generator().manual_seed(2)
     gt = 1.0 + 9.0 * torch.rand(2, 5, 5, generator=g, dtype=torch.float64)
-    metric = DepthMetrics(affine_invariant=True, max_depth=10.0)
+    metric = DepthMetrics(affine_invariant=True, protocol=EvaluationProtocol(max_depth=10.0))
     metric.update(4.0 / gt + 1.0, gt)
     out = metric.compute()
     assert out["d1"].item() == pytest.approx(1.0)
@@ -346,7 +348,7 @@ def test_a_wrong_depth_scale_is_suspected_and_the_factor_named():
     assert suspect_depth_scale(metres * 0, valid, 1e-3, 80.0) is None  # nothing valid: nothing to say
 
 
-def test_evaluation_warns_once_per_stage_about_a_suspect_scale(caplog, synthetic_batch):
+def test_evaluation_warns_once_per_stage_about_a_suspect_scale(caplog):
     import logging
 
     from depthadapt.models.card import DepthModelCard

@@ -21,6 +21,8 @@ from depthadapt.io import MANIFEST_NAME, read_depth, read_image
 from depthadapt.pseudo_labels import METHODS, TABLE_COLUMNS, metric_pseudo_labels
 from lightning_modules.writers import PseudoLabelWriter
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "tests" / "configs" / "pseudo_label_tiny.yaml")
 FITTED = ("lstsq", "masked_lstsq", "ransac", "masked_ransac")

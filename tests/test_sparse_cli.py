@@ -14,6 +14,8 @@ import cli
 from depthadapt.io import write_depth_npy
 from depthadapt.synth import render_sample
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 140, 462  # the tiny model's own size (at 70 px it is poor: AbsRel 0.66 even aligned densely)
 CARD = "{encoder: vitt, checkpoint: %s, input_size: 140}" % (ROOT / "checkpoints" / "tiny_relative_street.pth")

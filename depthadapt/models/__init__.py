@@ -12,7 +12,7 @@ from depthadapt.models.dinov2 import DINOv2, interpolate_pos_embed
 from depthadapt.models.factory import build_depth_model
 from depthadapt.models.loader import checkpoint_format, load_depth_model
 from depthadapt.models.lora import merge_lora_adapter
-from depthadapt.models.transforms import infer, infer_flip_tta, network_input_size, preprocess
+from depthadapt.models.transforms import infer, network_input_size, preprocess
 from depthadapt.models.weights import (
     CheckpointMismatchError,
     UnreadableCheckpointError,
@@ -42,7 +42,6 @@ __all__ = [
     "check_state_dict",
     "export_onnx",
     "infer",
-    "infer_flip_tta",
     "interpolate_pos_embed",
     "load_checkpoint",
     "load_depth_model",

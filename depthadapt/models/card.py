@@ -9,23 +9,32 @@ from typing import Literal
 import torch
 
 from depthadapt.io import file_sha256
-from depthadapt.models.depth_anything import ENCODER_CONFIGS, HEADS, DepthAnythingV2, Head
+from depthadapt.models.da3.build import build_da3_model
+from depthadapt.models.da3.model import DA3_CONFIGS
+from depthadapt.models.depth_anything import ENCODER_CONFIGS, HEADS, Head
 from depthadapt.models.dinov2 import PATCH_SIZE
 from depthadapt.models.factory import build_depth_model
-from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD, infer, infer_flip_tta
+from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD, infer
 from depthadapt.models.weights.keys import allow_in_checkpoints
+
+FAMILIES = ("dav2", "da3")
 
 
 @dataclass
 class DepthModelCard:
-    """A Depth Anything V2 model and how to run it: architecture, weights, input size and normalisation.
+    """A Depth Anything V2 or 3 model and how to run it: architecture, weights, input size and normalisation.
+
+    ``family: da3``: ``encoder`` names the Depth Anything 3 model (`DA3_CONFIGS`: da3-small, da3-base, da3mono-large,
+    da3metric-large, da3-tiny), ``head`` is ``relative`` (its depth, up to scale) or ``metric`` (da3metric-large);
+    ``checkpoint``: a DA3 hub folder, a ``.pth`` of the network's keys or a Lightning ``.ckpt`` of ours.
 
     ``input_size`` is the lower bound of the shorter network side (the official preprocessing keeps the aspect
     ratio, sides multiples of 14); ``mean`` / ``std`` normalise images in [0, 1]. Cards of the shipped models live
     in ``config_yaml/models/`` and are referenced by path from experiment configs.
     """
 
-    encoder: Literal["vits", "vitb", "vitl", "vitt"] = "vits"
+    encoder: Literal["vits", "vitb", "vitl", "vitt", "da3-small", "da3-base", "da3mono-large", "da3metric-large",
+                     "da3-tiny"] = "vits"
     head: Head = "relative"
     max_depth: float = 80.0
     checkpoint: str | None = None
@@ -33,9 +42,19 @@ class DepthModelCard:
     input_size: int = 518
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    family: str = "dav2"
 
     def __post_init__(self) -> None:
-        if self.encoder not in ENCODER_CONFIGS:
+        if self.family not in FAMILIES:
+            raise ValueError(f"model card: family must be one of {FAMILIES}, got {self.family!r}")
+        if self.family == "da3":
+            if self.encoder not in DA3_CONFIGS:
+                raise ValueError(f"model card: a da3 card's encoder names the model, one of {sorted(DA3_CONFIGS)}; "
+                                 f"got {self.encoder!r}")
+            if (self.head == "metric") != (self.encoder == "da3metric-large"):
+                raise ValueError(f"model card: a da3 card's head is metric for da3metric-large and relative for the "
+                                 f"other models; got {self.encoder} with head {self.head!r}")
+        elif self.encoder not in ENCODER_CONFIGS:
             raise ValueError(f"model card: encoder must be one of {sorted(ENCODER_CONFIGS)}, got {self.encoder!r}")
         if self.head not in HEADS:
             raise ValueError(f"model card: head must be one of {HEADS}, got {self.head!r}")
@@ -51,16 +70,24 @@ class DepthModelCard:
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
 
-    def build(self) -> DepthAnythingV2:
+    @property
+    def output(self) -> str:
+        """What the model outputs: ``disparity`` (DAv2 relative), ``depth`` (DA3 relative, up to scale) or
+        ``metric`` (metres; DA3Metric: depth at a focal length of 300 px)."""
+        if self.head == "metric":
+            return "metric"
+        return "depth" if self.family == "da3" else "disparity"
+
+    def build(self) -> torch.nn.Module:
         """The model with the card's weights (random weights when ``checkpoint`` is None)."""
+        if self.family == "da3":
+            return build_da3_model(self.encoder, self.checkpoint, self.checkpoint_prefix)
         return build_depth_model(self.encoder, self.head, self.max_depth, self.checkpoint, self.checkpoint_prefix)
 
     def infer(self, model: torch.nn.Module, image: torch.Tensor, flip_tta: bool = False) -> torch.Tensor:
         """B x 3 x H x W images in [0, 1], any size -> B x H x W output at the card's input size, upsampled back;
         ``flip_tta``: the mean with the flipped-back output of the mirrored images."""
-        if flip_tta:
-            return infer_flip_tta(model, image, self.input_size, self.mean, self.std)
-        return infer(model, image, self.input_size, self.mean, self.std)
+        return infer(model, image, self.input_size, self.mean, self.std, flip_tta)
 
     def normalise(self, image: torch.Tensor) -> torch.Tensor:
         """B x 3 x H x W images in [0, 1] -> the network's normalised input (no resizing)."""

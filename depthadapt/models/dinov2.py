@@ -93,9 +93,19 @@ class DINOv2(VisionTransformer):
 
     Differences from plain timm: the official position-embedding interpolation (see
     `interpolate_pos_embed`) and the `mask_token` parameter the official checkpoints carry.
+    Depth Anything 3's copy of DINOv2 has no `mask_token` and a final LayerNorm with torch's default eps 1e-5
+    (`with_mask_token=False, final_norm_eps=1e-5`).
     """
 
-    def __init__(self, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        with_mask_token: bool = True,
+        final_norm_eps: float = 1e-6,
+    ) -> None:
         super().__init__(
             img_size=PRETRAIN_SIZE,
             patch_size=PATCH_SIZE,
@@ -107,7 +117,10 @@ class DINOv2(VisionTransformer):
             num_classes=0,
             dynamic_img_size=True,
         )
-        self.mask_token = nn.Parameter(torch.zeros(1, embed_dim))
+        if with_mask_token:
+            self.mask_token = nn.Parameter(torch.zeros(1, embed_dim))
+        if final_norm_eps != self.norm.eps:
+            self.norm = nn.LayerNorm(embed_dim, eps=final_norm_eps)
 
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         """Prepend the class token and add position embeddings: B x h x w x C -> B x (1 + h w) x C."""

@@ -73,32 +73,19 @@ def infer(
     input_size: int = 518,
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
+    flip_tta: bool = False,
 ) -> torch.Tensor:
     """Run `model` on an image at network resolution and upsample back (bilinear, align_corners=True).
 
     `image`, `mean`, `std` as for `preprocess`. Returns H x W for an array or a 3 x H x W tensor, B x H x W for a batch,
-    on the model's device.
+    on the model's device. ``flip_tta``: the mean with the flipped-back prediction of the mirrored input.
     """
     height, width = image.shape[:2] if isinstance(image, np.ndarray) else image.shape[-2:]
     device = next(model.parameters()).device
     batch = preprocess(image, input_size, mean, std).to(device)
     out = model(batch)
+    if flip_tta:
+        out = 0.5 * (out + model(batch.flip(-1)).flip(-1))
     out = F.interpolate(out[:, None].float(), (height, width), mode="bilinear", align_corners=True)[:, 0]
     single = isinstance(image, np.ndarray) or image.ndim == 3
     return out[0] if single else out
-
-
-@torch.no_grad()
-def infer_flip_tta(
-    model: nn.Module,
-    image: np.ndarray | torch.Tensor,
-    input_size: int = 518,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
-) -> torch.Tensor:
-    """Flip test-time augmentation: the mean of `infer` on `image` and, flipped back, on its mirror image.
-
-    `image`, the other arguments and the returned shape as for `infer` (H x W or B x H x W).
-    """
-    mirrored = np.ascontiguousarray(image[:, ::-1]) if isinstance(image, np.ndarray) else image.flip(-1)
-    return 0.5 * (infer(model, image, input_size, mean, std) + infer(model, mirrored, input_size, mean, std).flip(-1))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -161,23 +162,37 @@ def _sam2_configs() -> list[str]:
     )
 
 
+@dataclass(frozen=True)
+class SAM2MaskSettings:
+    """Settings of SAM2's automatic mask generator. The WeSTAR paper gives none, so the defaults are SAM2's own
+    (32 x 32 points, predicted IoU > 0.8, stability >= 0.95, box NMS 0.7). ``min_mask_region_area`` > 0 fills holes
+    and removes islands up to that area; SAM2 does it with its compiled CUDA extension and, without it, warns and
+    skips it."""
+
+    points_per_side: int = 32
+    pred_iou_thresh: float = 0.8
+    stability_score_thresh: float = 0.95
+    box_nms_thresh: float = 0.7
+    min_mask_region_area: int = 0
+
+    def __post_init__(self) -> None:
+        if self.points_per_side < 1:
+            raise ValueError(f"points_per_side must be >= 1, got {self.points_per_side}")
+
+
+SAM2_DEFAULTS = SAM2MaskSettings()
+
+
 def build_sam2_mask_generator(
     model_config: str = DEFAULT_SAM2_CONFIG,
     checkpoint: str | os.PathLike | None = None,
+    settings: SAM2MaskSettings = SAM2_DEFAULTS,
     *,
-    points_per_side: int = 32,
-    pred_iou_thresh: float = 0.8,
-    stability_score_thresh: float = 0.95,
-    box_nms_thresh: float = 0.7,
-    min_mask_region_area: int = 0,
     device: str | torch.device = "cpu",
     allow_random_weights: bool = False,
 ) -> SAM2AutomaticMaskGenerator:
-    """A SAM2 automatic mask generator; ``generate(H x W x 3 uint8)`` returns mask records.
+    """A SAM2 automatic mask generator with ``settings``; ``generate(H x W x 3 uint8)`` returns mask records.
 
-    The WeSTAR paper gives no SAM2 settings, so the defaults are SAM2's own (32 x 32 points, predicted IoU
-    > 0.8, stability >= 0.95, box NMS 0.7). ``min_mask_region_area`` > 0 fills holes and removes islands up
-    to that area; SAM2 does it with its compiled CUDA extension and, without it, warns and skips it.
     ``checkpoint`` is the official ``.pt`` file (``SAM2_CHECKPOINT_URL``) matching ``model_config``;
     ``None`` (random weights, meaningless masks) is refused unless ``allow_random_weights`` (tests only).
     """
@@ -192,8 +207,6 @@ def build_sam2_mask_generator(
         raise FileNotFoundError(
             f"SAM2 checkpoint not found: {checkpoint} (download it from {SAM2_CHECKPOINT_URL} or the SAM2 README)"
         )
-    if points_per_side < 1:
-        raise ValueError(f"points_per_side must be >= 1, got {points_per_side}")
     configs = _sam2_configs()
     if model_config not in configs:
         raise ValueError(f"unknown SAM2 model_config {model_config!r}: choose one of {', '.join(configs)}")
@@ -216,14 +229,7 @@ def build_sam2_mask_generator(
                 f"SAM2 checkpoint {checkpoint} does not fit model_config {model_config} (use the config of the "
                 f"checkpoint's size): {err}"
             ) from None
-    return SAM2AutomaticMaskGenerator(
-        model.to(device),
-        points_per_side=points_per_side,
-        pred_iou_thresh=pred_iou_thresh,
-        stability_score_thresh=stability_score_thresh,
-        box_nms_thresh=box_nms_thresh,
-        min_mask_region_area=min_mask_region_area,
-    )
+    return SAM2AutomaticMaskGenerator(model.to(device), **asdict(settings))
 
 
 # --- normalisation contexts of the self-training loss (SA-HDN instances; HDN grid and depth ranges) ---

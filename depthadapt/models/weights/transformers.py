@@ -102,34 +102,45 @@ _TO_HF = tuple((official, hf, forward) for official, hf, forward, _ in KEY_TABLE
 _TO_OFFICIAL = tuple((hf, official, backward) for official, hf, _, backward in KEY_TABLE)
 
 
-def official_to_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Official Depth Anything V2 state dict -> transformers `DepthAnythingForDepthEstimation` state dict."""
-    qkv = _pattern(QKV[0])
+def _rename_all(
+    items: list[tuple[str, torch.Tensor]], table: tuple[tuple[str, str, Callable[[int], int]], ...]
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """(key, tensor) pairs renamed by ``table`` -> (renamed state dict, the keys without a name)."""
     out: dict[str, torch.Tensor] = {}
     unmapped = []
-    for key, value in state.items():
-        match = qkv.match(key)
-        if match is not None:
-            block, suffix = match.groups()
-            for part, chunk in zip(QKV_PARTS, value.chunk(3, dim=0), strict=True):
-                out[QKV[1].format(i=block, part=part) + suffix] = chunk.contiguous()
-            continue
-        name = _rename(key, _TO_HF)
+    for key, value in items:
+        name = _rename(key, table)
         if name is None:
             unmapped.append(key)
         else:
             out[name] = value
+    return out, unmapped
+
+
+def official_to_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official Depth Anything V2 state dict -> transformers `DepthAnythingForDepthEstimation` state dict."""
+    qkv = _pattern(QKV[0])
+    split: dict[str, torch.Tensor] = {}
+    rest = []
+    for key, value in state.items():
+        match = qkv.match(key)
+        if match is None:
+            rest.append((key, value))
+            continue
+        block, suffix = match.groups()
+        for part, chunk in zip(QKV_PARTS, value.chunk(3, dim=0), strict=True):
+            split[QKV[1].format(i=block, part=part) + suffix] = chunk.contiguous()
+    out, unmapped = _rename_all(rest, _TO_HF)
     if unmapped:
         raise CheckpointMismatchError(f"no transformers name for {len(unmapped)} keys: {unmapped[:10]}")
-    return out
+    return split | out
 
 
 def hf_to_official(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
     """transformers Depth Anything state dict (saved or in-memory names) -> official state dict."""
     qkv = _pattern(QKV[1])
-    out: dict[str, torch.Tensor] = {}
     parts: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
-    unmapped = []
+    rest = []
     for key, value in state.items():
         for new, saved in V5_NAMES:
             key = key.replace(new, saved)
@@ -137,12 +148,9 @@ def hf_to_official(state: Mapping[str, torch.Tensor], source: str) -> dict[str, 
         if match is not None and match.group(2) in QKV_PARTS:
             block, part, suffix = match.groups()
             parts.setdefault((block, suffix), {})[part] = value
-            continue
-        name = _rename(key, _TO_OFFICIAL)
-        if name is None:
-            unmapped.append(key)
         else:
-            out[name] = value
+            rest.append((key, value))
+    out, unmapped = _rename_all(rest, _TO_OFFICIAL)
     for (block, suffix), tensors in parts.items():
         if set(tensors) != set(QKV_PARTS):
             unmapped.extend(f"backbone.encoder.layer.{block}.attention.attention.{p}.{suffix}" for p in tensors)

@@ -1,0 +1,144 @@
+"""Weak labels attached to training samples (instance sources, ordinal files), flips, the target-domain datamodule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from builders import make_dataset
+from torch.utils.data import Dataset
+
+from datamodules import ImageFolderDataModule, SyntheticDataModule, TargetDomainDataModule, WeakLabels
+from datamodules.base import HorizontalFlip
+from depthadapt.westar import MissingMaskError, mask_cache_path, write_instance_map, write_ordinal_jsonl
+
+pytestmark = pytest.mark.unit
+
+
+class Samples(Dataset):
+    """Two 6 x 8 samples named a and b/c, with ground-truth instances."""
+
+    def __init__(self) -> None:
+        self.names = ["a", "b/c"]
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> dict:
+        image = torch.rand(3, 6, 8)
+        return {"image": image, "name": self.names[index], "index": index,
+                "instances": torch.ones(6, 8, dtype=torch.long)}
+
+
+def test_ordinal_file_pairs_are_attached_by_name_and_padded(tmp_path: Path) -> None:
+    path = tmp_path / "weak.jsonl"
+    write_ordinal_jsonl(path, {"a": [[0, 1, 5, 7, 1], [2, 2, 3, 3, 0]], "other": [[0, 0, 1, 1, -1]]})
+    dataset = WeakLabels(Samples(), instance_source="ground_truth", ordinal_file=path)
+    first, second = dataset[0], dataset[1]
+    assert first["ordinal"].shape == second["ordinal"].shape == (2, 5)
+    assert first["ordinal"][0].tolist() == [0, 1, 5, 7, 1]
+    assert (second["ordinal"][:, 0] < 0).all()  # no labels for b/c: padding only
+    assert torch.equal(first["instances"], torch.ones(6, 8, dtype=torch.long))
+
+
+def test_ordinal_pairs_outside_the_image_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "weak.jsonl"
+    write_ordinal_jsonl(path, {"a": [[0, 1, 5, 8, 1]]})
+    with pytest.raises(ValueError, match="weak.jsonl.*outside its 6 x 8"):
+        WeakLabels(Samples(), ordinal_file=path)[0]
+
+
+def test_flip_mirrors_ordinal_columns_and_keeps_padding() -> None:
+    sample = {"image": torch.rand(3, 6, 8), "name": "a",
+              "ordinal": torch.tensor([[0.0, 1, 5, 7, 1], [-1, -1, -1, -1, 0]])}
+
+    class One(Dataset):
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, index: int) -> dict:
+            return dict(sample)
+
+    flipped = HorizontalFlip(One(), p=1.0)[0]
+    assert flipped["ordinal"].tolist() == [[0, 6, 5, 0, 1], [-1, -1, -1, -1, 0]]
+    assert torch.equal(flipped["image"], sample["image"].flip(-1))
+
+
+def test_sam2_source_reads_the_cache_and_says_how_to_build_a_missing_entry(tmp_path: Path) -> None:
+    ids = np.arange(48).reshape(6, 8) % 3
+    write_instance_map(mask_cache_path(tmp_path, "a"), ids)
+    dataset = WeakLabels(Samples(), instance_source="sam2", mask_cache_dir=tmp_path)
+    assert np.array_equal(dataset[0]["instances"].numpy(), ids)
+    with pytest.raises(MissingMaskError, match="sam2_masks.yaml"):
+        dataset[1]
+    write_instance_map(mask_cache_path(tmp_path, "b/c"), np.zeros((4, 4), dtype=np.int64))
+    with pytest.raises(ValueError, match="same image size"):
+        dataset[1]
+
+
+def test_instance_sources_are_explicit() -> None:
+    assert "instances" not in WeakLabels(Samples())[0]  # no source: no instances, never a silent default
+    superpixels = WeakLabels(Samples(), instance_source="superpixels", superpixels=4)[0]["instances"]
+    assert superpixels.shape == (6, 8) and superpixels.min() >= 1
+    with pytest.raises(ValueError, match="mask_cache_dir"):
+        WeakLabels(Samples(), instance_source="sam2")
+    with pytest.raises(ValueError, match="instance_source must be one of"):
+        SyntheticDataModule(instance_source="grid")
+
+
+def test_target_domain_trains_on_unlabelled_images_and_evaluates_elsewhere(tmp_path: Path) -> None:
+    import cv2
+
+    images, depths = make_dataset(tmp_path / "labelled", count=2)
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(unlabelled / f"{i}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
+    weak = tmp_path / "weak.jsonl"
+    write_ordinal_jsonl(weak, {"1.png": [[0, 0, 47, 63, 1]]})
+    evaluation = ImageFolderDataModule(image_dir=str(images), depth_dir=str(depths), depth_suffix=".npy")
+    data = TargetDomainDataModule(str(unlabelled), evaluation, instance_source="superpixels", superpixels=4,
+                                  ordinal_file=str(weak), batch_size=3, hflip=False)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    assert batch["image"].shape == (3, 3, 48, 64) and "depth" not in batch
+    assert batch["instances"].shape == (3, 48, 64)
+    labelled = {name: pairs for name, pairs in zip(batch["name"], batch["ordinal"], strict=True)}
+    assert labelled["1.png"][0].tolist() == [0, 0, 47, 63, 1]
+    val = next(iter(data.val_dataloader()))
+    assert "depth" in val and len(val["name"]) == 1
+
+
+def test_simulated_labels_enter_the_samples_as_a_files_would_on_a_fixed_share(tmp_path: Path) -> None:
+    """data.ordinal_simulation: pairs on the labelled share only (chosen by index), the same on every read and
+    in any datamodule order, drawn from the sample's own depth; exact labels agree with it."""
+    from depthadapt.westar import EXACT_LABELS, OrdinalSimulation, labelled_images
+
+    module = SyntheticDataModule(height=28, width=84, train_range=(0, 40), val_range=(40, 42), test_range=(42, 44),
+                                 cache_dir=str(tmp_path), ordinal_simulation=OrdinalSimulation(label_fraction=0.3))
+    module.setup("fit")
+    train = module.datasets["train"]
+    samples = [train[i] for i in range(40)]
+    labelled = labelled_images(torch.arange(40), 0.3)
+    has_pairs = torch.tensor([bool((s["ordinal"][:, 0] >= 0).any()) for s in samples])
+    assert torch.equal(has_pairs, labelled) and 5 < int(labelled.sum()) < 20
+    assert all(s["ordinal"].shape == (15, 5) for s in samples)  # padded to 3 x anchors for batching
+    assert torch.equal(train[7]["ordinal"], samples[7]["ordinal"])  # fixed per image
+    exact = WeakLabels(module.dataset((0, 40)), "ground_truth", ordinal_simulation=EXACT_LABELS)
+    for index in (0, 1):
+        sample = exact[index]
+        y1, x1, y2, x2, label = sample["ordinal"][sample["ordinal"][:, 0] >= 0].long().T
+        depth = sample["depth"]
+        assert torch.equal(torch.sign(depth[y1, x1] - depth[y2, x2]).long(), label)
+
+
+def test_simulation_needs_depth_and_excludes_a_label_file(tmp_path: Path) -> None:
+    from depthadapt.westar import OrdinalSimulation
+
+    with pytest.raises(ValueError, match="data.ordinal_file and data.ordinal_simulation"):
+        SyntheticDataModule(ordinal_file=str(tmp_path / "weak.jsonl"), ordinal_simulation=OrdinalSimulation())
+    every_image = OrdinalSimulation(label_fraction=1.0, clicks="uniform")
+    with pytest.raises(ValueError, match="data.ordinal_simulation draws labels from ground-truth depth"):
+        WeakLabels(Samples(), ordinal_simulation=every_image)[0]
