@@ -45,6 +45,7 @@ SAMPLE_KEYS: dict[str, str] = {
     "instances": "H x W int64 instance ids, 0 background (weak labels)",
     "ordinal": "P x 5 float (y1, x1, y2, x2, label), padding rows y1 = -1 (weak labels)",
     "intrinsics": "(4,) float32 fx, fy, cx, cy in pixels (datasets that know them)",
+    "stored_size": "(2,) int64 height, width of the image file before any resize (labels' pixels refer to it)",
     "error": "why the sample could not be read (then only name and index are present)",
 }
 """The keys a sample dict may hold, and what each is."""

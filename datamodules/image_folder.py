@@ -15,10 +15,18 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from datamodules.base import HorizontalFlip, list_image_files, make_sample, preview, read_split_file, sample_loader
+from datamodules.ground_truth import (
+    check_depth_name,
+    check_depth_scale,
+    depth_name_of,
+    nearest_multiple,
+    read_association_file,
+)
 from depthadapt.alignment.sparse import read_sparse_csv
 from depthadapt.io import IMAGE_SUFFIXES, UnreadableFileError, read_depth, read_image
 from depthadapt.metrics import DEFAULT_PROTOCOL, EvaluationProtocol
@@ -50,14 +58,26 @@ class ImageFolderDataset(Dataset):
         depth_scale: float = 1.0,
         image_size: tuple[int, int] | None = None,
         files: Sequence[str] | None = None,
+        depth_name: str | None = None,
+        association_file: str | Path | None = None,
+        size_multiple: int | None = None,
     ) -> None:
         self.image_dir = Path(image_dir)
         self.depth_dir = None if depth_dir is None else Path(depth_dir)
         self.depth_suffix = depth_suffix
-        self.depth_scale = depth_scale
+        self.depth_scale = check_depth_scale(depth_scale) if self.depth_dir is not None else depth_scale
+        if depth_name is not None and association_file is not None:
+            raise ValueError("give data.depth_name or data.association_file, not both")
+        self.depth_name = None if depth_name is None else check_depth_name(depth_name)
+        self.association = None if association_file is None else read_association_file(association_file)
         if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
             raise ValueError(f"image_size must be (height, width) with positive sides, got {image_size}")
         self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        if size_multiple is not None and size_multiple < 1:
+            raise ValueError(f"size_multiple must be >= 1, got {size_multiple}")
+        self.size_multiple = size_multiple
+        if files is None and self.association is not None:
+            files = list(self.association)
 
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"image folder {self.image_dir} does not exist or is not a folder")
@@ -68,6 +88,8 @@ class ImageFolderDataset(Dataset):
             # A depth folder nested inside the image folder must not be listed as images.
             skip = () if self.depth_dir is None else (self.depth_dir,)
             self.files = list_image_files(self.image_dir, skip)
+            if self.depth_dir is not None:
+                self.files = self._without_depth_files(self.files)
             if not self.files:
                 suffixes = " ".join(sorted(IMAGE_SUFFIXES))
                 raise ValueError(f"no image ({suffixes}) found under {self.image_dir}")
@@ -90,7 +112,7 @@ class ImageFolderDataset(Dataset):
                     len(self.missing_depth),
                     len(self.files),
                     self.image_dir,
-                    depth_suffix,
+                    self.depth_rule(),
                     self.depth_dir,
                     preview(self.missing_depth),
                 )
@@ -98,20 +120,42 @@ class ImageFolderDataset(Dataset):
                 self.files = [name for name in self.files if name not in missing]
             if not self.files:
                 raise ValueError(
-                    f"none of the images under {self.image_dir} has a depth file in {self.depth_dir} "
-                    f"(expected e.g. {self.depth_path(self.missing_depth[0])}): check depth_dir and "
-                    "depth_suffix"
+                    f"none of the images under {self.image_dir} has a depth file in {self.depth_dir} (by "
+                    f"{self.depth_rule()}; e.g. {self.missing_depth[0]} -> {self.depth_path(self.missing_depth[0])}): "
+                    "check depth_dir and depth_suffix, depth_name or association_file"
                 )
 
     def __len__(self) -> int:
         """Number of images."""
         return len(self.files)
 
+    def depth_rule(self) -> str:
+        """How an image's depth file is named, for messages."""
+        if self.association is not None:
+            return "the association file"
+        return f"depth_name {self.depth_name}" if self.depth_name is not None else f"suffix {self.depth_suffix}"
+
+    def _without_depth_files(self, names: list[str]) -> list[str]:
+        """The listed names less those that are the depth file of another listed image (depth beside images)."""
+        owner = {self.depth_path(name).resolve(): name for name in names}
+        kept = [name for name in names if owner.get((self.image_dir / name).resolve(), name) == name]
+        if len(kept) < len(names):
+            log.info("%s: %d files are the depth maps of other images, not images", self.image_dir,
+                     len(names) - len(kept))
+        return kept
+
     def depth_path(self, name: str) -> Path:
-        """Path of the depth file of the image with relative path ``name``."""
+        """Path of the depth file of the image with relative path ``name`` (``depth_dir`` itself when the image does
+        not fit the ``depth_name`` pattern or the association file: never a file)."""
         if self.depth_dir is None:
             raise ValueError("this dataset has no depth_dir")
-        return self.depth_dir / (posixpath.splitext(name)[0] + self.depth_suffix)
+        if self.association is not None:
+            relative = self.association.get(name)
+        elif self.depth_name is not None:
+            relative = depth_name_of(self.depth_name, name)
+        else:
+            relative = posixpath.splitext(name)[0] + self.depth_suffix
+        return self.depth_dir if relative is None else self.depth_dir / relative
 
     def read_ground_truth(self, name: str, height: int, width: int) -> np.ndarray:
         """H x W float32 metres (0 invalid) of image ``name`` (H x W); UnreadableFileError if unreadable.
@@ -133,9 +177,18 @@ class ImageFolderDataset(Dataset):
         self.files = [name for name in self.files if name not in names]
         return before - len(self.files)
 
-    def _resize(self, array: np.ndarray, interpolation: int) -> np.ndarray:
-        h, w = self.image_size
-        return cv2.resize(array, (w, h), interpolation=interpolation)
+    def size_of(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) a stored image of this size is served at: ``image_size``, else each side at its
+        nearest ``size_multiple``, else its own."""
+        if self.image_size is not None:
+            return self.image_size
+        if self.size_multiple is not None:
+            return nearest_multiple(height, self.size_multiple), nearest_multiple(width, self.size_multiple)
+        return height, width
+
+    @staticmethod
+    def _resize(array: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:
+        return cv2.resize(array, (size[1], size[0]), interpolation=interpolation)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Sample ``index``: image 3 x H x W, name, index (+ depth, valid H x W), or an error sample."""
@@ -155,13 +208,16 @@ class ImageFolderDataset(Dataset):
             log.warning("skipping %s: %s", name, err)
             return {"name": name, "index": index, "error": str(err)}
 
-        if self.image_size is not None:
-            shrink = self.image_size[0] <= image.shape[0] and self.image_size[1] <= image.shape[1]
-            image = self._resize(image, cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        stored = image.shape[:2]
+        size = self.size_of(*stored)
+        if size != stored:
+            shrink = size[0] <= stored[0] and size[1] <= stored[1]
+            image = self._resize(image, size, cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
             if depth is not None:
-                depth = self._resize(depth, cv2.INTER_NEAREST)
-
-        return make_sample(image, depth, name, index)
+                depth = self._resize(depth, size, cv2.INTER_NEAREST)
+        sample = make_sample(image, depth, name, index)
+        sample["stored_size"] = torch.tensor(stored)
+        return sample
 
 
 class ImageFolderDataModule(LightningDataModule):
@@ -173,7 +229,9 @@ class ImageFolderDataModule(LightningDataModule):
     Fit, validate and test need ``depth_dir``; predict reads images only, so images without
     ground truth are still predicted, unless ``predict_with_depth`` (e.g. sparse metric points for
     ``SparseAlignedDepth``). ``hflip`` randomly flips training samples. ``evaluation_protocol``: the depth range
-    and crop its ground truth is evaluated with (tasks read it).
+    and crop its ground truth is evaluated with (tasks read it). Depth files are named as ``ImageFolderDataset``
+    says (``depth_suffix``, ``depth_name`` or ``association_file``); ``depth_scale`` turns their stored values into
+    metres and has to be set (None: an error listing the usual conventions) whenever depth is read.
     """
 
     def __init__(
@@ -181,7 +239,9 @@ class ImageFolderDataModule(LightningDataModule):
         image_dir: str | None = None,
         depth_dir: str | None = None,
         depth_suffix: str = ".png",
-        depth_scale: float = 1.0,
+        depth_scale: float | None = 1.0,
+        depth_name: str | None = None,
+        association_file: str | None = None,
         image_size: tuple[int, int] | None = None,
         val_fraction: float = 0.0,
         split_file: str | None = None,
@@ -201,7 +261,13 @@ class ImageFolderDataModule(LightningDataModule):
         self.image_dir = image_dir
         self.depth_dir = depth_dir
         self.depth_suffix = depth_suffix
+        if depth_scale is not None:
+            check_depth_scale(depth_scale)
         self.depth_scale = depth_scale
+        if depth_name is not None:
+            check_depth_name(depth_name)
+        self.depth_name = depth_name
+        self.association_file = association_file
         self.image_size = None if image_size is None else tuple(image_size)
         self.val_fraction = val_fraction
         self.split_file = split_file
@@ -233,6 +299,8 @@ class ImageFolderDataModule(LightningDataModule):
                 depth_dir=self.depth_dir if with_depth else None,
                 depth_suffix=self.depth_suffix,
                 depth_scale=self.depth_scale,
+                depth_name=self.depth_name,
+                association_file=self.association_file,
                 image_size=self.image_size,
                 files=files,
             )

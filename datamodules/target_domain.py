@@ -11,6 +11,7 @@ from datamodules.base import HorizontalFlip, read_split_file, sample_loader
 from datamodules.image_folder import ImageFolderDataset
 from datamodules.weak_labels import WeakLabels, check_instance_source, check_ordinal_source
 from depthadapt.metrics import EvaluationProtocol
+from depthadapt.models.dinov2 import PATCH_SIZE
 from depthadapt.westar import OrdinalSimulation
 
 __all__ = ["TargetDomainDataModule"]
@@ -25,6 +26,8 @@ class TargetDomainDataModule(LightningDataModule):
     ``ordinal_file`` (JSON Lines keyed by the image paths relative to ``image_dir``) or, with ground truth in
     ``depth_dir``, drawn by the simulated annotator ``ordinal_simulation`` (``depthadapt.westar.OrdinalSimulation``).
     ``split_file`` restricts the training images; ``hflip`` flips them (and their labels) at random.
+    They train at ``image_size``, else at their own size with each side resized to its nearest multiple of 14 (the
+    patch size); ordinal labels, in the stored images' pixels, are rescaled with them.
     """
 
     def __init__(
@@ -35,7 +38,7 @@ class TargetDomainDataModule(LightningDataModule):
         image_size: tuple[int, int] | None = None,
         depth_dir: str | None = None,
         depth_suffix: str = ".png",
-        depth_scale: float = 1.0,
+        depth_scale: float | None = 1.0,
         instance_source: str | None = "sam2",
         mask_cache_dir: str | None = None,
         superpixels: int = 64,
@@ -70,7 +73,7 @@ class TargetDomainDataModule(LightningDataModule):
         if files is not None and not files:
             raise ValueError(f"split file {self.split_file} lists no image")
         images = ImageFolderDataset(
-            Path(self.image_dir), image_size=self.image_size, files=files, **self.depth
+            Path(self.image_dir), image_size=self.image_size, files=files, size_multiple=PATCH_SIZE, **self.depth
         )
         train: Dataset = WeakLabels(images, **self.weak_labels)
         return HorizontalFlip(train) if self.hflip else train

@@ -23,7 +23,10 @@ from depthadapt.westar import (
     superpixel_instances,
 )
 
-__all__ = ["INSTANCE_SOURCES", "WeakLabels", "check_instance_source", "check_ordinal_source", "match_ordinal_file"]
+__all__ = [
+    "INSTANCE_SOURCES", "WeakLabels", "check_instance_source", "check_ordinal_source", "match_ordinal_file",
+    "rescale_pairs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,16 @@ def check_ordinal_source(ordinal_file: str | Path | None, ordinal_simulation: Or
             "data.ordinal_file and data.ordinal_simulation are both set: train on the labelled file or on simulated "
             "labels, not both (set the other to null)"
         )
+
+
+def rescale_pairs(pairs: torch.Tensor, stored: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """Ordinal pairs P x 5 (y1, x1, y2, x2, label) in pixels of an image stored at ``stored`` (h, w) -> the same
+    points in pixels of that image resized to ``size`` (pixel centres map onto pixel centres, as cv2.resize does)."""
+    scaled = pairs.clone()
+    for columns, old, new in (((0, 2), stored[0], size[0]), ((1, 3), stored[1], size[1])):
+        for c in columns:
+            scaled[:, c] = ((pairs[:, c] + 0.5) * (new / old) - 0.5).round().clamp(0, new - 1)
+    return scaled
 
 
 def _sample_names(dataset: Dataset) -> list[str] | None:
@@ -194,12 +207,16 @@ class WeakLabels(Dataset):
             return pad_pairs([self._simulated(sample, instances)], self.max_pairs)[0]
         pairs = self.pairs.get(image_key(sample["name"]), torch.zeros(0, 5))
         height, width = sample["image"].shape[-2:]
-        if len(pairs) and (int(pairs[:, 0].max()) >= height or int(pairs[:, 2].max()) >= height
-                           or int(pairs[:, 1].max()) >= width or int(pairs[:, 3].max()) >= width):
+        stored_height, stored_width = sample.get("stored_size", (height, width))
+        stored_height, stored_width = int(stored_height), int(stored_width)
+        if len(pairs) and (int(pairs[:, 0].max()) >= stored_height or int(pairs[:, 2].max()) >= stored_height
+                           or int(pairs[:, 1].max()) >= stored_width or int(pairs[:, 3].max()) >= stored_width):
             raise ValueError(
-                f"{self.ordinal_file}: pairs of {sample['name']} lie outside its {height} x {width} image "
-                "(coordinates are pixel rows and columns of the image as loaded, after any resizing)"
+                f"{self.ordinal_file}: pairs of {sample['name']} lie outside its {stored_height} x {stored_width} "
+                "image (coordinates are pixel rows and columns of the image file as stored)"
             )
+        if len(pairs) and (stored_height, stored_width) != (height, width):
+            pairs = rescale_pairs(pairs, (stored_height, stored_width), (height, width))
         return pad_pairs([pairs], self.max_pairs)[0]
 
     def __getitem__(self, index: int) -> dict[str, Any]:

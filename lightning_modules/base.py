@@ -161,7 +161,10 @@ class DepthTask(LightningModule):
 class TrainableDepthTask(DepthTask):
     """A task that trains: AdamW over ``parameter_groups()`` with linear warm-up then cosine annealing, stepped per
     batch; randomness per training step seeded by (initial seed, global step), so that a resumed run draws what an
-    uninterrupted one would; the declared hook ``export_model()`` (what the ``ExportCallback`` writes)."""
+    uninterrupted one would; the declared hook ``export_model()`` (what the ``ExportCallback`` writes, with ``card``,
+    the trained model's card: its input size and normalisation travel with the export)."""
+
+    card: DepthModelCard
 
     def __init__(
         self,

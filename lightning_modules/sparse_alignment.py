@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from depthadapt.alignment.sparse import METHODS, align_to_sparse
+from depthadapt.alignment.sparse import METHODS, SparseMethod, align_to_sparse
 from depthadapt.models.card import DepthModelCard
 from lightning_modules.base import DepthTask
 
@@ -14,17 +14,20 @@ class SparseAlignedDepth(DepthTask):
 
     The datamodule gives the points as the sample's ``depth`` (a map with few valid pixels, or a CSV of x, y, metres:
     ``ImageFolderDataModule(depth_suffix=".csv", predict_with_depth=true)``). Per image the scale and shift of
-    ``1 / depth = scale * out + shift`` are fitted by ``method`` (``lstsq`` or ``ransac``, through
-    ``depthadapt.alignment.fit_scale_shift``); images with fewer than ``min_points`` points are flagged as fallbacks
-    in the records. ``predict`` gives metric depth maps for ``DepthMapWriter`` (PNG, npy, point clouds).
+    ``1 / depth = scale * out + shift`` are fitted by ``method`` (``tukey``: a Tukey biweight M-estimate with the
+    tuning constant ``tukey_c``; ``ransac`` with a threshold of ``inlier_sigmas`` robust standard deviations;
+    ``lstsq``: see ``depthadapt.alignment.sparse``); images with fewer than
+    ``min_points`` points or no fit with a positive scale are flagged as fallbacks in the records, which
+    ``DepthMapWriter`` does not write as metric. ``predict`` gives metric depth maps (PNG, npy, point clouds).
     """
 
     def __init__(
         self,
         model: DepthModelCard,
-        method: str = "ransac",
+        method: SparseMethod = "tukey",
         min_points: int = 10,
-        relative_threshold: float = 0.05,
+        tukey_c: float = 8.0,
+        inlier_sigmas: float = 2.5,
         max_trials: int = 1000,
         seed: int = 0,
         min_depth: float = 1e-3,
@@ -39,7 +42,7 @@ class SparseAlignedDepth(DepthTask):
         self.card = model
         self.model = self.build_model(model).requires_grad_(False).eval()
         self.fit = dict(method=method, min_points=min_points, min_depth=min_depth, max_depth=max_depth,
-                        relative_threshold=relative_threshold, max_trials=max_trials, seed=seed)
+                        tukey_c=tukey_c, inlier_sigmas=inlier_sigmas, max_trials=max_trials, seed=seed)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
         """``{"name", "kind": "metric", "depth": B x H x W metres, "records": per-image fit}``."""
@@ -52,8 +55,9 @@ class SparseAlignedDepth(DepthTask):
             )
         aligned = align_to_sparse(self.card.infer(self.model, batch["image"]), batch["depth"], **self.fit)
         records = [
-            {"scale": float(s), "shift": float(t), "points": int(n), "fallback": bool(f)}
-            for s, t, n, f in zip(aligned.scale, aligned.shift, aligned.points, aligned.fallback, strict=True)
+            {"scale": float(s), "shift": float(t), "points": int(n), "inliers": int(i), "fallback": bool(f)}
+            for s, t, n, i, f in zip(aligned.scale, aligned.shift, aligned.points, aligned.inliers, aligned.fallback,
+                                     strict=True)
         ]
         return {"name": batch["name"], "kind": "metric", "depth": aligned.depth.cpu(), "records": records}
 

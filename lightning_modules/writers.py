@@ -5,17 +5,20 @@ exist, ``write(name, item)`` writes them atomically. Before the model runs on a 
 dropped from it (any datamodule, synthetic included), so a killed job resumes where it stopped. Each output folder
 holds a manifest (``depthadapt.io.MANIFEST_NAME``: the model cards with checkpoint hashes, the settings); a rerun
 with another model or other settings into the same folder is an error unless ``overwrite`` is set, and folders with
-a manifest are never listed as input images.
+a manifest are never listed as input images. An item ``write`` refuses (``SkipItem``: a fallback fit, a non-finite
+output) is named in the log and counted, never written; a run whose every item was skipped is an error.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
@@ -24,6 +27,7 @@ from depthadapt.export import EXPORT_FORMATS as MODEL_FORMATS
 from depthadapt.export import export_all
 from depthadapt.io import (
     atomic_path,
+    check_intrinsics,
     check_output_manifest,
     colorize_depth,
     depth_to_points,
@@ -44,6 +48,11 @@ DEPTH_PNG_SCALE = 256.0
 """Label PNGs hold metres x 256 (the KITTI convention): read with ``read_depth(path, 1 / 256)``."""
 CONFIDENCE_PNG_SCALE = 65535.0
 """Confidence PNGs hold confidence x 65535: read with ``read_depth(path, 1 / 65535)``."""
+_SHOWN = 10  # skipped items named in the end-of-run line
+
+
+class SkipItem(Exception):
+    """Raised by a writer's ``write``: this item must not be written (the message says why); the run goes on."""
 
 
 def _keep(batch: dict[str, Any], keep: list[bool]) -> dict[str, Any]:
@@ -75,6 +84,7 @@ class ResumableWriter(BasePredictionWriter):
         self.overwrite = overwrite
         self.resume = True  # until setup reads the manifest: files that exist are this job's
         self.written = self.already_done = 0
+        self.skipped: list[tuple[str, str]] = []  # (name, why): refused by write, or unreadable input
 
     # --- to define ----------------------------------------------------------------------------------------
     def paths(self, name: str) -> dict[str, Path]:
@@ -82,7 +92,7 @@ class ResumableWriter(BasePredictionWriter):
         raise NotImplementedError
 
     def write(self, name: str, item: dict[str, Any]) -> None:
-        """Write the files of item ``name`` (atomically)."""
+        """Write the files of item ``name`` (atomically); raise ``SkipItem`` to leave it out."""
         raise NotImplementedError
 
     def settings(self) -> dict[str, Any]:
@@ -106,11 +116,13 @@ class ResumableWriter(BasePredictionWriter):
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.written = self.already_done = 0
+        self.skipped = []
 
     def on_predict_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         """Drop the items an earlier run of this job wrote from the batch (in place), before the model runs."""
+        self.skipped += [(name, f"unreadable: {why}") for name, why in batch.get("skipped", [])]
         keep = [not (self.resume and self.is_done(name)) for name in batch["name"]]
         if not all(keep):
             self.already_done += keep.count(False)
@@ -137,12 +149,27 @@ class ResumableWriter(BasePredictionWriter):
             for key in ("image", "intrinsics"):  # what writers may need of the input
                 if key in batch and len(batch[key]) == len(names):
                     item[key] = batch[key][i]
-            self.write(name, item)
+            try:
+                self.write(name, item)
+            except SkipItem as why:
+                log.warning("%s: not written: %s", name, why)
+                self.skipped.append((name, str(why)))
+                continue
             self.written += 1
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Log what was written and skipped; a run whose every item was skipped (none written or done before) is an
+        error. A run given no item at all (another shard's images only) is not."""
+        shown = "; ".join(f"{name} ({why})" for name, why in self.skipped[:_SHOWN])
+        shown += f"; ... ({len(self.skipped) - _SHOWN} more)" if len(self.skipped) > _SHOWN else ""
         log.info("rank %d: %s wrote %d items to %s (%d already done)", trainer.global_rank, type(self).__name__,
                  self.written, self.output_dir, self.already_done)
+        if self.skipped:
+            log.warning("rank %d: %s skipped %d items: %s", trainer.global_rank, type(self).__name__,
+                        len(self.skipped), shown)
+        if self.skipped and self.written == 0 and self.already_done == 0 and trainer.world_size == 1:
+            raise ValueError(f"{type(self).__name__} wrote nothing to {self.output_dir}: {len(self.skipped)} items "
+                             f"skipped{': ' + shown if shown else ''}")
 
 
 FORMATS = ("npy", "png16", "color", "ply")
@@ -156,7 +183,13 @@ class DepthMapWriter(ResumableWriter):
     The 16-bit PNG holds metres x ``png_scale`` for a metric prediction (the KITTI convention, 0 invalid) and the
     per-image min-max normalised output for a relative one; the kind comes with the prediction. Point clouds use
     ``intrinsics`` (fx, fy, cx, cy in pixels of the image as stored), else ``focal_length`` (principal point at the
-    centre), else the sample's own ``intrinsics`` (synthetic scenes; KITTI's calibration).
+    centre), else the sample's own ``intrinsics`` (synthetic scenes; KITTI's calibration); the camera is checked
+    when the writer is built, before anything is written.
+
+    Not written, but named in the log and counted: an output with a non-finite value (NaN, inf), and an item whose
+    fit record says ``fallback`` (``SparseAlignedDepth``: too few points, no fit with a positive scale; its depth is
+    not metric), unless ``write_fallbacks``, which writes it with a sidecar ``a/b.json`` holding the record
+    (``"fallback": true``, scale, shift, points).
     """
 
     def __init__(
@@ -167,21 +200,27 @@ class DepthMapWriter(ResumableWriter):
         intrinsics: tuple[float, float, float, float] | None = None,
         focal_length: float | None = None,
         overwrite: bool = False,
+        write_fallbacks: bool = False,
     ) -> None:
         unknown = sorted(set(formats) - set(FORMATS))
         if unknown or not formats:
             raise ValueError(f"DepthMapWriter.formats must be a non-empty subset of {FORMATS}, got {list(formats)}")
         if intrinsics is not None and focal_length is not None:
             raise ValueError("DepthMapWriter: give intrinsics (fx, fy, cx, cy) or focal_length, not both")
+        if not (math.isfinite(png_scale) and png_scale > 0):
+            raise ValueError(f"DepthMapWriter.png_scale must be a positive number, got {png_scale}")
+        if focal_length is not None and not (math.isfinite(focal_length) and focal_length > 0):
+            raise ValueError(f"DepthMapWriter.focal_length must be a positive number of pixels, got {focal_length}")
         super().__init__(output_dir, overwrite)
         self.formats = tuple(formats)
         self.png_scale = png_scale
-        self.intrinsics = None if intrinsics is None else tuple(float(v) for v in intrinsics)
+        self.intrinsics = None if intrinsics is None else check_intrinsics(intrinsics, "DepthMapWriter.intrinsics")
         self.focal_length = focal_length
+        self.write_fallbacks = write_fallbacks
 
     def settings(self) -> dict[str, Any]:
         return {"formats": list(self.formats), "png_scale": self.png_scale, "intrinsics": self.intrinsics,
-                "focal_length": self.focal_length}
+                "focal_length": self.focal_length, "write_fallbacks": self.write_fallbacks}
 
     def camera(self, name: str, item: dict[str, Any], height: int, width: int) -> tuple[float, ...]:
         """The (fx, fy, cx, cy) of image ``name`` for its point cloud."""
@@ -190,7 +229,7 @@ class DepthMapWriter(ResumableWriter):
         if self.focal_length is not None:
             return make_intrinsics(height, width, focal=self.focal_length)
         if "intrinsics" in item:
-            return tuple(float(v) for v in item["intrinsics"])
+            return check_intrinsics(item["intrinsics"].tolist(), f"the intrinsics of sample {name}")
         raise ValueError(
             f"a point cloud of {name} needs the camera: set the writer's intrinsics [fx, fy, cx, cy] or focal_length "
             "(pixels), or use a dataset whose samples carry intrinsics"
@@ -203,6 +242,15 @@ class DepthMapWriter(ResumableWriter):
 
     def write(self, name: str, item: dict[str, Any]) -> None:
         output = item["depth"].numpy()
+        finite = np.isfinite(output)
+        if not finite.all():
+            raise SkipItem(f"the model's output has {int((~finite).sum())} non-finite values (NaN or inf) of "
+                           f"{output.size}")
+        record = item.get("records")
+        fallback = record is not None and bool(record.get("fallback"))
+        if fallback and not self.write_fallbacks:
+            raise SkipItem(f"fallback fit, its depth is not metric ({record.get('points')} points; set the writer's "
+                           "write_fallbacks: true to write it with a sidecar saying so)")
         metric = item["kind"] == "metric"
         paths = self.paths(name)
         if "npy" in paths:
@@ -223,6 +271,10 @@ class DepthMapWriter(ResumableWriter):
             camera = self.camera(name, item, *output.shape)
             points, colors = depth_to_points(item["depth"], camera, item.get("image"))
             write_ply(paths["ply"], points, colors)
+        if fallback:
+            sidecar = self.output_dir / Path(name).with_suffix(".json")
+            with atomic_path(sidecar) as tmp:
+                tmp.write_text(json.dumps(record, indent=1) + "\n")
 
 
 class PseudoLabelWriter(ResumableWriter):
@@ -335,7 +387,7 @@ class ExportCallback(Callback):
             raise TypeError(f"ExportCallback exports a trained model: {type(pl_module).__name__} does not train one")
         model = pl_module.export_model()
         directory = self.export_dir(trainer)
-        export_all(model, [f for f in self.formats if f != "peft"], directory)
+        export_all(model, [f for f in self.formats if f != "peft"], directory, card=pl_module.card)
         if "peft" in self.formats and hasattr(model, "peft_config"):
             save_lora_adapter(model, directory / "lora_adapter")
         log.info("exported %s to %s", ", ".join(self.formats), directory)

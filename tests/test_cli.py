@@ -27,16 +27,35 @@ def dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path
     return make_dataset(tmp_path)
 
 
-def test_fit_then_test_from_checkpoint(dataset, tmp_path: Path, capsys) -> None:
+def test_fit_then_test_from_checkpoint(dataset, tmp_path: Path, capsys, caplog, recwarn) -> None:
     images, depths = dataset
     data = ["--data.image_dir", str(images), "--data.depth_dir", str(depths)]
-    run = cli.main(["fit", "--config", str(CONFIGS / "fit.yaml"), *data])
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # Lightning's own handler does not propagate
+    tips.addHandler(caplog.handler)
+    threads = torch.get_num_threads()
+    try:
+        with caplog.at_level(logging.INFO):
+            run = cli.main(["fit", "--config", str(CONFIGS / "fit.yaml"), *data, "--num_threads", "1"])
+        assert torch.get_num_threads() == 1
+    finally:
+        tips.removeHandler(caplog.handler)
+        torch.set_num_threads(threads)
     assert run.trainer.global_step == 2
     assert run.trainer.precision == "32-true"
+    assert "GPU available" in caplog.text  # the capture sees Lightning's messages ...
+    assert "litmodels" not in caplog.text and "litlogger" not in caplog.text  # ... but not its tips
+    assert not [w for w in recwarn if "LeafSpec" in str(w.message)]
+    assert "torch CPU threads: 1" in caplog.text
     checkpoints = sorted(Path("outputs").rglob("*.ckpt"))
     assert len(checkpoints) == 1
     saved_config = next(Path("outputs").rglob("config.yaml"))
-    assert "vitt" in saved_config.read_text()
+    assert "vitt" in saved_config.read_text() and "num_threads: 1" in saved_config.read_text()
+    with pytest.raises(ValueError, match="written by lightning_modules.SupervisedDepth but the config runs "
+                                         "lightning_modules.WeSTARAdapter"):
+        cli.main(["test", "--config", str(CONFIGS / "westar.yaml"), "--ckpt_path", str(checkpoints[0])])
+    with pytest.raises(ValueError, match="another model card .*encoder 'vitt' vs 'vits'"):
+        cli.main(["test", "--config", str(CONFIGS / "fit.yaml"), *data, "--ckpt_path", str(checkpoints[0]),
+                  "--model.model.encoder", "vits"])
     same_version = ["--trainer.logger", "TensorBoardLogger", "--trainer.logger.save_dir", "outputs",
                     "--trainer.logger.version", "0"]
     for _ in range(2):  # a rerun into an existing version folder works
@@ -177,20 +196,6 @@ def test_another_model_into_the_same_folder_is_refused_and_outputs_are_never_inp
     cli.main([*args, *other, "--trainer.callbacks.init_args.overwrite", "true"])
     assert (output / "seq0" / "frame_000.npy").stat().st_mtime_ns != stamp  # written anew by the other model
     assert '"head": "metric"' in (output / MANIFEST_NAME).read_text()
-
-
-def test_shell_errors_are_one_clear_line_and_no_args_warning(tmp_path: Path) -> None:
-    """From the shell: a missing checkpoint names the file, with no traceback and no LightningCLI args warning."""
-    (tmp_path / "images").mkdir()
-    result = subprocess.run(
-        [sys.executable, "cli.py", "predict", "--config", "config_yaml/predict.yaml",
-         "--data.image_dir", str(tmp_path / "images")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 2
-    assert "error: " in result.stderr and "checkpoints/depth_anything_v2_vits.pth" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert "LightningCLI's args parameter" not in result.stderr
 
 
 def test_bad_input_size_fails_when_the_card_is_built() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,8 @@ def test_export_command_from_westar_ckpt(tmp_path: Path, westar_run: WeSTARRun, 
     assert relative_error(output(exported, westar_run.x), westar_run.student) < 1e-5
     assert main([str(westar_run.ckpt), str(tmp_path / "hf"), "--encoder", "vitt", "--to", "hf",
                  "--checkpoint-prefix", "teacher"]) == 0
+    processor = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())
+    assert processor["size"] == {"height": 28, "width": 28}  # the size the run recorded, with --encoder given too
     hf = DepthAnythingForDepthEstimation.from_pretrained(tmp_path / "hf").eval()
     with torch.no_grad():
         hf_out = hf(pixel_values=westar_run.x).predicted_depth
@@ -130,3 +133,100 @@ def test_export_all_writes_each_format(tmp_path: Path) -> None:
     build_depth_model("vitt", head="metric", max_depth=10.0, checkpoint=paths[1])
     with pytest.raises(ValueError, match="export formats must be among"):
         export_all(model, ["tflite"], tmp_path)
+
+
+def test_export_replaces_only_its_own_files(tmp_path: Path, capsys) -> None:
+    """A folder with the user's files gets the export only with --overwrite and keeps them; a rerun of the same
+    export replaces it (a file it no longer writes is removed); an official export never replaces a foreign file."""
+    from depthadapt.io import EXPORT_RECORD
+
+    tiny = str(Path(__file__).resolve().parents[1] / "checkpoints" / "tiny_foundation_140.pth")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.ckpt").write_text("the user's checkpoint")
+    assert main([tiny, str(run), "--to", "hf"]) == 2
+    assert sorted(p.name for p in run.iterdir()) == ["last.ckpt"]
+    assert f"{run} is not empty and not an earlier hf export" in capsys.readouterr().err
+    assert main([tiny, str(run), "--to", "hf", "--overwrite"]) == 0
+    written = {"config.json", "model.safetensors", "preprocessor_config.json"}
+    assert {p.name for p in run.iterdir()} == {"last.ckpt", EXPORT_RECORD, *written}
+    (run / "stale.bin").write_text("an earlier export's file")
+    record = json.loads((run / EXPORT_RECORD).read_text())
+    (run / EXPORT_RECORD).write_text(json.dumps({**record, "files": [*record["files"], "stale.bin"]}))
+    assert main([tiny, str(run), "--to", "hf"]) == 0  # an earlier hf export: no --overwrite needed
+    assert {p.name for p in run.iterdir()} == {"last.ckpt", EXPORT_RECORD, *written}
+    assert (run / "last.ckpt").read_text() == "the user's checkpoint"
+    build_depth_model("vitt", checkpoint=run)
+
+    (tmp_path / "model.json").write_text('{"unrelated": true}')
+    assert main([tiny, str(tmp_path / "model.pth"), "--to", "official"]) == 2
+    assert not (tmp_path / "model.pth").exists() and "unrelated" in (tmp_path / "model.json").read_text()
+    assert main([tiny, str(tmp_path / "model.pth"), "--to", "official", "--overwrite"]) == 0
+    assert main([tiny, str(tmp_path / "model.pth"), "--to", "official"]) == 0  # an earlier export: replaced
+    assert json.loads((tmp_path / "model.json").read_text())["input_size"] == 518  # a bare .pth: the official size
+    assert main([tiny, str(tmp_path / "x.json"), "--to", "official", "--overwrite"]) == 2  # even with --overwrite
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_pipeline_on_an_exported_card_runs_it_as_predict_does(tmp_path: Path, monkeypatch) -> None:
+    """`python -m depthadapt.export CARD OUT --to hf` for the committed 140-row card: transformers'
+    `pipeline("depth-estimation")` on the folder gives what `cli.py predict` gives (`card.infer`, SupervisedDepth's
+    predict_depth) for rendered images of several sizes. At the old fixed 518 x 518 processor it gave 0.19 - 0.91."""
+    import numpy as np
+    from PIL import Image
+    from transformers import pipeline
+
+    from depthadapt import export
+    from depthadapt.models.card import DepthModelCard
+    from depthadapt.synth import render_sample
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the card names its checkpoint from the repository root
+    card_path = "config_yaml/models/tiny_foundation_140.yaml"
+    assert export.main([card_path, str(tmp_path / "hf"), "--to", "hf"]) == 0
+    processor = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())
+    assert processor["size"] == {"height": 140, "width": 140}
+    card = DepthModelCard.from_yaml(card_path)
+    assert card.input_size == 140
+    model = card.build().eval()
+    depth_pipeline = pipeline("depth-estimation", model=str(tmp_path / "hf"), device="cpu")
+    for family, style, height, width in [("room", "target", 168, 280), ("street", "target", 140, 462),
+                                         ("room", "source", 210, 280)]:
+        image = render_sample(family, style, 0, 3, height, width)["image"]
+        rgb = Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+        theirs = depth_pipeline(rgb)["predicted_depth"].squeeze()
+        ours = card.infer(model, image[None])[0]
+        assert theirs.shape == ours.shape == (height, width)
+        assert np.corrcoef(theirs.flatten().numpy(), ours.flatten().numpy())[0, 1] >= 0.99
+
+
+def test_onnx_from_a_card_records_how_to_run_and_resizes_like_infer(tmp_path: Path, monkeypatch) -> None:
+    """`python -m depthadapt.export CARD OUT --to onnx`: the metadata says input size and normalisation; an input
+    whose sides are not multiples of 14 (143 x 213) gives what `infer` gives (resized to 140 x 210 and back)."""
+    import onnx
+    import onnxruntime
+
+    from depthadapt import export
+    from depthadapt.models import onnx_relative_error
+    from depthadapt.models.card import DepthModelCard
+    from depthadapt.synth import render_sample
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the card names its checkpoint from the repository root
+    card_path = "config_yaml/models/tiny_foundation_140.yaml"
+    assert export.main([card_path, str(tmp_path / "m.onnx"), "--to", "onnx", "--skip-check"]) == 0
+    props = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}
+    card = DepthModelCard.from_yaml(card_path)
+    assert props["depthadapt.input_size"] == "140"
+    assert json.loads(props["depthadapt.mean"]) == list(card.mean)
+    assert json.loads(props["depthadapt.std"]) == list(card.std)
+    image = render_sample("room", "target", 0, 5, 143, 213)["image"][None]
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(["depth"], {"image": card.normalise(image).numpy()})[0])
+    model = card.build().eval()
+    expected = card.infer(model, image)
+    assert got.shape == expected.shape == (1, 143, 213)
+    assert relative_error(got, expected) < 1e-3
+    assert onnx_relative_error(model, tmp_path / "m.onnx", [(518, 518), (196, 644), (70, 98)], batch=2) < 1e-3
+    graph = onnx.load(tmp_path / "m.onnx").graph
+    image_dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert image_dims[1] == 3 and all(isinstance(d, str) for d in (image_dims[0], image_dims[2], image_dims[3]))
+    assert props["depthadapt.head"] == "relative" and props["depthadapt.encoder"] == "vitt"

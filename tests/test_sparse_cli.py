@@ -99,3 +99,67 @@ def test_point_clouds_need_metric_depth_and_a_camera(tmp_path: Path, monkeypatch
         cli.main([*args, *metric])
     cli.main([*args, *metric, "--trainer.callbacks.init_args.intrinsics", "[200, 200, 230.5, 69.5]"])
     assert (tmp_path / "metric" / "000.ply").is_file()
+
+
+def write_csv(path: Path, rows: list[tuple[int, int, float]], header: str = "x,y,metres") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + "\n" + "".join(f"{x},{y},{m:.6f}\n" for x, y, m in rows))
+
+
+def test_images_without_a_fit_are_not_written_as_metric(tmp_path: Path, monkeypatch, caplog) -> None:
+    # 0, 1 and 2 points, and 50 copies of one pixel, cannot fix a scale and a shift: such images are skipped by name
+    # and counted, not written with the identity "fit" as if they were metric.
+    monkeypatch.chdir(ROOT)
+    truth = scenes(tmp_path, [60, 60, 60, 60, 60])
+    counts = {"000": 60, "001": 0, "002": 1, "003": 2}
+    for name, count in counts.items():
+        scene = truth[name]
+        rows = [(x, y, scene["depth"][y, x]) for y, x in zip(scene["ys"][:count], scene["xs"][:count], strict=True)]
+        write_csv(tmp_path / "csv" / f"{name}.csv", rows)
+    scene = truth["004"]
+    write_csv(tmp_path / "csv" / "004.csv", [(scene["xs"][0], scene["ys"][0], scene["depth"][scene["ys"][0],
+                                                                                          scene["xs"][0]])] * 50)
+    out = tmp_path / "out"
+    with caplog.at_level("INFO"):
+        cli.main(["predict", "--config", "config_yaml/align_sparse.yaml", "--model.model", CARD,
+                  "--data.image_dir", str(tmp_path / "images"), "--data.depth_dir", str(tmp_path / "csv"),
+                  "--data.depth_suffix", ".csv", "--data.num_workers", "0",
+                  "--trainer.callbacks.init_args.output_dir", str(out),
+                  "--trainer.callbacks.init_args.formats", "[npy, ply]",
+                  "--trainer.callbacks.init_args.focal_length", "300"])
+    assert sorted(p.name for p in out.glob("*.npy")) == ["000.npy"]
+    assert not list(out.glob("00[1-4].*"))
+    for name, points in (("001", 0), ("002", 1), ("003", 2), ("004", 1)):
+        assert f"{name}.png: not written: fallback fit, its depth is not metric ({points} points" in caplog.text
+    assert "wrote 1 items" in caplog.text and "DepthMapWriter skipped 4 items: 001.png (fallback fit" in caplog.text
+
+
+def test_a_bad_camera_fails_before_the_manifest_so_the_corrected_rerun_runs(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    scenes(tmp_path, [40])
+    out = tmp_path / "out"
+    args = ["predict", "--config", "config_yaml/align_sparse.yaml", "--model.model", CARD,
+            "--data.image_dir", str(tmp_path / "images"), "--data.depth_dir", str(tmp_path / "points"),
+            "--data.num_workers", "0", "--trainer.callbacks.init_args.output_dir", str(out),
+            "--trainer.callbacks.init_args.formats", "[ply]"]
+    with pytest.raises(ValueError, match=r"DepthMapWriter.intrinsics must be \[fx, fy, cx, cy\].*fx, fy > 0"):
+        cli.main([*args, "--trainer.callbacks.init_args.intrinsics", "[0, 300, 230.5, 69.5]"])
+    assert not out.exists() or not any(out.iterdir())
+    cli.main([*args, "--trainer.callbacks.init_args.intrinsics", "[300, 300, 230.5, 69.5]"])
+    cloud = PlyData.read(str(out / "000.ply"))["vertex"]
+    assert len(cloud) > 0 and all(np.isfinite(cloud[axis]).all() for axis in "xyz")
+
+
+def test_a_run_that_writes_nothing_fails(tmp_path: Path, monkeypatch) -> None:
+    # A header none of whose names means depth: every file unreadable, every image skipped, and the command fails
+    # instead of "wrote 0 items" with exit code 0.
+    monkeypatch.chdir(ROOT)
+    scenes(tmp_path, [40])
+    write_csv(tmp_path / "csv" / "000.csv", [(1, 1, 5.0)] * 3, header="x,y,range")
+    with pytest.raises(ValueError, match=r"wrote nothing to .*: 1 items skipped: 000.png \(unreadable: .*000.csv: "
+                                         r"the header line \['x', 'y', 'range'\] lacks a column for metres"):
+        cli.main(["predict", "--config", "config_yaml/align_sparse.yaml", "--model.model", CARD,
+                  "--data.image_dir", str(tmp_path / "images"), "--data.depth_dir", str(tmp_path / "csv"),
+                  "--data.depth_suffix", ".csv", "--data.num_workers", "0",
+                  "--trainer.callbacks.init_args.output_dir", str(tmp_path / "out"),
+                  "--trainer.callbacks.init_args.formats", "[npy]"])

@@ -6,10 +6,9 @@ or on the "support" points at the extremes of the target's distribution, with it
 ``ScaleShiftFitOptions``. ``solver.weighted_scale_shift`` is the building block of every fit.
 
 Speed: a fit's full-resolution work is the validity test, the support selection and its packing
-(``support``). On the CPU (least squares, or our RANSAC) each image's whole fit but the solve is one
-call of a compiled kernel (``cpu.kernels.fit_row``, numba) on torch's intra-op threads: no full-size
-tensor operation between the steps (each one costs a pass, and torch's idle threads spin after it, taking the
-second core from the kernels). On a GPU (and for sklearn's RANSAC) the steps run batched in torch.
+(``support``). On the CPU (least squares, or our RANSAC) each image's whole fit but the solve runs in compiled
+kernels (``cpu.rows.fit_rows``, numba) on a pool of threads: no full-size tensor operation between the steps (each
+one costs a pass). On a GPU (and for sklearn's RANSAC) the steps run batched in torch.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import torch
 from torch import Tensor
 
 from depthadapt.alignment import ransac, support
-from depthadapt.alignment.cpu import kernels, omp_team
+from depthadapt.alignment.cpu import rows
 from depthadapt.alignment.solver import (
     REL_SPREAD_TOL,
     check_choice,
@@ -133,7 +132,7 @@ def fit_scale_shift(
     adaptive early stop at 99 % confidence) and refits least squares on the winner's inliers.
     ``backend="sklearn"`` loops over the images with ``sklearn.linear_model.RANSACRegressor`` (the
     reference); ``backend="torch"`` fits all images and hypotheses at once on a GPU (``ransac_torch``) and image
-    by image, trial by trial in compiled kernels on the CPU (``kernels.ransac_row``: the same hypotheses,
+    by image, trial by trial in compiled kernels on the CPU (``cpu.ransac.ransac_row``: the same hypotheses,
     scoring, tie-break and stop), reproducibly for a ``seed`` (an image's hypotheses and stopping trial do not depend on
     the rest of the batch). Its inlier counts are float32 sums, exact up to 2**24 support points per image.
 
@@ -200,37 +199,25 @@ def _fit_batched(
 def _fit_compiled(
     p: Tensor, t: Tensor, mask: Tensor | None, opts: ScaleShiftFitOptions
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, _Moments]:
-    """``_fit_batched`` on the CPU in one compiled call (``kernels.fit_rows``: per image the finiteness test,
-    the selection, RANSAC by ``ransac_torch``'s rules, the moments and the scatter, no full-size tensor in between),
-    on torch's OpenMP threads (``cpu.omp_team``) or, where those cannot be reached, on ``support.map_rows``' threads.
-    A batch with a NaN or inf is fitted again on the valid points of the full test."""
-    batch, n = p.shape
+    """``_fit_batched`` on the CPU, image by image in compiled kernels (``cpu.rows.fit_rows``: per image the finiteness
+    test, the selection, RANSAC by ``ransac_torch``'s rules, the moments and the scatter, no full-size tensor in
+    between) on torch's intra-op thread count. A batch with a NaN or inf is fitted again on the valid points of the
+    full test."""
     values, preds = support.as_numpy(t), support.as_numpy(p)
     dtype = np.float32 if values.dtype == preds.dtype == np.float32 else np.float64
     values, preds = np.ascontiguousarray(values, dtype=dtype), np.ascontiguousarray(preds, dtype=dtype)
-    inliers, results = np.empty((batch, n), dtype=bool), np.full((batch, 8), np.nan)  # NaN: not written
-    threads = min(batch, torch.get_num_threads())
+    u = ransac.uniforms(opts.seed, opts.max_trials, opts.min_samples).numpy() if opts.method == "ransac" else None
 
-    def fit(valid: Tensor | None) -> None:
-        arguments = (
-            values, preds, np.zeros((0, 0), dtype=bool) if valid is None else np.ascontiguousarray(valid.numpy()),
-            opts.support == "extremes", *map(float, opts.percentiles), opts.method == "ransac",
-            ransac.uniforms(opts.seed, opts.max_trials, opts.min_samples).numpy(),
-            ransac.stop_ratios(opts.max_trials, opts.min_samples).numpy(), float(opts.residual_threshold),
-            REL_SPREAD_TOL, inliers, results, np.zeros(1, dtype=np.int64),  # the threads' shared row counter
+    def fit(valid: Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+        return rows.fit_rows(
+            values, preds, None if valid is None else np.ascontiguousarray(valid.numpy()), opts.support == "extremes",
+            opts.percentiles, u, ransac.stop_ratios(opts.max_trials, opts.min_samples).numpy(),
+            float(opts.residual_threshold), REL_SPREAD_TOL,
         )
-        if threads > 1 and omp_team.available():
-            block, _options = kernels.fit_rows_arguments(*arguments)
-            omp_team.run(kernels.fit_rows_entry(dtype).address, block.ctypes.data, threads)
-        else:  # each thread runs the same loop, taking the rows off the shared counter
-            support.map_rows(lambda _: kernels.fit_rows(*arguments), max(threads, 1))
 
-    fit(support.valid_mask(p, t, mask, finite=True))
+    inliers, results = fit(support.valid_mask(p, t, mask, finite=True))
     if results[:, 0].min(initial=0) < 0:  # a NaN or inf: again, on the valid points of the full test
-        fit(support.valid_mask(p, t, mask))
-    if np.isnan(results[:, 0]).any():  # a C callback cannot raise: an image it could not fit is never written
-        raise RuntimeError(f"the compiled fit left {int(np.isnan(results[:, 0]).sum())} of {batch} images unfitted "
-                           "(out of memory?)")
+        inliers, results = fit(support.valid_mask(p, t, mask))
     result = torch.from_numpy(results)
     support_count, found, trials = result[:, 0].long(), result[:, 1].bool(), result[:, 2].long()
     count, mean_p, mean_t, var_p, cov = result[:, 3:].unbind(1)

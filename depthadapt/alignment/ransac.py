@@ -9,7 +9,7 @@ device and follows sklearn's semantics: hypotheses are least-squares lines throu
 drawn without replacement, a point is an inlier when ``|residual| <= threshold``, the hypothesis with the
 most inliers wins (ties: the smaller sum of squared inlier residuals, sklearn's higher R^2 on the inliers
 whenever the tied hypotheses share their inlier set), and an image stops at sklearn's adaptive trial budget
-(``STOP_PROBABILITY``). On the CPU, ``cpu.kernels.ransac_row`` runs ``ransac_torch``'s rules image by image
+(``STOP_PROBABILITY``). On the CPU, ``cpu.ransac.ransac_row`` runs ``ransac_torch``'s rules image by image
  and trial by trial (the same uniforms and stop ratios, from here), so that an image's work ends at its own
 stopping trial.
 """

@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from depthadapt.alignment import support
-from depthadapt.alignment.cpu import kernels
+from depthadapt.alignment.cpu import moments, rows
 
 __all__ = ["REL_SPREAD_TOL", "check_choice", "check_shapes", "lstsq_scale_shift", "prepare_inputs", "solve_moments",
            "weighted_moments", "weighted_scale_shift"]
@@ -68,8 +67,8 @@ def weighted_moments(p: Tensor, t: Tensor, w: Tensor) -> tuple[Tensor, Tensor, T
             and not differentiable):
         # The refit over every packed support point: one compiled two-pass kernel per row on the CPU.
         p_rows, t_rows, w_rows = p.detach().double().numpy(), t.detach().double().numpy(), w.numpy()
-        rows = support.map_rows(lambda b: kernels.masked_moments(p_rows[b], t_rows[b], w_rows[b]), p.shape[0])
-        count, mean_p, mean_t, var_p, cov = torch.tensor(rows, dtype=torch.float64).reshape(-1, 5).unbind(1)
+        fits = rows.map_rows(lambda b: moments.masked_moments(p_rows[b], t_rows[b], w_rows[b]), p.shape[0])
+        count, mean_p, mean_t, var_p, cov = torch.tensor(fits, dtype=torch.float64).reshape(-1, 5).unbind(1)
         return count, count, mean_p.to(p.dtype), mean_t.to(p.dtype), var_p.to(p.dtype), cov.to(p.dtype)
     is_mask = w.dtype == torch.bool
     w = w.to(p.dtype)

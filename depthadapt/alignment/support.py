@@ -1,6 +1,6 @@
 """Which points a scale/shift fit uses: the valid entries, and the "support" at the extremes of the target.
 
-``support_points_cpu`` (CPU: row by row in the compiled kernels of ``depthadapt.alignment.cpu.kernels``) and
+``support_points_cpu`` (CPU: row by row in the compiled kernels of ``depthadapt.alignment.cpu.selection``) and
 ``support_points_torch`` (any device, batched) select the same points: all valid ones, or those whose target is
 strictly below its per-image ``percentiles[0]`` or strictly above ``percentiles[1]`` (numpy's linear
 interpolation), packed with their count. Shapes: pred, target, mask B x N.
@@ -8,19 +8,11 @@ interpolation), packed with their count. Shapes: pred, target, mask B x N.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from functools import cache
-from typing import TypeVar
-
 import numpy as np
 import torch
 from torch import Tensor
 
-from depthadapt.alignment.cpu import kernels
-
-T = TypeVar("T")
+from depthadapt.alignment.cpu import rows, selection
 
 
 def valid_mask(pred: Tensor, target: Tensor, mask: Tensor | None, finite: bool = False) -> Tensor | None:
@@ -43,32 +35,17 @@ def as_numpy(x: Tensor) -> np.ndarray:
     return x.detach().numpy() if x.dtype in (torch.float32, torch.float64) else x.detach().double().numpy()
 
 
-@cache
-def _row_pool(workers: int, process: int) -> ThreadPoolExecutor:
-    """A thread pool kept for the process (starting threads costs more than a small fit). Keyed by the process id:
-    a forked child (e.g. a DataLoader worker) inherits the parent's pool without its threads, and would hang."""
-    return ThreadPoolExecutor(workers, thread_name_prefix="depthadapt-rows")
-
-
-def map_rows(function: Callable[[int], T], batch: int) -> list[T]:
-    """``[function(b) for b in range(batch)]`` on torch's intra-op threads (numpy and the kernels release the GIL)."""
-    workers = min(batch, torch.get_num_threads())
-    if workers <= 1:
-        return [function(b) for b in range(batch)]
-    return list(_row_pool(workers, os.getpid()).map(function, range(batch)))
-
-
 def support_points_cpu(
     p: Tensor, t: Tensor, valid: Tensor | None, support: str, percentiles: tuple[float, float]
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """CPU support selection and packing, image by image in compiled kernels: p, t, valid B x N -> idx, pc, tc, count.
 
     ``idx`` B x W (padding N) and the float64 values ``pc``, ``tc`` B x W (padding 0) of each image's support
-    points packed to the front, ``count`` (B,); the rule of ``depthadapt.kernels.support_row``. The rows are
+    points packed to the front, ``count`` (B,); the rule of ``depthadapt.selection.support_row``. The rows are
     views into N-wide buffers: their pages past each image's count are never touched.
     """
     batch, n = t.shape
-    values, preds = np.ascontiguousarray(as_numpy(t)), np.ascontiguousarray(as_numpy(p))  # the kernels' chunks
+    values, preds = np.ascontiguousarray(as_numpy(t)), np.ascontiguousarray(as_numpy(p))  # the kernels' blocks
     keep_rows = None if valid is None else valid.numpy()
     idx = np.empty((batch, n), dtype=np.int64)
     pc, tc, scratch = np.empty((batch, n)), np.empty((batch, n)), np.empty((batch, 2 * n))
@@ -76,17 +53,17 @@ def support_points_cpu(
 
     def select(b: int) -> int:
         if keep_rows is None:
-            return kernels.support_row(values[b], preds[b], support == "extremes", low, high, idx[b], pc[b], tc[b],
+            return selection.support_row(values[b], preds[b], support == "extremes", low, high, idx[b], pc[b], tc[b],
                                            scratch[b])
         base = np.flatnonzero(keep_rows[b])
-        count = kernels.support_row(
+        count = selection.support_row(
             values[b].take(base), preds[b].take(base), support == "extremes", low, high, idx[b], pc[b], tc[b],
             scratch[b],
         )
         idx[b, :count] = base.take(idx[b, :count])
         return count
 
-    counts = map_rows(select, batch)
+    counts = rows.map_rows(select, batch)
     width = max(counts, default=0)
     for b, count in enumerate(counts):
         idx[b, count:width], pc[b, count:width], tc[b, count:width] = n, 0.0, 0.0
@@ -110,7 +87,7 @@ def support_points_torch(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Batched support selection and packing in torch (GPUs): the outputs of ``support_points_cpu``.
 
-    The same rule as ``kernels.support_row``, with the order statistics read off one sort of every row.
+    The same rule as ``selection.support_row``, with the order statistics read off one sort of every row.
     """
     idx, count = compact(support_mask_torch(t, valid, support, percentiles))
     used = torch.arange(idx.shape[1], device=idx.device) < count[:, None]
@@ -121,7 +98,7 @@ def support_points_torch(
 
 
 def support_mask_torch(t: Tensor, valid: Tensor | None, support: str, percentiles: tuple[float, float]) -> Tensor:
-    """The support points of ``kernels.support_row``'s rule, batched: t, valid B x N -> bool B x N."""
+    """The support points of ``selection.support_row``'s rule, batched: t, valid B x N -> bool B x N."""
     valid = torch.ones_like(t, dtype=torch.bool) if valid is None else valid
     if support == "all" or t.numel() == 0:
         return valid

@@ -3,7 +3,16 @@
 ``depthadapt.io.visualize`` (panels of predictions and errors for people) builds on ``depthadapt.metrics``.
 """
 
-from depthadapt.io.atomic import atomic_directory, atomic_path, atomic_write, file_sha256
+from depthadapt.io.atomic import (
+    EXPORT_RECORD,
+    ExistingOutputError,
+    atomic_directory,
+    atomic_path,
+    atomic_write,
+    check_export_directory,
+    check_replaceable_file,
+    file_sha256,
+)
 from depthadapt.io.formats import (
     IMAGE_SUFFIXES,
     UnreadableFileError,
@@ -21,17 +30,22 @@ from depthadapt.io.formats import (
     write_relative_png16,
 )
 from depthadapt.io.manifest import MANIFEST_NAME, OutputManifestError, check_output_manifest
-from depthadapt.io.pointcloud import depth_to_points, make_intrinsics, unproject, write_ply
+from depthadapt.io.pointcloud import check_intrinsics, depth_to_points, make_intrinsics, unproject, write_ply
 
 __all__ = [
+    "EXPORT_RECORD",
     "IMAGE_SUFFIXES",
+    "ExistingOutputError",
     "MANIFEST_NAME",
     "OutputManifestError",
     "UnreadableFileError",
     "atomic_directory",
     "atomic_path",
     "atomic_write",
+    "check_export_directory",
+    "check_intrinsics",
     "check_output_manifest",
+    "check_replaceable_file",
     "colorize_depth",
     "decode_image_file",
     "depth_to_points",

@@ -35,8 +35,11 @@ __all__ = [
     "write_relative_png16",
 ]
 
-IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
-"""Lower-case suffixes of the image files the loaders pick up (compare with ``suffix.lower()``)."""
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pnm"}
+)
+"""Lower-case suffixes of the image files the loaders pick up (compare with ``suffix.lower()``). ``.pgm`` is not
+one: it holds depth beside ``.ppm`` images (NYU's raw dumps); ``read_depth`` reads it."""
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -49,11 +52,13 @@ def list_image_files(root: Path, skip: Iterable[Path] = ()) -> list[str]:
     Directory symlinks are followed, but every real folder is visited once, so a symlink loop (``loop -> .``)
     neither hangs the listing nor lists an image twice. Folders holding an output manifest (``MANIFEST_NAME``: a
     prediction job wrote them) are outputs, never inputs, and are left out. Two images whose names differ only by
-    extension (``x.jpg``, ``x.png``) would write the same outputs: that is an error naming both.
+    extension (``x.jpg``, ``x.png``) would write the same outputs: that is an error naming both. Files that are not
+    images (by suffix) are counted by suffix in a log line.
     """
     skipped = {Path(p).resolve() for p in skip}
     seen: set[str] = set()
     names = []
+    others: dict[str, int] = {}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen:
@@ -70,11 +75,18 @@ def list_image_files(root: Path, skip: Iterable[Path] = ()) -> list[str]:
             and os.path.realpath(os.path.join(dirpath, d)) not in seen
         )
         rel = Path(dirpath).relative_to(root)
-        names += [
-            (rel / f).as_posix()
-            for f in filenames
-            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES
-        ]
+        for f in filenames:
+            if f.startswith(".") or (f == MANIFEST_NAME and Path(dirpath).resolve() == Path(root).resolve()):
+                continue
+            suffix = Path(f).suffix.lower()
+            if suffix in IMAGE_SUFFIXES:
+                names.append((rel / f).as_posix())
+            else:
+                others[suffix or "(none)"] = others.get(suffix or "(none)", 0) + 1
+    if others:
+        counts = ", ".join(f"{count} {suffix}" for suffix, count in sorted(others.items()))
+        _log.info("%s: %d files are not images and are left out (%s; images: %s)", root, sum(others.values()), counts,
+                  " ".join(sorted(IMAGE_SUFFIXES)))
     names.sort()
     stems: dict[str, str] = {}
     for name in names:

@@ -6,6 +6,7 @@ principal point of a centred camera is ((W - 1) / 2, (H - 1) / 2). Depth is z-de
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,15 @@ import torch
 from torch import Tensor
 
 from depthadapt.io.atomic import atomic_path
+
+
+def check_intrinsics(intrinsics: Sequence[float], what: str = "intrinsics") -> tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) as floats, or a ValueError naming ``what``: four finite numbers, fx and fy > 0 pixels."""
+    values = tuple(float(v) for v in intrinsics)
+    if len(values) != 4 or not all(math.isfinite(v) for v in values) or not (values[0] > 0 and values[1] > 0):
+        raise ValueError(f"{what} must be [fx, fy, cx, cy] in pixels: four finite numbers with fx, fy > 0, got "
+                         f"{list(values)}")
+    return values
 
 
 def make_intrinsics(
@@ -36,9 +46,7 @@ def make_intrinsics(
         cx, cy = (width - 1) / 2, (height - 1) / 2
     elif any(v is None for v in explicit):
         raise ValueError(f"intrinsics need focal, or all of fx, fy, cx, cy (got fx={fx}, fy={fy}, cx={cx}, cy={cy})")
-    if not (fx > 0 and fy > 0):
-        raise ValueError(f"focal lengths must be > 0 pixels, got fx={fx}, fy={fy}")
-    return float(fx), float(fy), float(cx), float(cy)
+    return check_intrinsics((fx, fy, cx, cy))
 
 
 def unproject(depth: Tensor, intrinsics: Tensor | Sequence[float]) -> Tensor:
@@ -62,6 +70,7 @@ def depth_to_points(
     """
     if depth.ndim != 2:
         raise ValueError(f"depth must be H x W (one image; unproject handles batches), got {tuple(depth.shape)}")
+    check_intrinsics(torch.as_tensor(intrinsics).flatten().tolist())
     valid = torch.isfinite(depth) & (depth > 0)
     points = unproject(torch.where(valid, depth, 0.0), intrinsics)[valid]
     if image is None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
 import torch
+import yaml
 
 from depthadapt.io import file_sha256
 from depthadapt.models.da3.build import build_da3_model
@@ -69,6 +70,23 @@ class DepthModelCard:
             raise ValueError(f"model card: mean and std need 3 values (RGB), std > 0; got {self.mean}, {self.std}")
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> DepthModelCard:
+        """The card in a YAML file (``config_yaml/models/*.yaml``); its checkpoint path is as written (relative to
+        the working directory, as the command line reads it)."""
+        path = Path(path)
+        try:
+            facts = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise ValueError(f"model card {path} is not valid YAML: {str(error).splitlines()[0]}") from error
+        if not isinstance(facts, dict):
+            raise ValueError(f"model card {path} must be a mapping of card fields, got {type(facts).__name__}")
+        unknown = sorted(set(facts) - {field.name for field in fields(cls)})
+        if unknown:
+            known = [field.name for field in fields(cls)]
+            raise ValueError(f"model card {path}: unknown fields {unknown} (a card has {known})")
+        return cls(**facts)
 
     @property
     def output(self) -> str:

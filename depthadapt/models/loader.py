@@ -18,7 +18,7 @@ from depthadapt.models.weights.lightning import recorded_settings
 from depthadapt.models.weights.official import metadata_path, read_sidecar
 from depthadapt.models.weights.transformers import hf_card_facts, is_hf_folder
 
-__all__ = ["checkpoint_format", "load_depth_model"]
+__all__ = ["checkpoint_card", "checkpoint_format", "load_depth_model"]
 
 # Official metric checkpoints are named for the data they were fine-tuned on, which sets their depth range.
 _OFFICIAL_METRIC_RANGES = {"hypersim": 20.0, "vkitti": 80.0}
@@ -82,14 +82,8 @@ def _lightning_facts(path: Path, raw: Any) -> dict[str, Any]:
     return facts
 
 
-def load_depth_model(path: str | os.PathLike) -> tuple[nn.Module, DepthModelCard]:
-    """Load any checkpoint this project reads -> (model in eval mode, its card).
-
-    ``path``: an official Depth Anything V2 ``.pth`` (encoder from the weights' shapes; head and max depth from our
-    export's sidecar, or from the official file name: ``..._metric_hypersim_...`` is metric to 20 m), a transformers
-    Depth Anything folder (its config), or a Lightning ``.ckpt`` of this project (the card it was run with; a WeSTAR
-    run's LoRA student, merged). ``model(x)``: ImageNet-normalised B x 3 x H x W, multiples of 14 -> B x H x W.
-    """
+def checkpoint_card(path: str | os.PathLike, checkpoint_prefix: str | None = None) -> DepthModelCard:
+    """The model card a checkpoint describes (see ``load_depth_model``), without building the model."""
     path = Path(path)
     kind = checkpoint_format(path)
     if kind == "transformers":
@@ -98,5 +92,16 @@ def load_depth_model(path: str | os.PathLike) -> tuple[nn.Module, DepthModelCard
         facts = _lightning_facts(path, read_checkpoint(path))
     else:
         facts = _official_facts(path, read_checkpoint(path))
-    card = DepthModelCard(**facts, checkpoint=str(path))
+    return DepthModelCard(**facts, checkpoint=str(path), checkpoint_prefix=checkpoint_prefix)
+
+
+def load_depth_model(path: str | os.PathLike) -> tuple[nn.Module, DepthModelCard]:
+    """Load any checkpoint this project reads -> (model in eval mode, its card).
+
+    ``path``: an official Depth Anything V2 ``.pth`` (encoder from the weights' shapes; head and max depth from our
+    export's sidecar, or from the official file name: ``..._metric_hypersim_...`` is metric to 20 m), a transformers
+    Depth Anything folder (its config), or a Lightning ``.ckpt`` of this project (the card it was run with; a WeSTAR
+    run's LoRA student, merged). ``model(x)``: ImageNet-normalised B x 3 x H x W, multiples of 14 -> B x H x W.
+    """
+    card = checkpoint_card(path)
     return card.build().eval(), card

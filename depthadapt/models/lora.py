@@ -33,15 +33,16 @@ def add_lora(
     return get_peft_model(model, config)
 
 
-def save_lora_adapter(model: nn.Module, directory: str | os.PathLike) -> Path:
+def save_lora_adapter(model: nn.Module, directory: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write the LoRA adapter of a peft model alone (`adapter_config.json`, `adapter_model.safetensors`).
 
-    The folder is written under a temporary name and renamed, replacing an older one; load it with
+    Written by `atomic_directory` (kind `peft`): an earlier adapter export is replaced, any other non-empty
+    folder refused unless `overwrite` (then only the adapter's files are replaced); load it with
     `peft.PeftModel.from_pretrained(build_depth_model(...), directory)`.
     """
     if not hasattr(model, "save_pretrained"):
         raise TypeError(f"{type(model).__name__} is not a peft model: nothing to save as an adapter")
-    with atomic_directory(directory) as staging:
+    with atomic_directory(directory, "peft", overwrite) as staging:
         model.save_pretrained(staging)
     return Path(directory)
 

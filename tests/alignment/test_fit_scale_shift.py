@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from depthadapt.alignment import ScaleShiftFitOptions, fit_scale_shift, lstsq_scale_shift, support
-from depthadapt.alignment.cpu import kernels as fit_kernels
+from depthadapt.alignment.cpu import rows, selection
 
 pytestmark = pytest.mark.unit
 
@@ -149,7 +149,7 @@ def test_cpu_and_batched_torch_support_selection_agree_with_numpy(quantised: boo
         assert (idx[b, count[b] :] == target.shape[1]).all() and (tc[b, count[b] :] == 0).all()
 
 
-def _periodic_row(n: int, sample_points: int = fit_kernels.SAMPLE_POINTS) -> np.ndarray:
+def _periodic_row(n: int, sample_points: int = selection.SAMPLE_POINTS) -> np.ndarray:
     """A row whose strided sample of ``sample_points`` sees one phase only (its period is the sample's stride): the
     sampled brackets miss (the whole-row path)."""
     period = n // sample_points
@@ -161,8 +161,8 @@ def test_the_periodic_row_defeats_the_sampled_brackets() -> None:
     n = values.size
     for percentiles in ((10, 90), (25, 50)):
         ranks = [int(p / 100 * (n - 1)) for p in percentiles]
-        bounds = fit_kernels._brackets(values, np.array([ranks[0], ranks[0] + 1, ranks[1], ranks[1] + 1]),
-                                       fit_kernels.SAMPLE_POINTS)
+        bounds = selection._brackets(values, np.array([ranks[0], ranks[0] + 1, ranks[1], ranks[1] + 1]),
+                                     selection.SAMPLE_POINTS)
         below = [(values < bounds[b, 0]).sum() for b in range(2)]
         inside = [((values >= bounds[b, 0]) & (values <= bounds[b, 1])).sum() for b in range(2)]
         assert any(not below[b] <= ranks[b] < below[b] + inside[b] - 1 for b in range(2)), percentiles
@@ -178,12 +178,12 @@ def test_support_row_is_numpys_rule_on_every_kind_of_row(percentiles: tuple) -> 
         n = values.size
         preds = np.arange(n, dtype=np.float64) * 0.5
         idx, pc, tc, scratch = np.full(n, -1), np.full(n, np.nan), np.full(n, np.nan), np.empty(2 * n)
-        count = fit_kernels.support_row(values, preds, True, *map(float, percentiles), idx, pc, tc, scratch)
+        count = selection.support_row(values, preds, True, *map(float, percentiles), idx, pc, tc, scratch)
         low, high = np.percentile(values, percentiles)
         expected = np.flatnonzero((values < low) | (values > high))
         assert np.array_equal(idx[:count], expected), (n, values.dtype)
         assert np.array_equal(tc[:count], values[expected]) and np.array_equal(pc[:count], preds[expected])
-        count = fit_kernels.support_row(values, preds, False, *map(float, percentiles), idx, pc, tc, scratch)
+        count = selection.support_row(values, preds, False, *map(float, percentiles), idx, pc, tc, scratch)
         assert count == n and np.array_equal(idx, np.arange(n)) and np.array_equal(tc, values)
 
 
@@ -196,9 +196,9 @@ def test_support_row_refuses_a_row_with_a_nan_or_inf(bad: float) -> None:
         row = {"values": values.copy(), "preds": preds.copy()}
         row[where][position] = bad
         for extremes in (True, False):
-            count = fit_kernels.support_row(row["values"], row["preds"], extremes, 10.0, 90.0, idx, pc, tc, scratch)
+            count = selection.support_row(row["values"], row["preds"], extremes, 10.0, 90.0, idx, pc, tc, scratch)
             assert count == -1
-    assert fit_kernels.support_row(values, preds, True, 10.0, 90.0, idx, pc, tc, scratch) == 40_000
+    assert selection.support_row(values, preds, True, 10.0, 90.0, idx, pc, tc, scratch) == 40_000
 
 
 def test_fit_options_flow_in_as_a_value_or_keywords() -> None:
@@ -229,24 +229,21 @@ def test_fit_options_name_the_bad_field() -> None:
 
 def _rows_in_child(queue, pred: torch.Tensor, target: torch.Tensor) -> None:
     fit = fit_scale_shift(pred, target, method="ransac", support="extremes", min_samples=4)
-    queue.put((support.map_rows(lambda b: b * 3, 4), fit.scale.tolist()))
+    queue.put((rows.map_rows(lambda b: b * 3, 4), fit.scale.tolist()))
 
 
 def test_row_workers_run_in_a_forked_child() -> None:
-    # A process forked after a fit (a DataLoader worker) inherits the parent's row pool and OpenMP team without
-    # their threads: it must not wait for them (map_rows: a pool of its own; the fit: not on the team).
+    # A process forked after a fit (a DataLoader worker) inherits the parent's row pool without its threads: it must
+    # not wait for them (a pool of its own).
     import multiprocessing
-
-    from depthadapt.alignment.cpu import omp_team
 
     threads = torch.get_num_threads()
     pred = torch.rand(4, 2000, generator=torch.Generator().manual_seed(3))  # small: torch's own ops stay serial
     target = 2 * pred + 1
     try:
         torch.set_num_threads(2)
-        assert support.map_rows(lambda b: b * 2, 4) == [0, 2, 4, 6]  # the parent's pool exists now
-        fit_scale_shift(pred, target, method="ransac", support="extremes", min_samples=4)  # and its team's threads
-        assert omp_team.available()  # torch's pip wheels bundle libgomp (CI's); elsewhere this test is moot
+        assert rows.map_rows(lambda b: b * 2, 4) == [0, 2, 4, 6]  # the parent's pool exists now
+        fit_scale_shift(pred, target, method="ransac", support="extremes", min_samples=4)
         context = multiprocessing.get_context("fork")
         queue = context.Queue()
         child = context.Process(target=_rows_in_child, args=(queue, pred, target))
@@ -254,8 +251,8 @@ def test_row_workers_run_in_a_forked_child() -> None:
         child.join(timeout=60)
         if child.is_alive():
             child.kill()
-        rows, scale = queue.get(timeout=5)
-        assert child.exitcode == 0 and rows == [0, 3, 6, 9]
+        rows_in_child, scale = queue.get(timeout=5)
+        assert child.exitcode == 0 and rows_in_child == [0, 3, 6, 9]
         assert scale == pytest.approx([2.0] * 4)
     finally:
         torch.set_num_threads(threads)
@@ -268,11 +265,11 @@ def test_two_ranks_narrows_from_a_sample_and_falls_back_when_the_sample_misses()
     n = 9000
     rows = {"random": torch.randn(n, generator=g).numpy(),
             "quantised": torch.randint(0, 7, (n,), generator=g).float().numpy(),
-            "periodic": _periodic_row(n, fit_kernels.NARROW_POINTS)}
+            "periodic": _periodic_row(n, selection.NARROW_POINTS)}
     for name, values in rows.items():
         ordered = np.sort(values)
         for first, second in ((0, 1), (900, 901), (4500, 4500), (8998, 8999)):
-            got = fit_kernels._two_ranks(values.copy(), n, first, second)
+            got = selection._two_ranks(values.copy(), n, first, second)
             assert got == (ordered[first], ordered[second]), (name, first)
             if name == "random":
                 assert _count_after_narrow(values, first, second) < n // 4, first  # a few hundred of the 9000
@@ -280,4 +277,4 @@ def test_two_ranks_narrows_from_a_sample_and_falls_back_when_the_sample_misses()
 
 
 def _count_after_narrow(values: np.ndarray, first: int, second: int) -> int:
-    return fit_kernels._narrow(values.copy(), values.size, first, second)[0]
+    return selection._narrow(values.copy(), values.size, first, second)[0]

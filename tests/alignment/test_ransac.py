@@ -71,8 +71,8 @@ def test_sklearn_backend_is_ransacregressor_on_the_support_points() -> None:
 
 
 def test_sklearn_backend_takes_strided_inputs() -> None:
-    # Its selection runs in the compiled kernels, which load 16 adjacent elements at a time: a strided pred or target
-    # is made contiguous first, and fits as its contiguous copy does.
+    # Its selection runs in the compiled kernels, which read rows in blocks of adjacent points: a strided pred or
+    # target is made contiguous first, and fits as its contiguous copy does.
     pred, target, _, _, _ = _line_with_outliers(2, 40_000, 0.2, seed=4)
     strided_pred = torch.stack([pred, pred], dim=-1)[..., 0]
     strided_target = torch.stack([target, target], dim=-1)[..., 1]
@@ -253,16 +253,16 @@ def test_both_backends_stop_at_the_99_percent_budget(backend: str) -> None:
 
 def _ransac_rows(p: torch.Tensor, t: torch.Tensor, support: torch.Tensor, max_trials: int, k: int, threshold: float,
                  seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The CPU kernel ``fit_kernels.ransac_row`` row by row, as ``fit_kernels.fit_row`` calls it: ransac_torch's
+    """The CPU kernel ``cpu.ransac.ransac_row`` row by row, as ``cpu.rows.fit_rows`` calls it: ransac_torch's
     inputs and outputs."""
     from depthadapt.alignment import ransac
-    from depthadapt.alignment.cpu import kernels as fit_kernels
+    from depthadapt.alignment.cpu import ransac as ransac_kernel
     from depthadapt.alignment.solver import REL_SPREAD_TOL
 
     u, ratios = ransac.uniforms(seed, max_trials, k).numpy(), ransac.stop_ratios(max_trials, k).numpy()
     inliers = np.zeros(tuple(p.shape), dtype=bool)
-    rows = [fit_kernels.ransac_row(p[b].double().numpy(), t[b].double().numpy(), int(support[b].sum()), u, ratios,
-                                   threshold, REL_SPREAD_TOL, inliers[b]) for b in range(p.shape[0])]
+    rows = [ransac_kernel.ransac_row(p[b].double().numpy(), t[b].double().numpy(), int(support[b].sum()), u, ratios,
+                                     threshold, REL_SPREAD_TOL, inliers[b]) for b in range(p.shape[0])]
     found, trials = zip(*rows, strict=True)
     return torch.from_numpy(inliers), torch.tensor(found), torch.tensor(trials)
 
@@ -369,48 +369,23 @@ def test_cpu_fit_is_the_batched_torch_fit_on_odd_inputs(monkeypatch: pytest.Monk
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cpu_fit_is_the_same_on_torchs_team_our_threads_and_one_thread(monkeypatch: pytest.MonkeyPatch,
-                                                                       dtype: torch.dtype) -> None:
-    # The compiled CPU fit runs on torch's OpenMP team where it can (omp_team), else on our row threads, or serially
-    # at one thread: the rows are shared out at run time, and every launch gives the same results.
-    from depthadapt.alignment.cpu import omp_team
-
+def test_cpu_fit_is_the_same_on_threads_and_on_one_thread(dtype: torch.dtype) -> None:
+    # The compiled CPU fit shares the rows out to its threads at run time: every thread count gives the same results.
     g = torch.Generator().manual_seed(8)
     pred, target, _, _, _ = _line_with_outliers(7, 6000, 0.3, seed=8, noise=0.05)
     pred, target = pred.to(dtype), target.to(dtype)
     mask = torch.rand(pred.shape, generator=g) < 0.8
-    launches = []
-    monkeypatch.setattr(omp_team, "run", lambda *a, run=omp_team.run: (launches.append(a[2]), run(*a)))
     threads = torch.get_num_threads()
     fits = {}
     try:
-        for launch in ("team", "threads", "serial"):
-            torch.set_num_threads(1 if launch == "serial" else 2)
-            if launch == "threads":
-                monkeypatch.setattr(omp_team, "available", lambda: False)
-            fits[launch] = [fit_scale_shift(pred, target, m, method="ransac", support="extremes", min_samples=8,
-                                            max_trials=300) for m in (None, mask)]
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            fits[n] = [fit_scale_shift(pred, target, m, method="ransac", support="extremes", min_samples=8,
+                                       max_trials=300) for m in (None, mask)]
     finally:
         torch.set_num_threads(threads)
-    assert launches == [2, 2]  # the team ran the first two fits, and only those
-    for launch in ("threads", "serial"):
-        for fit, reference in zip(fits[launch], fits["team"], strict=True):
+    for n in (2, 3):
+        for fit, reference in zip(fits[n], fits[1], strict=True):
             for name in ("scale", "shift", "inliers", "fallback", "support_count", "trials", "inlier_ratio"):
-                assert torch.equal(getattr(fit, name), getattr(reference, name)), (launch, name)
-    assert fits["team"][0].trials.min() > 1 and not torch.equal(fits["team"][0].inliers, fits["team"][1].inliers)
-
-
-def test_an_image_the_compiled_fit_did_not_write_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The kernel runs as a C callback on torch's team, which cannot raise: a row it never wrote must not pass as fitted.
-    from depthadapt.alignment.cpu import omp_team
-
-    pred, target, _, _, _ = _line_with_outliers(4, 500, 0.1, seed=2, noise=0.01)
-    threads = torch.get_num_threads()
-    monkeypatch.setattr(omp_team, "available", lambda: True)
-    monkeypatch.setattr(omp_team, "run", lambda *arguments: None)  # the team did nothing
-    try:
-        torch.set_num_threads(2)
-        with pytest.raises(RuntimeError, match="left 4 of 4 images unfitted"):
-            fit_scale_shift(pred, target, method="ransac", support="extremes")
-    finally:
-        torch.set_num_threads(threads)
+                assert torch.equal(getattr(fit, name), getattr(reference, name)), (n, name)
+    assert fits[1][0].trials.min() > 1 and not torch.equal(fits[1][0].inliers, fits[1][1].inliers)

@@ -103,10 +103,11 @@ def test_target_domain_trains_on_unlabelled_images_and_evaluates_elsewhere(tmp_p
                                   ordinal_file=str(weak), batch_size=3, hflip=False)
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
-    assert batch["image"].shape == (3, 3, 48, 64) and "depth" not in batch
-    assert batch["instances"].shape == (3, 48, 64)
+    # 48 x 64 images train at the nearest multiples of 14 (42 x 70); labels follow the resize
+    assert batch["image"].shape == (3, 3, 42, 70) and "depth" not in batch
+    assert batch["instances"].shape == (3, 42, 70)
     labelled = {name: pairs for name, pairs in zip(batch["name"], batch["ordinal"], strict=True)}
-    assert labelled["1.png"][0].tolist() == [0, 0, 47, 63, 1]
+    assert labelled["1.png"][0].tolist() == [0, 0, 41, 69, 1]
     val = next(iter(data.val_dataloader()))
     assert "depth" in val and len(val["name"]) == 1
 
@@ -142,3 +143,36 @@ def test_simulation_needs_depth_and_excludes_a_label_file(tmp_path: Path) -> Non
     every_image = OrdinalSimulation(label_fraction=1.0, clicks="uniform")
     with pytest.raises(ValueError, match="data.ordinal_simulation draws labels from ground-truth depth"):
         WeakLabels(Samples(), ordinal_simulation=every_image)[0]
+
+
+def test_annotated_frames_train_at_their_own_size_or_any_image_size_with_their_labels_rescaled(
+        tmp_path: Path) -> None:
+    # Labels are pixels of the image as stored (the annotation tool's); 60 x 80 frames (like 480 x 640 ones) are
+    # not multiples of 14, and every resize the datamodule does must carry the labels along.
+    import cv2
+
+    images, depths = make_dataset(tmp_path / "labelled", count=1)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(frames / f"{i}.png"), np.full((60, 80, 3), 50 * i, np.uint8))
+    weak = tmp_path / "weak.jsonl"
+    write_ordinal_jsonl(weak, {"0.png": [[59, 79, 0, 0, 1], [30, 40, 10, 20, -1]]})
+    evaluation = ImageFolderDataModule(image_dir=str(images), depth_dir=str(depths), depth_suffix=".npy")
+    expected = {None: ((56, 84), [[55, 83, 0, 0, 1], [28, 42, 9, 21, -1]]),
+                (28, 42): ((28, 42), [[27, 41, 0, 0, 1], [14, 21, 4, 10, -1]])}
+    for image_size, (size, pairs) in expected.items():
+        data = TargetDomainDataModule(str(frames), evaluation, image_size=image_size, instance_source=None,
+                                      ordinal_file=str(weak), batch_size=2, hflip=False)
+        data.setup("fit")
+        batch = next(iter(data.train_dataloader()))
+        assert tuple(batch["image"].shape[-2:]) == size
+        labelled = dict(zip(batch["name"], batch["ordinal"], strict=True))
+        assert labelled["0.png"].tolist() == pairs
+        assert batch["stored_size"].tolist() == [[60, 80], [60, 80]]
+    write_ordinal_jsonl(weak, {"0.png": [[60, 0, 0, 0, 1]]})  # row 60 of a 60-row image
+    data = TargetDomainDataModule(str(frames), evaluation, image_size=(28, 42), instance_source=None,
+                                  ordinal_file=str(weak), batch_size=2, hflip=False)
+    data.setup("fit")
+    with pytest.raises(ValueError, match="weak.jsonl: pairs of 0.png lie outside its 60 x 80 image"):
+        next(iter(data.train_dataloader()))

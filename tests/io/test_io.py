@@ -28,7 +28,8 @@ def _rgb(h=6, w=8):
 
 
 def test_image_suffixes_are_lower_case():
-    assert {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"} == set(IMAGE_SUFFIXES)
+    assert {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pnm"} == set(IMAGE_SUFFIXES)
+    assert all(suffix == suffix.lower() for suffix in IMAGE_SUFFIXES)
 
 
 def test_read_image_png_is_rgb(tmp_path):
@@ -185,22 +186,50 @@ def test_failure_mid_write_keeps_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["d.npy"]
 
 
-def test_atomic_directory_replaces_the_folder_and_leaves_an_ordinary_one(tmp_path):
+def test_atomic_directory_replaces_only_its_own_files(tmp_path):
+    import json
     import os
 
-    from depthadapt.io import atomic_directory
+    from depthadapt.io import EXPORT_RECORD, ExistingOutputError, atomic_directory
 
     target = tmp_path / "export"
-    (target).mkdir()
-    (target / "old.txt").write_text("old")
-    with atomic_directory(target) as staging:
-        (staging / "new.txt").write_text("new")
-    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    with atomic_directory(target, "hf") as staging:
+        (staging / "old.txt").write_text("old")
+        (staging / "kept.txt").write_text("v1")
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's private 0o700
-    with pytest.raises(RuntimeError), atomic_directory(target) as staging:
+    (target / "notes.txt").write_text("mine")  # a file the export did not write
+    with atomic_directory(target, "hf") as staging:  # an earlier hf export: replaced, its stale file removed
+        (staging / "new.txt").write_text("new")
+        (staging / "kept.txt").write_text("v2")
+    assert sorted(p.name for p in target.iterdir()) == [EXPORT_RECORD, "kept.txt", "new.txt", "notes.txt"]
+    assert (target / "kept.txt").read_text() == "v2" and (target / "notes.txt").read_text() == "mine"
+    assert json.loads((target / EXPORT_RECORD).read_text()) == {"kind": "hf", "files": ["kept.txt", "new.txt"]}
+    with pytest.raises(ExistingOutputError, match=f"{target} is not empty and not an earlier peft export.*--overwrite"):
+        atomic_directory(target, "peft").__enter__()
+    with pytest.raises(RuntimeError), atomic_directory(target, "hf") as staging:
         (staging / "half.txt").write_text("half")
         raise RuntimeError("killed")
-    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in target.iterdir()) == [EXPORT_RECORD, "kept.txt", "new.txt", "notes.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_atomic_directory_never_deletes_a_folder_it_did_not_write(tmp_path):
+    from depthadapt.io import EXPORT_RECORD, ExistingOutputError, atomic_directory
+
+    run = tmp_path / "checkpoints"
+    run.mkdir()
+    (run / "last.ckpt").write_text("weights")
+    (run / "lora_adapter").mkdir()
+    (run / "lora_adapter" / "adapter_model.safetensors").write_text("adapter")
+    with pytest.raises(ExistingOutputError, match=f"{run} is not empty and not an earlier hf export"):
+        atomic_directory(run, "hf").__enter__()
+    with atomic_directory(run, "hf", overwrite=True) as staging:
+        (staging / "config.json").write_text("{}")
+    assert (run / "last.ckpt").read_text() == "weights"
+    assert (run / "lora_adapter" / "adapter_model.safetensors").read_text() == "adapter"
+    assert (run / "config.json").is_file() and (run / EXPORT_RECORD).is_file()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ExistingOutputError, match="is a file"):
+        atomic_directory(tmp_path / "file", "hf").__enter__()

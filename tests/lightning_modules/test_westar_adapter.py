@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -206,7 +207,8 @@ def test_cli_fit_exports_adapted_model_and_test_prints_source_vs_adapted(
     with torch.no_grad():
         torch.testing.assert_close(merged.eval()(x), student(x), rtol=1e-4, atol=1e-5)
     assert any("lora_A" in n for n, _ in adapted.named_parameters())
-    assert (export / "adapted_model_hf" / "config.json").is_file()
+    processor = json.loads((export / "adapted_model_hf" / "preprocessor_config.json").read_text())
+    assert processor["size"] == {"height": 28, "width": 28}  # the run's input size travels with the export
     events = list((tmp_path / "outputs").rglob("events.out.tfevents*"))
     assert events  # scalars and the image panel went to TensorBoard
 

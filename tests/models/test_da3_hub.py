@@ -148,14 +148,20 @@ def test_missing_and_unreadable_files(tiny_folder, tmp_path) -> None:
         load_da3_hub(tmp_path)
 
 
-def test_save_refuses_other_models_and_replaces_a_folder_atomically(tiny_folder, tmp_path) -> None:
+def test_save_refuses_other_models_and_replaces_only_its_own_files(tiny_folder, tmp_path) -> None:
     model, _ = tiny_folder
     with pytest.raises(TypeError, match="DepthAnything3"):
         save_da3_hub(torch.nn.Linear(2, 2), tmp_path / "x")
+    from depthadapt.io import EXPORT_RECORD, ExistingOutputError
+
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "stale.txt").write_text("old")
-    save_da3_hub(model, tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors"]
+    (tmp_path / "out" / "notes.txt").write_text("the user's")
+    with pytest.raises(ExistingOutputError, match="not an earlier da3-hub export"):
+        save_da3_hub(model, tmp_path / "out")  # never deletes what it did not write
+    save_da3_hub(model, tmp_path / "out", overwrite=True)
+    save_da3_hub(model, tmp_path / "out")  # an earlier export: replaced
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        ["config.json", "model.safetensors", EXPORT_RECORD, "notes.txt"])
 
 
 def test_tiny_shapes_and_input_checks() -> None:

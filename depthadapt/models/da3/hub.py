@@ -136,8 +136,9 @@ class _HubWrapper(nn.Module):
         self.model = model
 
 
-def save_da3_hub(model: DepthAnything3, folder: str | os.PathLike) -> Path:
-    """Write ``model``'s weights as an official hub folder (atomically; replaces ``folder``) -> the folder.
+def save_da3_hub(model: DepthAnything3, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write ``model``'s weights as an official hub folder (atomically) -> the folder. An earlier hub export there is
+    replaced; another non-empty folder is refused unless ``overwrite`` (then only the export's files are replaced).
 
     The official code loads it (``DepthAnything3.from_pretrained(folder)``) for the four official model names;
     ``da3-tiny`` is ours: only `load_da3_hub` reads it.
@@ -145,7 +146,7 @@ def save_da3_hub(model: DepthAnything3, folder: str | os.PathLike) -> Path:
     if not isinstance(model, DepthAnything3):
         raise TypeError(f"save_da3_hub takes a DepthAnything3 model, got {type(model).__name__}")
     folder = Path(folder)
-    with atomic_directory(folder) as staging:
+    with atomic_directory(folder, "da3-hub", overwrite) as staging:
         # safetensors' own writer: shared tensors stored once under the name it keeps, as save_pretrained does.
         save_model(_HubWrapper(model), str(staging / HUB_WEIGHTS), metadata={"format": "pt"})
         (staging / HUB_CONFIG).write_text(json.dumps({"model_name": model.model_name}, indent=2) + "\n")

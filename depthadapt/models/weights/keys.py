@@ -11,7 +11,10 @@ import argparse
 import contextlib
 import os
 import pathlib
+import pickletools
 import re
+import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -74,22 +77,70 @@ def safe_globals() -> list[Any]:
     return [*allowed, *_CHECKPOINT_CLASSES]
 
 
+_REFUSED = (
+    "depthadapt reads checkpoints with torch.load(weights_only=True) and never runs code from a file; ask for the "
+    "weights as a plain state dict of tensors or as safetensors"
+)
+
+
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+def pickled_globals(path: Path) -> list[str]:
+    """The Python objects (`module.name`) a plain pickle file would import, read without unpickling; [] for a
+    torch.save zip file or a file that is not a pickle."""
+    if zipfile.is_zipfile(path):
+        return []
+    names: list[str] = []
+    strings: list[Any] = []  # the strings pushed so far, for STACK_GLOBAL's module and name
+    memo: dict[Any, Any] = {}
+    try:
+        with open(path, "rb") as file:
+            for opcode, arg, _ in pickletools.genops(file):
+                if opcode.name in _STRING_OPS:
+                    strings.append(arg)
+                elif opcode.name == "MEMOIZE":
+                    memo[len(memo)] = strings[-1] if strings else None
+                elif opcode.name in ("BINGET", "LONG_BINGET", "GET"):
+                    strings.append(memo.get(arg))
+                elif opcode.name == "GLOBAL":
+                    names.append(str(arg).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # not a pickle, or a truncated one: what was found so far
+        pass
+    return list(dict.fromkeys(names))
+
+
 def describe_checkpoint_error(path: Path, error: BaseException) -> UnreadableCheckpointError:
-    """A clear error for a checkpoint `torch.load` could not read: names the file and what to do."""
-    unsupported = re.search(r"Unsupported (global|operand)[^\n]*", str(error))
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    reason = unsupported.group(0) if unsupported else lines[0] if lines else repr(error)
-    if reason.startswith("Unsupported global"):
+    """A clear one-line error for a checkpoint `torch.load` could not read: names the file, says what it is and
+    what to do (never torch's advice to load it unsafely)."""
+    text = str(error)
+    blocked = re.search(r"unsupported GLOBAL ([\w.]+)|Unsupported global: GLOBAL ([\w.]+)", text)
+    if blocked:
         try:
-            names = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or reason
+            names = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path))
         except Exception:  # a plain pickle, not a torch.save zip file
-            names = reason
+            names = ""
         return UnreadableCheckpointError(
-            f"{path} holds pickled Python objects, not only weights ({names}). depthadapt loads checkpoints "
-            "with torch.load(weights_only=True) and never runs code from a file. If the file comes from a "
-            "source you trust, re-save its tensors alone: torch.save(torch.load(PATH, weights_only=False)"
-            "['state_dict'], 'weights.pth')"
+            f"{path} holds pickled Python objects, not only weights ({names or blocked.group(1) or blocked.group(2)}): "
+            f"refused. {_REFUSED}"
         )
+    objects = pickled_globals(path)
+    if objects:
+        return UnreadableCheckpointError(
+            f"{path} is a pickle of Python objects, not only weights ({', '.join(objects)}): refused, nothing in it "
+            f"was run. {_REFUSED}"
+        )
+    operand = re.search(r"Unsupported operand (\d+)", text)
+    if operand:
+        return UnreadableCheckpointError(
+            f"cannot read checkpoint {path}: not a file torch.save wrote (pickle operation {operand.group(1)} is not "
+            "allowed in a weights-only load), so it is corrupt or a pickle of Python objects; nothing in it was run. "
+            "Download or export it again (as a state dict of tensors or as safetensors)"
+        )
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    reason = lines[0] if lines else type(error).__name__
     return UnreadableCheckpointError(
         f"cannot read checkpoint {path}: {reason}. The file is truncated, corrupt or not written by torch.save "
         "(depthadapt reads checkpoints with torch.load(weights_only=True)); download or export it again"
@@ -105,7 +156,9 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
             f"checkpoint not found: {path} (an official .pth, a Lightning .ckpt or a transformers folder)"
         )
     try:
-        with torch.serialization.safe_globals(safe_globals()):
+        # torch warns about pickle protocols and retrying with weights_only=False: the error we raise says enough
+        with torch.serialization.safe_globals(safe_globals()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise describe_checkpoint_error(path, error) from error

@@ -7,19 +7,21 @@ import copy
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from depthadapt.io import atomic_path
+from depthadapt.io import ExistingOutputError, atomic_path, check_replaceable_file
 from depthadapt.models.depth_anything import ENCODER_CONFIGS
+from depthadapt.models.dinov2 import PRETRAIN_SIZE
+from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD
 from depthadapt.models.weights.keys import MODEL_KEY_ROOTS, CheckpointMismatchError, listing
 
-__all__ = ["SIDECAR_FORMAT", "check_recorded", "metadata_path", "model_metadata", "read_sidecar", "save_official",
-           "to_official_state_dict", "warn_on_official_name"]
+__all__ = ["SIDECAR_FORMAT", "check_official_target", "check_recorded", "metadata_path", "model_metadata",
+           "read_sidecar", "save_official", "to_official_state_dict", "warn_on_official_name"]
 
 SIDECAR_FORMAT = "depthadapt-official"  # marks our `<name>.json` next to an exported `<name>.pth`
 
@@ -31,8 +33,14 @@ def metadata_path(path: str | os.PathLike) -> Path:
 
 
 
-def model_metadata(model: nn.Module) -> dict[str, Any]:
-    """`encoder`, `head`, `max_depth` and `layer_indices` of a DepthAnythingV2 (or a peft model on one)."""
+def model_metadata(
+    model: nn.Module,
+    input_size: int = PRETRAIN_SIZE,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> dict[str, Any]:
+    """`encoder`, `head`, `max_depth` and `layer_indices` of a DepthAnythingV2 (or a peft model on one), with how
+    it is run: `input_size` (the shorter network side) and the `mean` / `std` that normalise images in [0, 1]."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return {
         "format": SIDECAR_FORMAT,
@@ -40,6 +48,9 @@ def model_metadata(model: nn.Module) -> dict[str, Any]:
         "head": inner.head,
         "max_depth": inner.max_depth,
         "layer_indices": list(inner.layer_indices),
+        "input_size": int(input_size),
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
     }
 
 
@@ -102,17 +113,44 @@ def to_official_state_dict(model: nn.Module, check_layers: bool = True) -> dict[
 
 
 
-def save_official(model: nn.Module, path: str | os.PathLike) -> Path:
+def check_official_target(path: str | os.PathLike, overwrite: bool = False) -> None:
+    """Raise unless `save_official` may write `path` and its sidecar: the two must differ, and neither may replace
+    a file that is not an earlier export (one with our sidecar) unless `overwrite`."""
+    path = Path(path)
+    sidecar = metadata_path(path)
+    if path.suffix == sidecar.suffix:
+        raise ExistingOutputError(
+            f"{path}: the weights would be overwritten by their {sidecar.suffix} sidecar; name them .pth"
+        )
+    ours = read_sidecar(sidecar) is not None
+    check_replaceable_file(path, "official export (with a depthadapt sidecar)", lambda _: ours, overwrite)
+    if sidecar.exists() and not ours and not overwrite:
+        raise ExistingOutputError(
+            f"{sidecar} is not a depthadapt sidecar and exporting {path.name} would replace it: give another name, "
+            "or --overwrite (overwrite=True) to replace it"
+        )
+
+
+def save_official(
+    model: nn.Module,
+    path: str | os.PathLike,
+    overwrite: bool = False,
+    input_size: int = PRETRAIN_SIZE,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Path:
     """Write the official-format `.pth` (LoRA merged; loads strictly into the official code) and its sidecar.
 
     The sidecar `<name>.json` records encoder, head and max depth (the official key sets of a relative and
-    a metric model are the same), so `build_depth_model` refuses the file with the wrong head. Both atomic.
+    a metric model are the same), so `build_depth_model` refuses the file with the wrong head, and the input
+    size and normalisation the model runs at. Both atomic; `check_official_target` first (`overwrite`).
     """
     path = Path(path)
+    check_official_target(path, overwrite)
     state = to_official_state_dict(model)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     with atomic_path(metadata_path(path)) as tmp:
-        tmp.write_text(json.dumps(model_metadata(model), indent=2) + "\n")
+        tmp.write_text(json.dumps(model_metadata(model, input_size, mean, std), indent=2) + "\n")
     return path
 

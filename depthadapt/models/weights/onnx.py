@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from depthadapt.io import atomic_path
-from depthadapt.models.dinov2 import PATCH_SIZE
+from depthadapt.io import atomic_path, check_replaceable_file
+from depthadapt.models.dinov2 import PATCH_SIZE, PRETRAIN_SIZE
+from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD
 from depthadapt.models.weights.official import model_metadata
 
 INPUT_NAME = "image"
@@ -20,31 +23,65 @@ OUTPUT_NAME = "depth"
 DEFAULT_OPSET = 18
 MIN_GRID = 3  # patches per side: smaller grids would make the head's stride-2 convolution output 1 x 1
 MAX_GRID = 1024
-EXAMPLE_GRID = (5, 7)  # non-square and not 37 x 37, so no size is special-cased while tracing
+EXAMPLE_SIZE = (75, 101)  # not multiples of 14, non-square, not 518: no size is special-cased while tracing
+METADATA_PREFIX = "depthadapt."
 
 
-def _plain_model(model: nn.Module) -> nn.Module:
-    """The model without LoRA layers (merged into a copy), in eval mode."""
+class AnySizeDepth(nn.Module):
+    """The graph ONNX users get: any B x 3 x H x W (H, W >= 42) -> B x H x W.
+
+    Sides that are not multiples of 14 are resized to the nearest multiple (bicubic) and the output back to
+    H x W (bilinear, align_corners=True), as `infer` resizes; at multiples of 14 both resizes are the identity.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """B x 3 x H x W normalised image -> B x H x W depth output."""
+        height, width = x.shape[-2:]
+        grid_h = (height + PATCH_SIZE // 2) // PATCH_SIZE
+        grid_w = (width + PATCH_SIZE // 2) // PATCH_SIZE
+        x = F.interpolate(x, size=(grid_h * PATCH_SIZE, grid_w * PATCH_SIZE), mode="bicubic", align_corners=False)
+        out = self.model(x)
+        return F.interpolate(out[:, None], size=(height, width), mode="bilinear", align_corners=True)[:, 0]
+
+
+def _plain_model(model: nn.Module) -> AnySizeDepth:
+    """The model without LoRA layers (merged into a copy), in eval mode, taking any input size."""
     if hasattr(model, "merge_and_unload"):
         model = copy.deepcopy(model).merge_and_unload()
-    return model.eval()
+    return AnySizeDepth(model).eval()
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
-    """Write `model` (LoRA merged) as ONNX: `image` B x 3 x H x W (ImageNet-normalised) -> `depth` B x H x W.
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    opset: int = DEFAULT_OPSET,
+    overwrite: bool = False,
+    input_size: int = PRETRAIN_SIZE,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Path:
+    """Write `model` (LoRA merged) as ONNX: `image` B x 3 x H x W (normalised) -> `depth` B x H x W.
 
-    Batch, height and width are dynamic (H and W multiples of 14, at least 42); the official position
-    embedding interpolation (bicubic by the scale factor (grid + 0.1) / 37, unchanged at 518 x 518) is
-    computed in the graph for every size. The model's encoder, head and max depth are stored as metadata.
-    Written atomically.
+    Batch, height and width are dynamic (H, W >= 42; sides that are not multiples of 14 are resized inside the
+    graph, see `AnySizeDepth`); the official position embedding interpolation (bicubic by the scale factor
+    (grid + 0.1) / 37, unchanged at 518 x 518) is computed in the graph for every size. The metadata
+    (`depthadapt.*`) holds encoder, head, max depth and how to run the model: `input_size` (the shorter side to
+    resize images to), `mean` and `std`. Written atomically; an existing file that is not an earlier export of
+    ours is refused unless `overwrite`.
     """
+    check_replaceable_file(path, "ONNX export of depthadapt", is_onnx_export, overwrite)
     was_training = model.training
     plain = _plain_model(model)
-    metadata = {key: str(value) for key, value in model_metadata(model).items() if key != "format"}
-    example = torch.randn(2, 3, EXAMPLE_GRID[0] * PATCH_SIZE, EXAMPLE_GRID[1] * PATCH_SIZE)
+    metadata = {key: json.dumps(value) if isinstance(value, list) else str(value)
+                for key, value in model_metadata(model, input_size, mean, std).items() if key != "format"}
+    example = torch.randn(2, 3, *EXAMPLE_SIZE)
     batch = torch.export.Dim("batch", min=1, max=1024)
-    grid_h = torch.export.Dim("grid_h", min=MIN_GRID, max=MAX_GRID)
-    grid_w = torch.export.Dim("grid_w", min=MIN_GRID, max=MAX_GRID)
+    height = torch.export.Dim("height", min=MIN_GRID * PATCH_SIZE, max=MAX_GRID * PATCH_SIZE)
+    width = torch.export.Dim("width", min=MIN_GRID * PATCH_SIZE, max=MAX_GRID * PATCH_SIZE)
     try:
         with torch.no_grad():
             program = torch.onnx.export(
@@ -52,23 +89,40 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_
                 (example,),
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
-                dynamic_shapes={"x": {0: batch, 2: PATCH_SIZE * grid_h, 3: PATCH_SIZE * grid_w}},
+                dynamic_shapes={"x": {0: batch, 2: height, 3: width}},
                 opset_version=opset,
                 dynamo=True,
                 verbose=False,
             )
     finally:
         model.train(was_training)
-    program.model.metadata_props.update({f"depthadapt.{key}": value for key, value in metadata.items()})
+    program.model.metadata_props.update({METADATA_PREFIX + key: value for key, value in metadata.items()})
     with atomic_path(path) as tmp:
         program.save(tmp)
     return Path(path)
 
 
+def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The `depthadapt.*` metadata of an ONNX file (keys without the prefix); {} for another ONNX file."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key[len(METADATA_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(METADATA_PREFIX)}
+
+
+def is_onnx_export(path: Path) -> bool:
+    """Whether `path` is an ONNX file this project exported (it carries `depthadapt.*` metadata)."""
+    try:
+        return bool(onnx_metadata(path))
+    except Exception:  # not an ONNX file at all: onnx raises its own DecodeError and others
+        return False
+
+
 def onnx_relative_error(
     model: nn.Module, path: str | os.PathLike, sizes: Sequence[tuple[int, int]], batch: int = 1, seed: int = 0
 ) -> float:
-    """Largest max|onnx - torch| / max|torch| over random inputs of each (height, width) in `sizes`."""
+    """Largest max|onnx - torch| / max|torch| over random inputs of each (height, width) in `sizes` (any sizes:
+    the torch side is `AnySizeDepth` too)."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

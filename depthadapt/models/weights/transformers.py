@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from depthadapt.io import atomic_directory
+from depthadapt.io import atomic_directory, check_export_directory
 from depthadapt.models.depth_anything import ENCODER_CONFIGS, HEADS, DepthAnythingV2
 from depthadapt.models.dinov2 import PATCH_SIZE, PRETRAIN_SIZE
 from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -29,6 +29,7 @@ CONFIG_NAME = "config.json"
 PREPROCESSOR_NAME = "preprocessor_config.json"
 WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
 SHARD_INDEX_NAME = "model.safetensors.index.json"
+HF_EXPORT_KIND = "hf"  # the kind an exported transformers folder records (depthadapt.io.atomic_directory)
 REASSEMBLE_FACTORS = (4, 2, 1, 0.5)
 HEAD_HIDDEN_SIZE = 32
 
@@ -168,11 +169,35 @@ def is_hf_folder(path: str | os.PathLike) -> bool:
     return Path(path).is_dir() and (Path(path) / CONFIG_NAME).is_file()
 
 
+def _shard_index(index: Path) -> dict[str, str]:
+    """The `weight_map` (parameter -> shard file) of a sharded checkpoint's index; errors name the file."""
+    try:
+        weight_map = json.loads(index.read_text()).get("weight_map")
+    except (ValueError, AttributeError) as error:
+        raise CheckpointMismatchError(f"{index} is not a JSON object: {error}") from error
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointMismatchError(f"{index} has no weight_map (parameter -> shard file): copy it again")
+    return weight_map
+
+
+def read_hf_config(directory: Path) -> Any:
+    """The folder's `DepthAnythingConfig`; an unreadable or foreign `config.json` is an error naming it."""
+    from transformers import DepthAnythingConfig
+
+    try:
+        return DepthAnythingConfig.from_pretrained(directory)
+    except Exception as error:  # transformers raises OSError, ValueError, TypeError, ... for a bad config
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointMismatchError(
+            f"{directory / CONFIG_NAME} is not a transformers Depth Anything config ({reason})"
+        ) from error
+
+
 def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     index = directory / SHARD_INDEX_NAME
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else []
+    files = sorted(set(_shard_index(index).values())) if index.is_file() else []
     if not files:
         files = [name for name in WEIGHT_NAMES if (directory / name).is_file()][:1]
     if not files:
@@ -225,17 +250,20 @@ def _config_layout(config: Any, path: Path) -> tuple[str, tuple[int, ...]]:
 
 def hf_card_facts(directory: str | os.PathLike) -> dict[str, Any]:
     """Encoder, head, max depth and input size of a transformers Depth Anything folder (its config files)."""
-    from transformers import DepthAnythingConfig
-
     path = Path(directory)
-    config = DepthAnythingConfig.from_pretrained(path)
+    config = read_hf_config(path)
     encoder, _ = _config_layout(config, path / CONFIG_NAME)
     facts: dict[str, Any] = {"encoder": encoder, "head": config.depth_estimation_type}
     if config.depth_estimation_type == "metric":
         facts["max_depth"] = float(config.max_depth)
     processor = path / PREPROCESSOR_NAME
     if processor.is_file():
-        settings = json.loads(processor.read_text())
+        try:
+            settings = json.loads(processor.read_text())
+        except ValueError as error:
+            raise CheckpointMismatchError(f"{processor} is not valid JSON: {error}") from error
+        if not isinstance(settings, Mapping):
+            raise CheckpointMismatchError(f"{processor} must be a JSON object, got {type(settings).__name__}")
         size = settings.get("size") or {}
         if isinstance(size, Mapping) and isinstance(size.get("height"), int):
             facts["input_size"] = min(size["height"], size.get("width", size["height"]))
@@ -251,11 +279,9 @@ def load_hf(model: DepthAnythingV2, directory: str | os.PathLike) -> DepthAnythi
     metric model, its `max_depth` the model's. transformers' relative head multiplies the ReLU output by
     `max_depth` (1 in the released models); another value is folded into the last convolution.
     """
-    from transformers import DepthAnythingConfig
-
     path = Path(directory)
     encoder, head, max_depth = model.encoder, model.head, model.max_depth
-    config = DepthAnythingConfig.from_pretrained(path)
+    config = read_hf_config(path)
     found, layer_indices = _config_layout(config, path / CONFIG_NAME)
     kind = config.depth_estimation_type
     problems = []
@@ -310,7 +336,14 @@ def hf_config(model: DepthAnythingV2) -> Any:
     return config
 
 
-def save_hf(model: nn.Module, directory: str | os.PathLike) -> Path:
+def save_hf(
+    model: nn.Module,
+    directory: str | os.PathLike,
+    overwrite: bool = False,
+    input_size: int = PRETRAIN_SIZE,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Path:
     """Write `model` (a DepthAnythingV2, or a peft LoRA model on one: merged) as a transformers folder.
 
     `transformers.DepthAnythingForDepthEstimation.from_pretrained(directory)` loads it; its
@@ -318,8 +351,10 @@ def save_hf(model: nn.Module, directory: str | os.PathLike) -> Path:
     differ slightly because transformers resamples the position embeddings by output size (ours, like the
     official code, by the scale factor (grid + 0.1) / 37), and transformers' image processor resizes
     differently from the official preprocessing (`depthadapt.models.preprocess`). The folder gets
-    `config.json`, `model.safetensors` and a `preprocessor_config.json` for the 518 px pipeline; it is
-    written under a temporary name and renamed, replacing an older one.
+    `config.json`, `model.safetensors` and a `preprocessor_config.json` that resizes to `input_size` (the size
+    the model runs at) and normalises with `mean` / `std`, so `pipeline("depth-estimation", model=directory)`
+    runs it as depthadapt does. Written by `atomic_directory` (kind `hf`, `overwrite`): files of another kind
+    of folder are never removed.
     """
     from safetensors.torch import save_file
 
@@ -328,24 +363,25 @@ def save_hf(model: nn.Module, directory: str | os.PathLike) -> Path:
         raise TypeError(f"save_hf needs a DepthAnythingV2 model (or a peft model on one), got {type(inner).__name__}")
     if inner.head not in HEADS:
         raise ValueError(f"unknown head {inner.head!r}")
+    check_export_directory(directory, HF_EXPORT_KIND, overwrite)
     state = official_to_hf(to_official_state_dict(model, check_layers=False))
-    with atomic_directory(directory) as staging:
+    with atomic_directory(directory, HF_EXPORT_KIND, overwrite) as staging:
         hf_config(inner).save_pretrained(staging)
         save_file({k: v.contiguous() for k, v in state.items()}, staging / WEIGHT_NAMES[0], metadata={"format": "pt"})
-        _preprocessor_config(staging)
+        _preprocessor_config(staging, input_size, mean, std)
     return Path(directory)
 
 
-def _preprocessor_config(directory: Path) -> None:
-    """The image-processor settings of the released Depth Anything V2 transformers models."""
+def _preprocessor_config(directory: Path, input_size: int, mean: Sequence[float], std: Sequence[float]) -> None:
+    """The image-processor settings of the released Depth Anything V2 transformers models, at `input_size`."""
     from transformers import DPTImageProcessor
 
     DPTImageProcessor(
-        size={"height": PRETRAIN_SIZE, "width": PRETRAIN_SIZE},
+        size={"height": input_size, "width": input_size},
         keep_aspect_ratio=True,
         ensure_multiple_of=PATCH_SIZE,
         resample=3,  # bicubic
         do_pad=False,
-        image_mean=list(IMAGENET_MEAN),
-        image_std=list(IMAGENET_STD),
+        image_mean=[float(v) for v in mean],
+        image_std=[float(v) for v in std],
     ).save_pretrained(directory)
