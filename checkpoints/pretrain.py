@@ -1,7 +1,7 @@
 """`make pretrain`: train the tiny relative and metric teachers on the synthetic street domain and the tiny
-foundation-like relative models (126 and 140 rows) on domain-randomised street and room styles, export them
-(official key names, float16) into checkpoints/, score them, and write the card checkpoints/README.md and
-checkpoints/scores.json.
+foundation-like relative models (126 and 140 rows; the 140-row one also as a tiny Depth Anything 3, `da3-tiny`) on
+domain-randomised street and room styles, export them (official key names or the official DA3 hub folder, float16)
+into checkpoints/, score them, and write the card checkpoints/README.md and checkpoints/scores.json.
 
 The teachers are scored on the test split of each street style; each foundation model on its training
 distribution and on every held-out style (``depthadapt.synth.HELD_OUT``), clean and under a fixed KITTI-C
@@ -25,8 +25,10 @@ from datamodules.base import collate_samples
 from datamodules.synthetic import SyntheticDataset
 from depthadapt.corruptions import corrupt
 from depthadapt.io import atomic_path
-from depthadapt.metrics import DepthMetrics
-from depthadapt.models import build_depth_model, infer, to_official_state_dict
+from depthadapt.metrics import AlignmentSpace, DepthMetrics
+from depthadapt.models import build_depth_model, infer, load_depth_model, to_official_state_dict
+from depthadapt.models.da3 import DepthAnything3, save_da3_hub
+from depthadapt.models.da3.build import build_da3_model
 from depthadapt.synth import HELD_OUT, RANDOM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +40,13 @@ MODELS = {
     "foundation": (("config_yaml/pretrain_foundation.yaml",), CHECKPOINTS / "tiny_foundation.pth"),
     "foundation_140": (("config_yaml/pretrain_foundation.yaml", "config_yaml/pretrain_foundation_140.yaml"),
                        CHECKPOINTS / "tiny_foundation_140.pth"),
+    # An official-layout Depth Anything 3 hub folder (config.json + model.safetensors).
+    "da3_foundation_140": (("config_yaml/pretrain_foundation.yaml", "config_yaml/pretrain_da3_foundation_140.yaml"),
+                           CHECKPOINTS / "tiny_da3_140"),
 }
-HEADS = {"relative": "relative", "metric": "metric", "foundation": "relative", "foundation_140": "relative"}
+HEADS = {"relative": "relative", "metric": "metric", "foundation": "relative", "foundation_140": "relative",
+         "da3_foundation_140": "relative"}
+DA3_MODELS = {"da3_foundation_140": "da3-tiny"}  # kind -> the DA3 model name it trains
 # Teachers' evaluation conditions: (style, corruption, severity); every model is scored on the same images.
 CONDITIONS = [("source", None, 0), ("target", None, 0), ("source", "fog", 3), ("source", "gaussian_noise", 3),
               ("source", "motion_blur", 3), ("source", "dark", 3)]
@@ -50,13 +57,33 @@ EVAL_RANGE = (3100, 3300)
 FOUNDATION_DOMAINS = [("street", RANDOM), ("room", RANDOM), *((family, style) for style, family in HELD_OUT.items())]
 # Each foundation model's training and scoring size per family: (height, width).
 FOUNDATION_SIZES = {"foundation": {"street": (126, 252), "room": (126, 252)},
-                    "foundation_140": {"street": (140, 462), "room": (140, 280)}}
+                    "foundation_140": {"street": (140, 462), "room": (140, 280)},
+                    "da3_foundation_140": {"street": (140, 462), "room": (140, 280)}}
 # What each foundation model starts from; its card compares the two on the same images.
-WARM_STARTS = {"foundation": "tiny_relative_street.pth", "foundation_140": "tiny_foundation.pth"}
+WARM_STARTS = {"foundation": "tiny_relative_street.pth", "foundation_140": "tiny_foundation.pth",
+               "da3_foundation_140": "tiny_foundation_140.pth"}
+_VITT = ("`vitt` encoder (as the teachers), relative head (disparity), official key names, float16;\n"
+         "`build_depth_model(\"vitt\", checkpoint=\"checkpoints/{file}\")`")
+# Each foundation model's architecture and how to load it; the space its output (and its scoring) lives in.
+ARCHITECTURES = {
+    "foundation": _VITT,
+    "foundation_140": _VITT,
+    "da3_foundation_140": (
+        "`da3-tiny` (the single-view da3-small layout at 6 blocks of width 192: DINOv2 blocks 0-1, then qk-norm,\n"
+        "2-D RoPE, alternating attention and a camera token; DualDPT head; 6.1 M parameters), relative depth (not\n"
+        "disparity), an official-layout Depth Anything 3 hub folder, float16;\n"
+        "`load_depth_model(\"checkpoints/{file}\")`; warm start: `tiny_foundation_140.pth`'s tensors of matching name\n"
+        "and shape (its 4 encoder blocks into blocks 0-3, patch and position embeddings, DPT); blocks 4-5 start as\n"
+        "identities; the qk-norms, camera token, camera modules and DualDPT's new layers start fresh"),
+}
+OUTPUT_SPACES: dict[str, AlignmentSpace] = {"foundation": "disparity", "foundation_140": "disparity",
+                                            "da3_foundation_140": "depth"}
 ROLES = {"foundation": "the first foundation-like model and the warm start of `tiny_foundation_140.pth`; at 126 x 252 "
                          "the street scenes cap it (benchmarks/RESULTS.md, \"Pretraining check: street at 140 rows\")",
          "foundation_140": "the source model of every WeSTAR experiment here "
-                           "(`config_yaml/models/tiny_foundation_140.yaml`)"}
+                           "(`config_yaml/models/tiny_foundation_140.yaml`)",
+         "da3_foundation_140": "the Depth Anything 3 source model of the DA3 jobs' tests and synthetic runs "
+                               "(`config_yaml/models/tiny_da3_140.yaml`)"}
 FOUNDATION_START = 100100
 MIXTURE = ("fog", "dark", "snow", "gaussian_noise", "motion_blur")
 MIXTURE_SEVERITY = 3
@@ -96,12 +123,18 @@ def render_cache(kind: str) -> None:
 
 
 def export(kind: str, model: torch.nn.Module, facts: dict) -> dict:
-    """Save a model's weights as float16 with official key names; returns the facts with file name and size."""
+    """Save a model's weights as float16 with official key names (a DA3 model: an official hub folder); returns the
+    facts with file name and size."""
     path = MODELS[kind][1]
-    with atomic_path(path) as tmp:
-        torch.save({k: v.half() for k, v in to_official_state_dict(model).items()}, tmp)
+    if isinstance(model, DepthAnything3):
+        save_da3_hub(model.half(), path)
+        size = sum(f.stat().st_size for f in path.iterdir())
+    else:
+        with atomic_path(path) as tmp:
+            torch.save({k: v.half() for k, v in to_official_state_dict(model).items()}, tmp)
+        size = path.stat().st_size
     return {**facts, "config": " + ".join(MODELS[kind][0]), "checkpoint": path.name,
-            "size_mb": round(path.stat().st_size / 2**20, 1)}
+            "size_mb": round(size / 2**20, 1)}
 
 
 def train(kind: str, resume: str | None = None) -> dict:
@@ -121,7 +154,10 @@ def export_lightning_checkpoint(kind: str, ckpt_path: str) -> dict:
 
     The training time is the checkpoint's age relative to the run's saved ``config.yaml`` (written at its start).
     """
-    model = build_depth_model("vitt", head=HEADS[kind], checkpoint=ckpt_path, checkpoint_prefix="model.")
+    if kind in DA3_MODELS:
+        model = build_da3_model(DA3_MODELS[kind], ckpt_path)
+    else:
+        model = build_depth_model("vitt", head=HEADS[kind], checkpoint=ckpt_path, checkpoint_prefix="model.")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     trainer = load_config(kind)["trainer"]
     facts = {"steps": ckpt["global_step"], "epochs": ckpt["epoch"] + 1, "seed": 0}
@@ -138,9 +174,11 @@ def export_lightning_checkpoint(kind: str, ckpt_path: str) -> dict:
 
 @torch.no_grad()
 def score(model: torch.nn.Module, dataset: SyntheticDataset, input_size: int, affine_invariant: bool,
-          corruptions: Sequence[str] = (), severity: int = MIXTURE_SEVERITY, batch_size: int = 8) -> dict[str, float]:
-    """d1 / abs_rel / rmse of ``model`` on ``dataset``; image index i corrupted with ``corruptions[i % len]``."""
-    metrics = DepthMetrics(affine_invariant=affine_invariant)
+          corruptions: Sequence[str] = (), severity: int = MIXTURE_SEVERITY, batch_size: int = 8,
+          space: AlignmentSpace = "disparity") -> dict[str, float]:
+    """d1 / abs_rel / rmse of ``model`` on ``dataset``; image index i corrupted with ``corruptions[i % len]``;
+    a relative output aligned in ``space``."""
+    metrics = DepthMetrics(affine_invariant=affine_invariant, space=space)
     for start in range(0, len(dataset), batch_size):
         batch = collate_samples([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         image = batch["image"]
@@ -168,16 +206,16 @@ def evaluate_teacher(kind: str, count: int) -> dict[str, dict[str, float]]:
 
 
 def evaluate_foundation(checkpoint: Path, count: int, kind: str) -> dict[str, dict[str, float]]:
-    """Affine-invariant scores of a relative ``vitt`` checkpoint on every foundation domain, clean and corrupted,
-    at foundation model ``kind``'s sizes."""
-    model = build_depth_model("vitt", checkpoint=checkpoint).eval()
+    """Affine-invariant scores of a relative checkpoint (any format `load_depth_model` reads; aligned in its output's
+    space) on every foundation domain, clean and corrupted, at foundation model ``kind``'s sizes."""
+    model, card = load_depth_model(checkpoint)
     scores = {}
     for family, style in FOUNDATION_DOMAINS:
         height, width = FOUNDATION_SIZES[kind][family]
         dataset = SyntheticDataset(family, style, FOUNDATION_START, FOUNDATION_START + count, height, width)
         for corruptions in ((), MIXTURE):
             name = f"{family}/{style}" + (f"+kitti-c-{MIXTURE_SEVERITY}" if corruptions else "")
-            scores[name] = score(model, dataset, height, True, corruptions)
+            scores[name] = score(model, dataset, height, True, corruptions, space=card.alignment_space)
             print(checkpoint.name, name, scores[name], flush=True)
     return scores
 
@@ -232,18 +270,19 @@ def _foundation_lines(kind: str, fact: dict, scores: dict) -> list[str]:
     grouped = " (every batch one family)" if len(set(sizes.values())) > 1 else ""
     lines = [
         "",
-        f"## Foundation-like source model, {'/'.join(map(str, rows))} rows (domain-randomised street and room)",
+        f"## {'Depth Anything 3 f' if kind in DA3_MODELS else 'F'}oundation-like source model, "
+        f"{'/'.join(map(str, rows))} rows (domain-randomised street and room)",
         "",
-        "The synthetic world's stand-in for Depth Anything V2 as WeSTAR's source model: good but not perfect out of",
-        "domain. `vitt` encoder (as the teachers), relative head (disparity), official key names, float16;",
-        f"`build_depth_model(\"vitt\", checkpoint=\"checkpoints/{fact['checkpoint']}\")`. Role: {ROLES[kind]}.",
+        f"The synthetic world's stand-in for Depth Anything {'3' if kind in DA3_MODELS else 'V2'} as WeSTAR's source "
+        "model: good but not perfect out of",
+        f"domain. {ARCHITECTURES[kind].format(file=fact['checkpoint'])}. Role: {ROLES[kind]}.",
         "",
         f"- **File**: `{fact['checkpoint']}` ({fact['size_mb']} MB).",
         f"- **Config**: `{fact['config']}`; reproduce with",
         f"  `make pretrain MODELS={kind}` (or `python cli.py fit {configs}`,",
         f"  then `python checkpoints/pretrain.py --models {kind} --from-checkpoint .../last.ckpt`).",
         f"- **Training**: {fact['steps']} steps of batch 8, seed {fact['seed']}{minutes}; warm start from",
-        f"  `{WARM_STARTS[kind]}`; scale-and-shift-invariant loss on disparity; AdamW lr 3e-4, cosine.",
+        f"  `{WARM_STARTS[kind]}`; scale-and-shift-invariant loss on {OUTPUT_SPACES[kind]}; AdamW lr 3e-4, cosine.",
         f"- **Data**: fresh samples (never repeated) of {size_text}{grouped}",
         "  in the randomised style family (`style: random`, `depthadapt.synth.randomize`: per-surface HSV palettes",
         "  and textures, time of day, sky, sun / lamp colour, haze, exposure, contrast, saturation, tint, vignette,",
@@ -253,7 +292,8 @@ def _foundation_lines(kind: str, fact: dict, scores: dict) -> list[str]:
         f"  {held_out}.",
         "",
         f"Scores on {count} images per domain (indices {FOUNDATION_START}..{FOUNDATION_START + count - 1},",
-        f"{size_text}, run at {'/'.join(map(str, rows))} px), affine-invariant in disparity.",
+        f"{size_text}, run at {'/'.join(map(str, rows))} px), affine-invariant in {OUTPUT_SPACES[kind]}"
+        f"{'' if OUTPUT_SPACES[kind] == 'disparity' else ' (the comparison model in disparity, its own output)'}.",
         f"`+kitti-c-{MIXTURE_SEVERITY}`: image i corrupted with ({', '.join(MIXTURE)})[i % 5] at severity",
         f"{MIXTURE_SEVERITY} (`depthadapt.corruptions`; none of them is a training augmentation). For comparison:",
         f"`{baseline_name}`, same images.",

@@ -37,6 +37,7 @@ from depthadapt.models import (
     save_hf,
     save_official,
 )
+from depthadapt.models.da3.export import DA3_EXPORT_SUFFIXES, da3_network, export_da3
 from depthadapt.models.loader import checkpoint_card
 from depthadapt.models.weights.official import check_official_target
 from depthadapt.models.weights.onnx import DEFAULT_OPSET, is_onnx_export
@@ -72,7 +73,10 @@ def export_model(
 
     `card` says how the model is run (input size, normalisation; the official 518 / ImageNet without one); the
     export records it. A target that is not an earlier export of the same kind is refused unless `overwrite`.
+    A Depth Anything 3 model: `official` is its hub folder (`export_da3`).
     """
+    if da3_network(model) is not None:
+        return export_da3(model, fmt, out, opset, overwrite)
     card = card or DepthModelCard()
     run = {"input_size": card.input_size, "mean": card.mean, "std": card.std}
     if fmt == "official":
@@ -98,9 +102,11 @@ def export_all(
     unknown = [fmt for fmt in formats if fmt not in EXPORT_FORMATS]
     if unknown:
         raise ValueError(f"export formats must be among {', '.join(EXPORT_FORMATS)}, got {unknown}")
-    targets = [(fmt, Path(directory) / f"{stem}{EXPORT_SUFFIXES[fmt]}") for fmt in formats]
-    for fmt, out in targets:
-        check_export_target(fmt, out)
+    suffixes = DA3_EXPORT_SUFFIXES if da3_network(model) is not None else EXPORT_SUFFIXES
+    targets = [(fmt, Path(directory) / f"{stem}{suffixes.get(fmt, '')}") for fmt in formats]
+    if suffixes is EXPORT_SUFFIXES:
+        for fmt, out in targets:
+            check_export_target(fmt, out)
     return [export_model(model, fmt, out, card=card) for fmt, out in targets]
 
 

@@ -2,7 +2,8 @@
 
 Conventions of ``metric_depth/util/metric.py::eval_depth``: per-image values over the valid pixels, then
 averaged over images (``DepthMetrics``). Affine-invariant evaluation of relative (disparity) models fits
-a per-image scale and shift in disparity space first.
+a per-image scale and shift in disparity space first (Depth Anything V2: it predicts disparity), or in depth space
+for models that predict depth up to scale (Depth Anything 3: ``space="depth"``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "NYU_EIGEN",
     "DepthMetrics",
     "EvaluationProtocol",
+    "AlignmentSpace",
     "affine_invariant_metrics",
     "align_affine",
     "depth_metrics",
@@ -36,6 +38,8 @@ __all__ = [
     "suspect_depth_scale",
 ]
 
+AlignmentSpace = Literal["disparity", "depth"]
+ALIGNMENT_SPACES: tuple[str, ...] = ("disparity", "depth")
 METRIC_NAMES: tuple[str, ...] = ("d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog")
 CROP_NAMES: tuple[str, ...] = ("garg", "eigen_kitti", "eigen_nyu")
 
@@ -219,31 +223,44 @@ def depth_to_disparity(depth: Tensor, valid: Tensor | None = None) -> Tensor:
     return torch.where(valid, 1.0 / torch.where(valid, depth, torch.ones_like(depth)), torch.zeros_like(depth))
 
 
-def align_affine(disparity: Tensor, gt: Tensor, valid: Tensor, max_depth: float = 80.0) -> Tensor:
-    """Depth of a relative model aligned to the ground truth: B x H x W disparity, gt metres, valid -> B x H x W.
+def align_affine(
+    pred: Tensor, gt: Tensor, valid: Tensor, max_depth: float = 80.0, space: AlignmentSpace = "disparity"
+) -> Tensor:
+    """Depth of a relative model aligned to the ground truth: B x H x W prediction, gt metres, valid -> B x H x W.
 
-    Least-squares scale and shift fit ``disparity`` to ``1 / gt`` on ``valid`` per image (float64); the aligned
-    disparity is clamped to >= 1 / max_depth and inverted. Degenerate images get ``lstsq_scale_shift``'s fallback
-    (constant mean disparity).
+    ``space="disparity"``: least-squares scale and shift fit the predicted disparity to ``1 / gt`` on ``valid`` per
+    image (float64); the aligned disparity is clamped to >= 1 / max_depth and inverted. ``space="depth"``: they fit
+    the predicted depth to ``gt`` itself, clamped to <= max_depth. Degenerate images get ``lstsq_scale_shift``'s
+    fallback (constant mean).
     """
+    if space not in ALIGNMENT_SPACES:
+        raise ValueError(f"alignment space must be one of {ALIGNMENT_SPACES}, got {space!r}")
     gt64 = gt.to(torch.float64)
-    disp = disparity.to(device=gt.device, dtype=torch.float64)
-    scale, shift, _ = lstsq_scale_shift(disp, depth_to_disparity(gt64, valid), valid)
-    aligned = (scale[:, None, None] * disp + shift[:, None, None]).clamp_min(1.0 / max_depth)
-    return 1.0 / aligned
+    pred64 = pred.to(device=gt.device, dtype=torch.float64)
+    target = gt64 if space == "depth" else depth_to_disparity(gt64, valid)
+    scale, shift, _ = lstsq_scale_shift(pred64, target, valid)
+    aligned = scale[:, None, None] * pred64 + shift[:, None, None]
+    if space == "depth":
+        return aligned.clamp_max(max_depth)
+    return 1.0 / aligned.clamp_min(1.0 / max_depth)
 
 
 def affine_invariant_metrics(
-    pred_disparity: Tensor, gt: Tensor, mask: Tensor | None = None, protocol: EvaluationProtocol = DEFAULT_PROTOCOL
+    pred_disparity: Tensor,
+    gt: Tensor,
+    mask: Tensor | None = None,
+    protocol: EvaluationProtocol = DEFAULT_PROTOCOL,
+    space: AlignmentSpace = "disparity",
 ) -> dict[str, Tensor]:
-    """Metrics of a relative model: disparity, gt (metres), mask B x H x W -> {name in METRIC_NAMES: (B,)}.
+    """Metrics of a relative model: disparity (depth up to scale with ``space="depth"``), gt (metres), mask
+    B x H x W -> {name in METRIC_NAMES: (B,)}.
 
-    The prediction is aligned per image on the valid mask (as in ``depth_metrics``) by ``align_affine``, then
-    evaluated with ``depth_metrics``.
+    The prediction is aligned per image on the valid mask (as in ``depth_metrics``) by ``align_affine`` in
+    ``space``, then evaluated with ``depth_metrics``.
     """
     _check_depth_args(pred_disparity, gt, mask)
     valid = evaluation_mask(gt, mask, protocol)
-    aligned = align_affine(pred_disparity, gt, valid, protocol.max_depth)
+    aligned = align_affine(pred_disparity, gt, valid, protocol.max_depth, space)
     metrics = _masked_metrics(aligned, gt, valid, protocol.min_depth)
     out_dtype = _out_dtype(pred_disparity)
     return {k: v.to(out_dtype) for k, v in metrics.items()}
@@ -253,7 +270,8 @@ class DepthMetrics(torchmetrics.Metric):
     """Mean over images of the per-image depth metrics, accumulated across batches and DDP processes.
 
     ``update(pred, gt, mask=None)``: B x H x W tensors (pred is metric depth, or disparity when
-    ``affine_invariant=True``). Images without any valid pixel are not averaged but counted in
+    ``affine_invariant=True``; depth up to scale, aligned in depth space, when also ``space="depth"``). Images
+    without any valid pixel are not averaged but counted in
     ``skipped``. ``compute()`` returns {name: mean} for METRIC_NAMES plus ``images`` and ``skipped``
     counts (float tensors); the means are NaN when no image was counted.
     """
@@ -265,9 +283,13 @@ class DepthMetrics(torchmetrics.Metric):
         self,
         affine_invariant: bool = False,
         protocol: EvaluationProtocol = DEFAULT_PROTOCOL,
+        space: AlignmentSpace = "disparity",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        if space not in ALIGNMENT_SPACES:
+            raise ValueError(f"alignment space must be one of {ALIGNMENT_SPACES}, got {space!r}")
+        self.space = space
         self.affine_invariant = affine_invariant
         self.protocol = protocol
         # float64 sums: accumulated over whole datasets, where float32 would lose digits.
@@ -280,8 +302,10 @@ class DepthMetrics(torchmetrics.Metric):
 
     def update(self, pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> None:
         """Add a batch: pred, gt, mask B x H x W."""
-        fn = affine_invariant_metrics if self.affine_invariant else depth_metrics
-        values = fn(pred.detach(), gt, mask, self.protocol)
+        if self.affine_invariant:
+            values = affine_invariant_metrics(pred.detach(), gt, mask, self.protocol, self.space)
+        else:
+            values = depth_metrics(pred.detach(), gt, mask, self.protocol)
         stacked = torch.stack([values[name].to(torch.float64) for name in METRIC_NAMES])  # M x B
         counted = torch.isfinite(stacked).all(0)
         for name, row in zip(METRIC_NAMES, stacked, strict=True):

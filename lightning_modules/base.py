@@ -116,9 +116,9 @@ class DepthTask(LightningModule):
             if isinstance(module, DepthMetrics):
                 module.use_protocol(self.protocol)
 
-    def make_metrics(self, affine_invariant: bool) -> DepthMetrics:
-        """Depth metrics (their protocol is set at ``setup``)."""
-        metrics = DepthMetrics(affine_invariant=affine_invariant)
+    def make_metrics(self, affine_invariant: bool, space: str = "disparity") -> DepthMetrics:
+        """Depth metrics, a relative output aligned in ``space`` (their protocol is set at ``setup``)."""
+        metrics = DepthMetrics(affine_invariant=affine_invariant, space=space)
         metrics.use_protocol(self.protocol)
         return metrics
 

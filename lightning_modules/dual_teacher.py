@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from depthadapt.alignment import ScaleShiftFitOptions
-from depthadapt.metrics import EvaluationProtocol, format_comparison_table
+from depthadapt.metrics import EvaluationProtocol, depth_to_disparity, format_comparison_table
 from depthadapt.models.card import DepthModelCard
 from depthadapt.pseudo_labels import METHODS, TABLE_COLUMNS, FitSpace, LabelMethod, PseudoLabels, metric_pseudo_labels
 from lightning_modules.base import DepthTask
@@ -22,7 +22,9 @@ class DualTeacherLabeler(DepthTask):
     """A frozen relative teacher calibrated to a frozen metric teacher (``depthadapt.pseudo_labels``).
 
     ``relative`` and ``metric`` are model cards (each teacher runs at its own input size and normalisation and is
-    upsampled to the image). ``predict`` labels every image with ``method`` (write them with ``PseudoLabelWriter``);
+    upsampled to the image): Depth Anything V2 or 3 (DA3 / DA3Mono as the relative teacher, DA3Metric as the
+    metric one; ``focal_length``: DA3Metric's focal length in image pixels where the data carry no intrinsics).
+    ``predict`` labels every image with ``method`` (write them with ``PseudoLabelWriter``);
     ``test`` labels every image with all five methods and prints the paper's Table 2 (labels against ground truth).
     ``fit`` holds the scale/shift fit options (``depthadapt.alignment.ScaleShiftFitOptions``: percentiles, backend,
     RANSAC trials, points per hypothesis, residual threshold, seed; the paper's by default); its ``method`` and
@@ -38,6 +40,7 @@ class DualTeacherLabeler(DepthTask):
         fit: ScaleShiftFitOptions = PAPER_FIT,
         confidence: bool = False,
         evaluation_protocol: EvaluationProtocol | None = None,
+        focal_length: float | None = None,
     ) -> None:
         if relative.head != "relative" or metric.head != "metric":
             raise ValueError(
@@ -49,13 +52,22 @@ class DualTeacherLabeler(DepthTask):
         self.cards = {"relative": relative, "metric": metric}
         self.relative = self.build_model(relative).requires_grad_(False).eval()
         self.metric = self.build_model(metric).requires_grad_(False).eval()
-        self.method, self.confidence = method, confidence
+        self.method, self.confidence, self.focal_length = method, confidence, focal_length
         self.fit = dict(fit_space=fit_space, max_depth=metric.max_depth, options=fit)
         self.test_metrics = nn.ModuleDict({m: self.make_metrics(affine_invariant=False) for m in METHODS})
 
-    def teachers(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """B x 3 x H x W image in [0, 1] -> relative disparity, metric depth, each B x H x W."""
-        return self.cards["relative"].infer(self.relative, image), self.cards["metric"].infer(self.metric, image)
+    def teachers(
+        self, image: torch.Tensor, intrinsics: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """B x 3 x H x W image in [0, 1] (B x 4 intrinsics) -> relative disparity, metric depth, each B x H x W.
+
+        A Depth Anything 3 relative teacher predicts depth: its inverse is the disparity fitted. A DA3Metric teacher
+        gives metres as ``focal * output / 300`` (official; `DepthModelCard.to_metres`) with the images'
+        ``intrinsics``, else ``focal_length``."""
+        relative = self.cards["relative"].infer(self.relative, image)
+        if self.cards["relative"].output == "depth":
+            relative = depth_to_disparity(relative)
+        return relative, self.cards["metric"].predict(self.metric, image, intrinsics, self.focal_length)
 
     def label(self, relative: torch.Tensor, metric: torch.Tensor, method: str) -> PseudoLabels:
         """Labels of one method from the teachers' B x H x W outputs, with this module's fit settings."""
@@ -65,7 +77,7 @@ class DualTeacherLabeler(DepthTask):
         """Labels of ``method``: name, kind, depth B x H x W (m, 0 invalid), confidence or None, per-image records."""
         if not self.has_images(batch):
             return None
-        labels = self.label(*self.teachers(batch["image"]), self.method)
+        labels = self.label(*self.teachers(batch["image"], batch.get("intrinsics")), self.method)
         teachers = {f"{role}_checkpoint": card.checkpoint for role, card in self.cards.items()}
         return {
             "name": batch["name"],
@@ -79,7 +91,7 @@ class DualTeacherLabeler(DepthTask):
         """Label the batch with every method and score each against the ground truth."""
         if not self.has_images(batch):
             return
-        relative, metric = self.teachers(batch["image"])
+        relative, metric = self.teachers(batch["image"], batch.get("intrinsics"))
         for method, metrics in self.test_metrics.items():
             self.evaluate(metrics, self.label(relative, metric, method).depth, batch)
 

@@ -37,10 +37,12 @@ class SupervisedDepth(TrainableDepthTask):
     affine-invariantly. With ``table_row`` the test prints a comparison-table row of that name (the dual-teacher
     paper's Table 3 for a student).
 
-    A Depth Anything 3 card (``family: da3``, relative) trains its depth output with SSI in depth space (DA3
-    predicts depth, not disparity) and is scored on 1 / depth with the disparity alignment above, a stand-in until
-    the depth-space protocol exists; ``warm_start``: a Depth Anything V2 checkpoint whose DINOv2 and DPT tensors of
-    matching name and shape initialise it (`warm_start_from_dav2`).
+    A Depth Anything 3 card (``family: da3``): a relative one (DA3, DA3Mono: depth up to scale, not disparity)
+    trains with SSI in depth space and is scored affine-invariantly in depth space; ``warm_start``: a Depth Anything
+    V2 checkpoint whose DINOv2 and DPT tensors of matching name and shape initialise it (`warm_start_from_dav2`).
+    A DA3Metric card evaluates and predicts in metres, ``focal * output / 300`` as the official code (focal: the
+    mean of fx, fy of the network input, from the batch's ``intrinsics`` or else ``focal_length``, in pixels of
+    the image as loaded); it does not train here.
     """
 
     def __init__(
@@ -58,11 +60,14 @@ class SupervisedDepth(TrainableDepthTask):
         evaluation_protocol: EvaluationProtocol | None = None,
         table_row: str | None = None,
         warm_start: str | None = None,
+        focal_length: float | None = None,
     ) -> None:
         if init not in get_args(Init):
             raise ValueError(f"model.init must be one of {', '.join(get_args(Init))}, got {init!r}")
-        if model.family == "da3" and (model.head == "metric" or init != "full"):
-            raise ValueError("model: a Depth Anything 3 card trains here with a relative head and init: full")
+        if model.family == "da3" and init != "full":
+            raise ValueError("model: a Depth Anything 3 card loads here with init: full")
+        if focal_length is not None and focal_length <= 0:
+            raise ValueError(f"model.focal_length must be > 0 (pixels), got {focal_length}")
         if warm_start is not None and model.family != "da3":
             raise ValueError("model.warm_start initialises a Depth Anything 3 model (family: da3) from a DAv2 .pth")
         super().__init__(lr, weight_decay, warmup_steps, evaluation_protocol)
@@ -78,21 +83,22 @@ class SupervisedDepth(TrainableDepthTask):
         self.decoder_lr_factor = decoder_lr_factor
         self.silog_lambda = silog_lambda
         self.gradient_matching_weight, self.flip_tta = gradient_matching_weight, flip_tta
-        self.table_row = table_row
-        self.val_metrics = self.make_metrics(affine_invariant=model.head == "relative")
-        self.test_metrics = self.make_metrics(affine_invariant=model.head == "relative")
+        self.table_row, self.focal_length = table_row, focal_length
+        self.val_metrics = self.make_metrics(model.head == "relative", self.card.alignment_space)
+        self.test_metrics = self.make_metrics(model.head == "relative", self.card.alignment_space)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """B x 3 x H x W image in [0, 1] (H, W multiples of 14) -> B x H x W model output."""
         return self.model(self.card.normalise(image))
 
-    def predict_depth(self, image: torch.Tensor) -> torch.Tensor:
-        """B x 3 x H x W image in [0, 1], any size -> B x H x W output at the card's input size, upsampled back."""
-        return self.card.infer(self.model, image, self.flip_tta)
+    def predict_depth(self, image: torch.Tensor, intrinsics: torch.Tensor | None = None) -> torch.Tensor:
+        """B x 3 x H x W image in [0, 1], any size -> B x H x W output at the card's input size, upsampled back
+        (DA3Metric: in metres, with the B x 4 ``intrinsics`` of the images or ``focal_length``)."""
+        return self.card.predict(self.model, image, intrinsics, self.focal_length, self.flip_tta)
 
-    def scored(self, prediction: torch.Tensor) -> torch.Tensor:
-        """What the metrics take: the output, or for a depth output (DA3) its disparity."""
-        return depth_to_disparity(prediction) if self.card.output == "depth" else prediction
+    def on_fit_start(self) -> None:
+        if self.card.focal_scaled:
+            raise ValueError(f"model: {self.card.encoder} (DA3Metric) evaluates and predicts here; it does not train")
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         if not self.has_images(batch):
@@ -110,11 +116,11 @@ class SupervisedDepth(TrainableDepthTask):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if self.has_images(batch):
-            self.evaluate(self.val_metrics, self.scored(self.predict_depth(batch["image"])), batch)
+            self.evaluate(self.val_metrics, self.predict_depth(batch["image"], batch.get("intrinsics")), batch)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if self.has_images(batch):
-            self.evaluate(self.test_metrics, self.scored(self.predict_depth(batch["image"])), batch)
+            self.evaluate(self.test_metrics, self.predict_depth(batch["image"], batch.get("intrinsics")), batch)
 
     def on_validation_epoch_end(self) -> None:
         values = self.scores(self.val_metrics)
@@ -135,11 +141,13 @@ class SupervisedDepth(TrainableDepthTask):
                 print(format_comparison_table({self.table_row: values}, columns=TABLE_COLUMNS, title=title))
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
-        """``{"name": [...], "kind": head, "depth": B x H x W}`` (disparity for a relative head, metres otherwise)."""
+        """``{"name": [...], "kind": "relative" | "depth" | "metric", "depth": B x H x W}``: disparity (DAv2
+        relative), depth up to scale (DA3 relative) or metres."""
         if not self.has_images(batch):
             return None
-        depth = self.predict_depth(batch["image"]).float().cpu()
-        return {"name": batch["name"], "kind": self.card.head, "depth": depth}
+        depth = self.predict_depth(batch["image"], batch.get("intrinsics")).float().cpu()
+        kind = "depth" if self.card.output == "depth" else self.card.head
+        return {"name": batch["name"], "kind": kind, "depth": depth}
 
     def manifest(self) -> dict[str, Any]:
         """What wrote a prediction folder: the model card (with the checkpoint's hash)."""

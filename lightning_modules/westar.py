@@ -31,8 +31,10 @@ STRONG_VIEW = lazy_instance(PhotometricAugmentation, **STRONG_AUGMENTATION)
 
 
 class WeSTARAdapter(TrainableDepthTask):
-    """Adapt a relative Depth Anything V2 model (``model``: its card; ``input_size`` overrides the card's network
-    size) to unlabelled target images (WeSTAR).
+    """Adapt a relative Depth Anything V2 or 3 model (``model``: its card; ``input_size`` overrides the card's
+    network size) to unlabelled target images (WeSTAR). A DA3 card (depth output) is adapted in depth: the ordinal
+    term ranks its negated depth, SA-HDN compares depths, scores align in depth space; ``lora_targets`` name
+    modules of its encoder's attention (``qkv``, ``proj``: ``backbone.pretrained.blocks.N.attn.*``).
 
     The student is the model with peft LoRA adapters (only they train); the teacher is its EMA. Each step the
     teacher labels a weakly augmented view and the student predicts a strongly augmented view of the same images;
@@ -89,9 +91,13 @@ class WeSTARAdapter(TrainableDepthTask):
         super().__init__(lr, weight_decay, warmup_steps, evaluation_protocol)
         self.save_hyperparameters(ignore=["weak_augmentation", "strong_augmentation"])
         self.card = self.run_at(model, input_size)
+        output = "depth" if self.card.output == "depth" else "disparity"
         self.objective = WeSTARLoss(context, self_training_weight, weak_weight, regularizer_weight,
-                                    min_instance_fraction, hdn_levels, ordinal_form, ordinal_margin)
-        self.model = add_lora(self.build_model(self.card), lora_rank, lora_alpha, lora_targets, lora_dropout)
+                                    min_instance_fraction, hdn_levels, ordinal_form, ordinal_margin, output)
+        # DA3: the adapters go on the encoder's attention only (its camera encoder has attention layers of the same
+        # names that the single-view run never uses).
+        within = "backbone.pretrained." if self.card.family == "da3" else None
+        self.model = add_lora(self.build_model(self.card), lora_rank, lora_alpha, lora_targets, lora_dropout, within)
         self.teacher = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
         self.teacher.requires_grad_(False)
         if activation_checkpointing:  # the student's encoder blocks recompute in backward; the teacher runs no-grad
@@ -102,7 +108,7 @@ class WeSTARAdapter(TrainableDepthTask):
         self.panel_images, self.log_grad_norms = panel_images, log_grad_norms
         self.conditions = EvaluationConditions(eval_corruptions, eval_severity)
         self.eval_metrics = nn.ModuleDict(
-            {f"{stage}_{m}_{c}": self.make_metrics(affine_invariant=True)
+            {f"{stage}_{m}_{c}": self.make_metrics(affine_invariant=True, space=self.card.alignment_space)
              for stage in ("val", "test") for m in MODELS for c in self.conditions}
         )
         self.source_val_scores: dict[str, dict[str, float]] | None = None
@@ -114,7 +120,8 @@ class WeSTARAdapter(TrainableDepthTask):
         return self.model if self.eval_model == "student" else self.teacher.module
 
     def predict_depth(self, image: torch.Tensor) -> torch.Tensor:
-        """B x 3 x H x W image in [0, 1] -> B x H x W disparity of the adapted model at the card's input size."""
+        """B x 3 x H x W image in [0, 1] -> B x H x W output (disparity; DA3: depth) of the adapted model at the
+        card's input size."""
         return self.card.infer(self.export_model(), image)
 
     def source_depth(self, image: torch.Tensor) -> torch.Tensor:
@@ -252,10 +259,12 @@ class WeSTARAdapter(TrainableDepthTask):
 
     # --- prediction -----------------------------------------------------------------------------------------
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
-        """``{"name": [...], "kind": "relative", "depth": B x H x W disparity of the adapted model}``."""
+        """``{"name": [...], "kind": "relative" (disparity) or "depth" (DA3), "depth": B x H x W output of the
+        adapted model}``."""
         if not self.has_images(batch):
             return None
-        return {"name": batch["name"], "kind": "relative", "depth": self.predict_depth(batch["image"]).float().cpu()}
+        kind = "depth" if self.card.output == "depth" else "relative"
+        return {"name": batch["name"], "kind": kind, "depth": self.predict_depth(batch["image"]).float().cpu()}
 
     def manifest(self) -> dict[str, Any]:
         """What wrote a prediction folder: the source card and the adapted weights' identity."""

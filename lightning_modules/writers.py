@@ -181,7 +181,8 @@ class DepthMapWriter(ResumableWriter):
     for metric predictions, ``a/b.ply`` (a binary point cloud, x y z metres in the camera frame + RGB).
 
     The 16-bit PNG holds metres x ``png_scale`` for a metric prediction (the KITTI convention, 0 invalid) and the
-    per-image min-max normalised output for a relative one; the kind comes with the prediction. Point clouds use
+    per-image min-max normalised output for a relative one (``relative``: disparity; ``depth``: depth up to scale,
+    Depth Anything 3); the kind comes with the prediction. Point clouds use
     ``intrinsics`` (fx, fy, cx, cy in pixels of the image as stored), else ``focal_length`` (principal point at the
     centre), else the sample's own ``intrinsics`` (synthetic scenes; KITTI's calibration); the camera is checked
     when the writer is built, before anything is written.
@@ -261,7 +262,7 @@ class DepthMapWriter(ResumableWriter):
             else:
                 write_relative_png16(paths["png16"], output)
         if "color" in paths:
-            write_color_png(paths["color"], colorize_depth(output, invert=metric))
+            write_color_png(paths["color"], colorize_depth(output, invert=item["kind"] != "relative"))  # near bright
         if "ply" in paths:
             if not metric:
                 raise ValueError(

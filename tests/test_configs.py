@@ -9,6 +9,7 @@ import yaml
 
 import cli
 from depthadapt.models.card import DepthModelCard
+from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +59,23 @@ def test_model_card_builds_a_valid_card(card: str) -> None:
     values = yaml.safe_load((CONFIGS / "models" / card).read_text())
     parsed = DepthModelCard(**values)
     assert parsed.checkpoint is not None and parsed.checkpoint.startswith("checkpoints/")
-    assert (ROOT / parsed.checkpoint).is_file() or "depth_anything_v2" in parsed.checkpoint  # shipped or official
+    official = "depth_anything_v2" in parsed.checkpoint or Path(parsed.checkpoint).name.startswith("DA3")
+    assert (ROOT / parsed.checkpoint).exists() or official  # shipped, or an official file the user supplies
+    if parsed.family == "da3":  # the DA3 cards name the official preprocessing's normalisation and the licence
+        assert parsed.mean == IMAGENET_MEAN and parsed.std == IMAGENET_STD
+        assert "Apache-2.0" in (CONFIGS / "models" / card).read_text()
+
+
+DA3_CARDS = {"da3_small.yaml": ("da3-small", "depth"), "da3_base.yaml": ("da3-base", "depth"),
+             "da3mono_large.yaml": ("da3mono-large", "depth"), "da3metric_large.yaml": ("da3metric-large", "metric"),
+             "tiny_da3_140.yaml": ("da3-tiny", "depth")}
+
+
+@pytest.mark.parametrize("card", sorted(DA3_CARDS))
+def test_da3_cards_name_their_model_and_output(card: str) -> None:
+    parsed = DepthModelCard(**yaml.safe_load((CONFIGS / "models" / card).read_text()))
+    assert (parsed.family, parsed.encoder, parsed.output) == ("da3", *DA3_CARDS[card])
+    assert parsed.alignment_space == ("depth" if parsed.output == "depth" else "disparity")
 
 
 @pytest.mark.parametrize("fragment", sorted(p.name for p in (CONFIGS / "data").glob("*.yaml")))

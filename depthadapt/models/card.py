@@ -9,13 +9,13 @@ from typing import Literal
 import torch
 import yaml
 
-from depthadapt.io import file_sha256
+from depthadapt.io import file_sha256, make_intrinsics
 from depthadapt.models.da3.build import build_da3_model
-from depthadapt.models.da3.model import DA3_CONFIGS
+from depthadapt.models.da3.model import DA3_CONFIGS, metric_depth
 from depthadapt.models.depth_anything import ENCODER_CONFIGS, HEADS, Head
 from depthadapt.models.dinov2 import PATCH_SIZE
 from depthadapt.models.factory import build_depth_model
-from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD, infer
+from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD, infer, network_input_size
 from depthadapt.models.weights.keys import allow_in_checkpoints
 
 FAMILIES = ("dav2", "da3")
@@ -96,6 +96,12 @@ class DepthModelCard:
             return "metric"
         return "depth" if self.family == "da3" else "disparity"
 
+    @property
+    def alignment_space(self) -> str:
+        """Where a relative output is aligned to ground truth: ``depth`` for DA3 (it predicts depth up to scale,
+        aligned in depth space), ``disparity`` otherwise."""
+        return "depth" if self.output == "depth" else "disparity"
+
     def build(self) -> torch.nn.Module:
         """The model with the card's weights (random weights when ``checkpoint`` is None)."""
         if self.family == "da3":
@@ -106,6 +112,43 @@ class DepthModelCard:
         """B x 3 x H x W images in [0, 1], any size -> B x H x W output at the card's input size, upsampled back;
         ``flip_tta``: the mean with the flipped-back output of the mirrored images."""
         return infer(model, image, self.input_size, self.mean, self.std, flip_tta)
+
+    @property
+    def focal_scaled(self) -> bool:
+        """Whether the output is metric only given the focal length (DA3Metric: depth at a focal length of 300 px)."""
+        return self.family == "da3" and self.head == "metric"
+
+    def to_metres(self, output: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
+        """DA3Metric's B x H x W output upsampled to the image (`infer`) and the image's B x 4 (fx, fy, cx, cy) in
+        pixels -> metres, by the official convention ``focal * output / 300`` with ``focal`` the mean of fx and fy
+        of the network input (the image resized to the card's input size), as the official preprocessing scales K."""
+        if not self.focal_scaled:
+            raise ValueError(f"to_metres is for a DA3Metric card; this {self.encoder} card's output is {self.output}")
+        height, width = output.shape[-2:]
+        net_height, net_width = network_input_size(height, width, self.input_size)
+        fx, fy = intrinsics[:, 0].to(output) * net_width / width, intrinsics[:, 1].to(output) * net_height / height
+        return metric_depth(output, (fx + fy) / 2)
+
+    def predict(
+        self,
+        model: torch.nn.Module,
+        image: torch.Tensor,
+        intrinsics: torch.Tensor | None = None,
+        focal_length: float | None = None,
+        flip_tta: bool = False,
+    ) -> torch.Tensor:
+        """`infer`, and for a DA3Metric card its metres (`to_metres`) from the B x 4 ``intrinsics`` of the images,
+        else one ``focal_length`` in their pixels: B x 3 x H x W in [0, 1] -> B x H x W."""
+        if self.focal_scaled and intrinsics is None and focal_length is None:
+            raise ValueError(f"{self.encoder} gives metres only with the focal length: use a dataset whose samples "
+                             "carry intrinsics, or set the task's focal_length (pixels)")
+        output = self.infer(model, image, flip_tta)
+        if not self.focal_scaled:
+            return output
+        if intrinsics is None:
+            height, width = image.shape[-2:]
+            intrinsics = image.new_tensor(make_intrinsics(height, width, focal=focal_length)).expand(len(image), 4)
+        return self.to_metres(output, intrinsics)
 
     def normalise(self, image: torch.Tensor) -> torch.Tensor:
         """B x 3 x H x W images in [0, 1] -> the network's normalised input (no resizing)."""

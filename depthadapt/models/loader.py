@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from depthadapt.models.card import DepthModelCard
+from depthadapt.models.da3.hub import is_da3_hub_folder, read_da3_hub_model_name
 from depthadapt.models.depth_anything import ENCODER_CONFIGS
 from depthadapt.models.weights.keys import CheckpointMismatchError, read_checkpoint
 from depthadapt.models.weights.lightning import recorded_settings
@@ -24,15 +25,23 @@ __all__ = ["checkpoint_card", "checkpoint_format", "load_depth_model"]
 _OFFICIAL_METRIC_RANGES = {"hypersim": 20.0, "vkitti": 80.0}
 
 
+# The official Depth Anything 3 preprocessing resizes the longer side to 504 (``process_res``); a card's input_size
+# is the shorter side, so a hub folder's card runs at 504 rows or columns, whichever is shorter.
+DA3_INPUT_SIZE = 504
+
+
 def checkpoint_format(path: str | os.PathLike) -> str:
-    """``"transformers"`` (a folder with config.json), ``"lightning"`` (a .ckpt of ours) or ``"official"`` (.pth)."""
+    """``"da3_hub"`` (a Depth Anything 3 hub folder), ``"transformers"`` (a folder with config.json),
+    ``"lightning"`` (a .ckpt of ours) or ``"official"`` (a Depth Anything V2 .pth)."""
     path = Path(path)
+    if is_da3_hub_folder(path):
+        return "da3_hub"
     if is_hf_folder(path):
         return "transformers"
     if path.is_dir():
         raise CheckpointMismatchError(
-            f"{path} is a folder but not a transformers model (no config.json): give an official .pth, a "
-            "transformers folder or a Lightning .ckpt"
+            f"{path} is a folder but neither a transformers model nor a Depth Anything 3 hub folder (no config.json): "
+            "give an official .pth, a transformers folder, a DA3 hub folder or a Lightning .ckpt"
         )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path} (an official .pth, a transformers folder or a .ckpt)")
@@ -74,7 +83,8 @@ def _lightning_facts(path: Path, raw: Any) -> dict[str, Any]:
         facts = dataclasses.asdict(card)
     else:
         recorded = recorded_settings(hparams)
-        facts = {k: recorded[k] for k in ("encoder", "head", "max_depth", "input_size", "mean", "std") if k in recorded}
+        facts = {k: recorded[k] for k in ("family", "encoder", "head", "max_depth", "input_size", "mean", "std")
+                 if k in recorded}
     if hparams.get("input_size"):
         facts["input_size"] = hparams["input_size"]
     facts.pop("checkpoint", None)
@@ -86,7 +96,11 @@ def checkpoint_card(path: str | os.PathLike, checkpoint_prefix: str | None = Non
     """The model card a checkpoint describes (see ``load_depth_model``), without building the model."""
     path = Path(path)
     kind = checkpoint_format(path)
-    if kind == "transformers":
+    if kind == "da3_hub":
+        name = read_da3_hub_model_name(path)
+        facts = {"family": "da3", "encoder": name, "head": "metric" if name == "da3metric-large" else "relative",
+                 "input_size": DA3_INPUT_SIZE}
+    elif kind == "transformers":
         facts = hf_card_facts(path)
     elif kind == "lightning":
         facts = _lightning_facts(path, read_checkpoint(path))
@@ -98,7 +112,9 @@ def checkpoint_card(path: str | os.PathLike, checkpoint_prefix: str | None = Non
 def load_depth_model(path: str | os.PathLike) -> tuple[nn.Module, DepthModelCard]:
     """Load any checkpoint this project reads -> (model in eval mode, its card).
 
-    ``path``: an official Depth Anything V2 ``.pth`` (encoder from the weights' shapes; head and max depth from our
+    ``path``: an official Depth Anything 3 hub folder (``config.json`` with ``model_name``, ``model.safetensors``:
+    the model it names; ``forward`` returns the official network's ``depth`` output, before any focal scaling),
+    an official Depth Anything V2 ``.pth`` (encoder from the weights' shapes; head and max depth from our
     export's sidecar, or from the official file name: ``..._metric_hypersim_...`` is metric to 20 m), a transformers
     Depth Anything folder (its config), or a Lightning ``.ckpt`` of this project (the card it was run with; a WeSTAR
     run's LoRA student, merged). ``model(x)``: ImageNet-normalised B x 3 x H x W, multiples of 14 -> B x H x W.

@@ -13,23 +13,33 @@ from depthadapt.models.weights.keys import CheckpointMismatchError
 
 
 def add_lora(
-    model: nn.Module, rank: int = 8, alpha: float = 16.0, target_modules: Sequence[str] = ("qkv",), dropout: float = 0.0
+    model: nn.Module,
+    rank: int = 8,
+    alpha: float = 16.0,
+    target_modules: Sequence[str] = ("qkv",),
+    dropout: float = 0.0,
+    within: str | None = None,
 ) -> nn.Module:
     """Wrap `model` in a peft LoRA model: adapters on the modules named `target_modules`, all else frozen.
 
     Targets are module-name suffixes (peft's rule): `qkv` adapts every encoder attention projection of
-    Depth Anything V2 (the DPT head has none). A target that matches nothing is an error.
+    Depth Anything V2 (the DPT head has none). `within`: only modules whose name starts with it (e.g.
+    `backbone.pretrained.` for Depth Anything 3's encoder). A target that matches nothing is an error.
     """
     # peft imports transformers (seconds); only these functions need it.
     from peft import LoraConfig, get_peft_model
 
     if rank < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
-    names = [name for name, _ in model.named_modules()]
-    missing = [t for t in target_modules if not any(n == t or n.endswith(f".{t}") for n in names)]
+    names = [name for name, _ in model.named_modules() if within is None or name.startswith(within)]
+    matched = {t: [n for n in names if n == t or n.endswith(f".{t}")] for t in target_modules}
+    missing = [t for t, found in matched.items() if not found]
     if missing or not target_modules:
-        raise ValueError(f"LoRA target modules {list(target_modules)} not found in the model (missing: {missing})")
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(target_modules), lora_dropout=dropout)
+        where = "" if within is None else f" under {within!r}"
+        raise ValueError(f"LoRA target modules {list(target_modules)} not found in the model{where} "
+                         f"(missing: {missing})")
+    targets = list(target_modules) if within is None else sorted({n for found in matched.values() for n in found})
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=dropout)
     return get_peft_model(model, config)
 
 

@@ -19,6 +19,9 @@ ORDINAL_FORMS: tuple[str, ...] = get_args(OrdinalForm)
 """The ordinal term on raw disparity (the paper's literal form) or on the prediction normalised like SA-HDN's global
 context, (x - median) / mean |x - median|, so its size does not depend on the model's output scale."""
 TERMS = ("self_training", "ordinal", "lora_regularizer")
+Output = Literal["disparity", "depth"]
+OUTPUTS: tuple[str, ...] = get_args(Output)
+"""What the adapted model predicts: disparity (Depth Anything V2) or depth up to scale (Depth Anything 3)."""
 
 
 def normalise_global(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -38,6 +41,10 @@ class WeSTARLoss(nn.Module):
     paper, by the ablation benchmark (README): the weak term on the normalised prediction, margin 0.1 in its units,
     weight 10; the paper's literal term is ``ordinal_form="disparity", weak_weight=0.001, ordinal_margin=0``. A
     weight of 0 switches its term off (the paper's ablations); terms that are off are not computed.
+
+    ``output``: what pred and pseudo-label are. SA-HDN compares them as they are (its normalisation is scale and shift
+    invariant in either space); the ordinal term ranks disparity (nearer: larger), so a depth output is ranked by
+    its negation (normalised form) or its inverse (the literal disparity form).
     """
 
     def __init__(
@@ -50,8 +57,11 @@ class WeSTARLoss(nn.Module):
         hdn_levels: Sequence[int] = (1, 2, 4),
         ordinal_form: OrdinalForm = "normalised",
         ordinal_margin: float = 0.1,
+        output: Output = "disparity",
     ) -> None:
         super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f"WeSTARLoss output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         if context not in CONTEXTS:
             raise ValueError(f"model.context must be one of {', '.join(CONTEXTS)}, got {context!r}")
         if ordinal_form not in ORDINAL_FORMS:
@@ -65,10 +75,17 @@ class WeSTARLoss(nn.Module):
         self.hdn_levels = tuple(hdn_levels)
         self.ordinal_form = ordinal_form
         self.ordinal_margin = ordinal_margin
+        self.output = output
 
     def needs(self, term: str) -> bool:
         """True when ``term`` (one of ``TERMS``) has a positive weight."""
         return self.weights[term] > 0
+
+    def ranked(self, pred: torch.Tensor) -> torch.Tensor:
+        """What the ordinal term ranks (nearer: larger): B x H x W prediction -> B x H x W."""
+        if self.ordinal_form == "normalised":
+            return normalise_global(-pred if self.output == "depth" else pred)
+        return 1.0 / pred.clamp_min(1e-6) if self.output == "depth" else pred
 
     def contexts(self, pseudo_label: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
         """The normalisation contexts for B x H x W pseudo-labels: B x K x H x W or K x H x W bool."""
@@ -95,7 +112,7 @@ class WeSTARLoss(nn.Module):
         ordinal: torch.Tensor | None = None,
         lora_model: nn.Module | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Unweighted terms that are on, and ``loss``, their weighted sum: pred / pseudo_label B x H x W disparity,
+        """Unweighted terms that are on, and ``loss``, their weighted sum: pred / pseudo_label B x H x W (``output``),
         instances B x H x W ids, ordinal B x P x 5 pairs, lora_model the peft student (for the regulariser)."""
         terms: dict[str, torch.Tensor] = {}
         if self.needs("self_training"):
@@ -103,8 +120,7 @@ class WeSTARLoss(nn.Module):
         if self.needs("ordinal"):
             if ordinal is None:
                 raise ValueError("the ordinal term (model.weak_weight > 0) needs ordinal pairs")
-            ranked = pred if self.ordinal_form == "disparity" else normalise_global(pred)
-            terms["ordinal"] = ordinal_loss(ranked, ordinal, self.ordinal_margin)
+            terms["ordinal"] = ordinal_loss(self.ranked(pred), ordinal, self.ordinal_margin)
         if self.needs("lora_regularizer"):
             if lora_model is None:
                 raise ValueError("the LoRA regulariser (model.regularizer_weight > 0) needs the LoRA model")

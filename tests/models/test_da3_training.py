@@ -99,9 +99,8 @@ def test_supervised_depth_trains_a_da3_card_in_depth_space(tmp_path) -> None:
     encoder, decoder = (group["params"] for group in task.parameter_groups())
     assert len(encoder) == len(list(task.model.backbone.parameters()))
     assert len(encoder) + len(decoder) == len(list(task.model.parameters()))
-    depth = torch.rand(2, 28, 56) + 0.5
-    assert torch.equal(task.scored(depth), 1 / depth)  # scored as disparity until a depth-space protocol exists
-    with pytest.raises(ValueError, match="relative head and init: full"):
+    assert task.val_metrics.space == task.test_metrics.space == "depth"  # scored aligned in depth space
+    with pytest.raises(ValueError, match="init: full"):
         SupervisedDepth(tiny_card(), init="encoder")
     with pytest.raises(ValueError, match="warm_start initialises a Depth Anything 3 model"):
         SupervisedDepth(DepthModelCard("vitt", input_size=28), warm_start=str(tmp_path / "dav2.pth"))

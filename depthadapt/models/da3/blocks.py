@@ -41,9 +41,10 @@ def token_positions(grid_h: int, grid_w: int, per_patch: bool, device: torch.dev
     layout, where a patch's position relates views, not pixels).
     """
     if per_patch:
-        rows = torch.arange(grid_h, device=device).repeat_interleave(grid_w)
-        columns = torch.arange(grid_w, device=device).repeat(grid_h)
-        patches = torch.stack((rows, columns), dim=-1) + 1
+        # meshgrid, not repeat_interleave: the ONNX export of repeat_interleave by a traced size is wrong at other sizes
+        rows, columns = torch.meshgrid(torch.arange(grid_h, device=device), torch.arange(grid_w, device=device),
+                                       indexing="ij")
+        patches = torch.stack((rows.reshape(-1), columns.reshape(-1)), dim=-1) + 1
     else:
         patches = torch.ones(grid_h * grid_w, 2, dtype=torch.long, device=device)
     return torch.cat((torch.zeros(1, 2, dtype=torch.long, device=device), patches))

@@ -12,9 +12,12 @@ import torch
 from depthadapt.models.da3.hub import is_da3_hub_folder, load_da3_hub, load_da3_state_dict
 from depthadapt.models.da3.model import DepthAnything3
 from depthadapt.models.weights.keys import CheckpointMismatchError, read_checkpoint
+from depthadapt.models.weights.lightning import merge_lora_weights
 
 log = logging.getLogger(__name__)
 
+# Wrappers between a Lightning module's attribute and the network: an EMA teacher's AveragedModel, a peft model.
+_WRAPPER_ROOTS = ("module.", "base_model.model.")
 # Depth Anything V2 key roots -> ours for DA3: the same DINOv2 and DPT parts under the DA3 network's names.
 DAV2_TO_DA3 = (("pretrained.", "backbone.pretrained."), ("depth_head.", "head."))
 
@@ -27,7 +30,8 @@ def build_da3_model(
 ) -> DepthAnything3:
     """A DA3 model, random or with the weights of ``checkpoint``: an official hub folder, a ``.pth`` state dict with
     the network's key names (what `DepthAnything3.state_dict()` holds), or one of our Lightning ``.ckpt`` files
-    (the trained model ``model.*``, or ``<checkpoint_prefix>.*``). Strict: errors name the keys and the file."""
+    (the trained model ``model.*``, or ``<checkpoint_prefix>.*``, e.g. ``teacher``; a WeSTAR run's LoRA weights
+    merged). Strict: errors name the keys and the file."""
     if checkpoint is None:
         return DepthAnything3(model_name, fill_sky=fill_sky)
     path = Path(checkpoint)
@@ -44,10 +48,13 @@ def build_da3_model(
         raise CheckpointMismatchError(f"{path} holds no state dict (a {type(content).__name__})")
     state = content
     if isinstance(content.get("state_dict"), Mapping):  # a Lightning checkpoint: the model under its prefix
-        root = f"{checkpoint_prefix or 'model'}."
-        state = {k[len(root):]: v for k, v in content["state_dict"].items() if k.startswith(root)}
+        root = f"{(checkpoint_prefix or 'model').rstrip('.')}."
+        hparams = content.get("hyper_parameters") if isinstance(content.get("hyper_parameters"), Mapping) else {}
+        state = {_network_key(k[len(root):]): v for k, v in content["state_dict"].items()
+                 if k.startswith(root) and k != f"{root}n_averaged"}  # the EMA's update count is no weight
         if not state:
             raise CheckpointMismatchError(f"{path} has no {root}* weights (a Lightning checkpoint of another task?)")
+        state = merge_lora_weights(state, hparams, str(path))
     if any(k.startswith(old) for k in state for old, _ in DAV2_TO_DA3):
         raise CheckpointMismatchError(f"{path} is a Depth Anything V2 checkpoint (pretrained.* / depth_head.* keys), "
                                       f"not a {model_name} one; to start a DA3 model from it use SupervisedDepth's "
@@ -56,6 +63,14 @@ def build_da3_model(
         model = DepthAnything3(model_name, fill_sky=fill_sky)
     load_da3_state_dict(model, dict(state), str(path))
     return model
+
+
+def _network_key(key: str) -> str:
+    """A Lightning module's key below its attribute -> the network's key (wrappers' roots removed)."""
+    for root in _WRAPPER_ROOTS:
+        if key.startswith(root):
+            key = key[len(root):]
+    return key
 
 
 def warm_start_from_dav2(model: DepthAnything3, dav2_state: Mapping[str, torch.Tensor]) -> dict[str, list[str]]:

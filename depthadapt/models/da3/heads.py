@@ -28,12 +28,13 @@ def uv_position_embedding(
     pixel centres; the first half of the channels encodes u (column), the second v (row), each as
     [sin, cos] of position x 100^(-k / (channels / 4)).
     """
-    diagonal = (aspect_ratio**2 + 1.0) ** 0.5
-    span_u, span_v = aspect_ratio / diagonal, 1.0 / diagonal
-    u = torch.linspace(-span_u * (width - 1) / width, span_u * (width - 1) / width, width, dtype=dtype, device=device)
-    v = torch.linspace(-span_v * (height - 1) / height, span_v * (height - 1) / height, height, dtype=dtype,
-                       device=device)
-    grid_v, grid_u = torch.meshgrid(v, u, indexing="ij")
+    # Tensor arithmetic, not Python floats of the sizes: ONNX export traces the sizes symbolically, and torch.export
+    # fails on a true division of two symbolic integers. Pixel centres: span x ((2 i + 1) / n - 1), i < n.
+    ratio = torch.full((), aspect_ratio, dtype=torch.float32, device=device)
+    diagonal = (ratio**2 + 1.0).sqrt()
+    u = ratio / diagonal * ((2 * torch.arange(width, device=device) + 1) / width - 1)
+    v = 1.0 / diagonal * ((2 * torch.arange(height, device=device) + 1) / height - 1)
+    grid_v, grid_u = torch.meshgrid(v.to(dtype), u.to(dtype), indexing="ij")
     quarter = channels // 4
     omega = 1.0 / UV_OMEGA ** (torch.arange(quarter, dtype=torch.float32, device=device) / quarter)
     parts = []
@@ -50,7 +51,7 @@ def add_uv_embedding(x: torch.Tensor) -> torch.Tensor:
     Every map the head embeds is the patch grid scaled by an integer, so its w / h is the input's W / H.
     """
     height, width = x.shape[-2:]
-    return x + uv_position_embedding(x.shape[1], height, width, width / height, x.dtype, x.device)
+    return x + uv_position_embedding(x.shape[1], height, width, torch.sym_float(width) / height, x.dtype, x.device)
 
 
 def output_branch(in_channels: int, out_channels: int, *middle: nn.Module) -> nn.Sequential:

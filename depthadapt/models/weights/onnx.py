@@ -63,21 +63,24 @@ def export_onnx(
     input_size: int = PRETRAIN_SIZE,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write `model` (LoRA merged) as ONNX: `image` B x 3 x H x W (normalised) -> `depth` B x H x W.
 
     Batch, height and width are dynamic (H, W >= 42; sides that are not multiples of 14 are resized inside the
     graph, see `AnySizeDepth`); the official position embedding interpolation (bicubic by the scale factor
     (grid + 0.1) / 37, unchanged at 518 x 518) is computed in the graph for every size. The metadata
-    (`depthadapt.*`) holds encoder, head, max depth and how to run the model: `input_size` (the shorter side to
-    resize images to), `mean` and `std`. Written atomically; an existing file that is not an earlier export of
-    ours is refused unless `overwrite`.
+    (`depthadapt.*`) holds encoder, head, max depth (or `metadata`: another model's facts, e.g. a Depth Anything 3
+    model's name) and how to run the model: `input_size` (the shorter side to resize images to), `mean` and `std`.
+    Written atomically; an existing file that is not an earlier export of ours is refused unless `overwrite`.
     """
     check_replaceable_file(path, "ONNX export of depthadapt", is_onnx_export, overwrite)
     was_training = model.training
     plain = _plain_model(model)
+    run = {"input_size": input_size, "mean": list(mean), "std": list(std)}
+    facts = model_metadata(model, input_size, mean, std) if metadata is None else {**metadata, **run}
     metadata = {key: json.dumps(value) if isinstance(value, list) else str(value)
-                for key, value in model_metadata(model, input_size, mean, std).items() if key != "format"}
+                for key, value in facts.items() if key != "format"}
     example = torch.randn(2, 3, *EXAMPLE_SIZE)
     batch = torch.export.Dim("batch", min=1, max=1024)
     height = torch.export.Dim("height", min=MIN_GRID * PATCH_SIZE, max=MAX_GRID * PATCH_SIZE)
