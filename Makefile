@@ -40,6 +40,7 @@ lint: $(STAMP) ## ruff
 
 demo: $(STAMP) ## adapt the foundation-like model to a held-out domain (WeSTAR), minutes on 2 CPU cores
 	$(PY) cli.py fit --config config_yaml/westar.yaml
+	$(PY) cli.py test --config config_yaml/westar.yaml --ckpt_path outputs/westar/checkpoints/last.ckpt
 	$(PY) cli.py predict --config config_yaml/demo.yaml --model.model.checkpoint outputs/westar/checkpoints/adapted_model.pth
 	@echo "adapted model: outputs/westar/checkpoints/ (adapted_model.pth, lora_adapter/, last.ckpt)"
 	@echo "its depth maps of the held-out domain's test images: outputs/demo/room/neon/"

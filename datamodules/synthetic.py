@@ -20,13 +20,13 @@ from lightning import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from datamodules.base import HorizontalFlip, sample_loader
-from datamodules.weak_labels import WeakLabels, check_instance_source
-from depthadapt.augmentation import PhotometricAugmentation
-from depthadapt.corruptions import check_corruption, corrupt
+from datamodules.weak_labels import WeakLabels, check_instance_source, check_ordinal_source
+from depthadapt.augmentation import PhotometricAugmentation, check_corruption_draw, random_corruption
 from depthadapt.io import atomic_path
 from depthadapt.metrics import EvaluationProtocol
 from depthadapt.synth import FAMILIES, RENDER_VERSION, STYLE_NAMES, render_sample
 from depthadapt.synth.seeds import sample_seed
+from depthadapt.westar import OrdinalSimulation
 
 __all__ = ["DEFAULT_SIZES", "Augmented", "SyntheticDataModule", "SyntheticDataset"]
 
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SIZES: dict[str, tuple[int, int]] = {"street": (196, 644), "room": (266, 350)}
 """(height, width) per family: KITTI-like and NYU-like aspect ratios, multiples of 14."""
+
+DATA_CORRUPTION_NAMES = ("data.corruption_p", "data.train_corruptions")
 
 
 def _check_names(family: str, style: str) -> None:
@@ -157,15 +159,6 @@ class SyntheticDataset(Dataset):
         }
 
 
-def _check_augmentation(corruptions: Sequence[str], corruption_p: float, max_severity: int) -> None:
-    if not 0.0 <= corruption_p <= 1.0:
-        raise ValueError(f"data.corruption_p must be a probability in [0, 1], got {corruption_p}")
-    if corruption_p > 0 and not corruptions:
-        raise ValueError("data.corruption_p > 0 needs data.train_corruptions: list the corruptions to draw from")
-    for name in corruptions:
-        check_corruption(name, max_severity)
-
-
 class Augmented(Dataset):
     """Photometric and corruption-style augmentation of the images of ``dataset`` (for training), per sample.
 
@@ -184,7 +177,7 @@ class Augmented(Dataset):
         max_severity: int = 3,
         seed: int = 0,
     ) -> None:
-        _check_augmentation(corruptions, corruption_p, max_severity)
+        check_corruption_draw(corruptions, corruption_p, max_severity, DATA_CORRUPTION_NAMES)
         self.dataset = dataset
         self.photometric = PhotometricAugmentation(**(photometric or {}))
         self.corruptions, self.corruption_p, self.max_severity = tuple(corruptions), corruption_p, max_severity
@@ -204,11 +197,10 @@ class Augmented(Dataset):
         with torch.random.fork_rng(devices=[]):  # kornia draws from the global generator
             torch.manual_seed(int(torch.randint(2**62, (), generator=generator)))
             image = self.photometric(image)
-        draws = torch.rand(3, generator=generator).tolist()
-        if draws[0] < self.corruption_p:
-            name = self.corruptions[min(int(draws[1] * len(self.corruptions)), len(self.corruptions) - 1)]
-            severity = 1 + min(int(draws[2] * self.max_severity), self.max_severity - 1)
-            image = corrupt(image, name, severity, seed=index)
+        if self.corruption_p > 0:
+            draws = torch.rand(1, 3, generator=generator)
+            image = random_corruption(image, self.corruptions, self.corruption_p, self.max_severity, draws,
+                                      torch.tensor([index]))
         return {**sample, "image": image[0].clamp(0.0, 1.0)}
 
 
@@ -226,7 +218,8 @@ class SyntheticDataModule(LightningDataModule):
     has mirror patches on its ground (``SyntheticDataset``; a failure mode of relative teachers), 0 by default.
     Training samples carry weak labels (``WeakLabels``): ``instances`` from ``instance_source`` (the
     scenes' own ``ground_truth`` ids by default, or ``sam2`` masks cached in ``mask_cache_dir``, or
-    ``superpixels``) and ``ordinal`` pairs from ``ordinal_file``.
+    ``superpixels``) and ``ordinal`` pairs, from ``ordinal_file`` (people's labels) or drawn from the ground truth
+    by the simulated annotator ``ordinal_simulation`` (``depthadapt.westar.OrdinalSimulation``).
     """
 
     def __init__(
@@ -254,6 +247,7 @@ class SyntheticDataModule(LightningDataModule):
         mask_cache_dir: str | None = None,
         superpixels: int = 64,
         ordinal_file: str | None = None,
+        ordinal_simulation: OrdinalSimulation | None = None,
     ) -> None:
         super().__init__()
         self.evaluation_protocol = EvaluationProtocol()  # 1e-3..80 m, no crop: the scenes' whole range
@@ -263,6 +257,7 @@ class SyntheticDataModule(LightningDataModule):
         for name in self.families:
             _check_names(name, style)
         check_instance_source(instance_source, mask_cache_dir)
+        check_ordinal_source(ordinal_file, ordinal_simulation)
         self.train_range = _check_range("data.train_range", train_range)
         self.val_range = _check_range("data.val_range", val_range)
         self.test_range = _check_range("data.test_range", test_range)
@@ -290,10 +285,11 @@ class SyntheticDataModule(LightningDataModule):
         self.batch_size, self.num_workers, self.hflip = batch_size, num_workers, hflip
         self.augmentation = dict(photometric=photometric, corruptions=train_corruptions or (),
                                  corruption_p=corruption_p, max_severity=corruption_max_severity, seed=seed)
-        _check_augmentation(self.augmentation["corruptions"], corruption_p, corruption_max_severity)
+        check_corruption_draw(self.augmentation["corruptions"], corruption_p, corruption_max_severity,
+                              DATA_CORRUPTION_NAMES)
         self.weak_labels = dict(
             instance_source=instance_source, mask_cache_dir=mask_cache_dir, superpixels=superpixels,
-            ordinal_file=ordinal_file,
+            ordinal_file=ordinal_file, ordinal_simulation=ordinal_simulation,
         )
         self.datasets: dict[str, Dataset] = {}
 

@@ -9,9 +9,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.base import HorizontalFlip, read_split_file, sample_loader
 from datamodules.image_folder import ImageFolderDataset
-from datamodules.weak_labels import WeakLabels, check_instance_source
+from datamodules.weak_labels import WeakLabels, check_instance_source, check_ordinal_source
 from depthadapt.metrics import EvaluationProtocol
 from depthadapt.models.dinov2 import PATCH_SIZE
+from depthadapt.westar import OrdinalSimulation
 
 __all__ = ["TargetDomainDataModule"]
 
@@ -22,11 +23,11 @@ class TargetDomainDataModule(LightningDataModule):
 
     Weak labels as ``WeakLabels``: ``instances`` from ``instance_source`` (``sam2`` masks cached in
     ``mask_cache_dir`` by ``config_yaml/sam2_masks.yaml``, or ``superpixels``) and ``ordinal`` pairs from
-    ``ordinal_file`` (JSON Lines keyed by the image paths relative to ``image_dir``). ``depth_dir`` is
-    optional and only read to simulate ordinal labels from ground truth (``model.ordinal_labels: simulate``).
-    ``split_file`` restricts the training images; ``hflip`` flips them (and their labels) at random. They train at
-    ``image_size``, else at their own size with each side resized to its nearest multiple of 14 (the patch size);
-    ordinal labels, in the stored images' pixels, are rescaled with them.
+    ``ordinal_file`` (JSON Lines keyed by the image paths relative to ``image_dir``) or, with ground truth in
+    ``depth_dir``, drawn by the simulated annotator ``ordinal_simulation`` (``depthadapt.westar.OrdinalSimulation``).
+    ``split_file`` restricts the training images; ``hflip`` flips them (and their labels) at random.
+    They train at ``image_size``, else at their own size with each side resized to its nearest multiple of 14 (the
+    patch size); ordinal labels, in the stored images' pixels, are rescaled with them.
     """
 
     def __init__(
@@ -42,19 +43,21 @@ class TargetDomainDataModule(LightningDataModule):
         mask_cache_dir: str | None = None,
         superpixels: int = 64,
         ordinal_file: str | None = None,
+        ordinal_simulation: OrdinalSimulation | None = None,
         batch_size: int = 4,
         num_workers: int = 0,
         hflip: bool = True,
     ) -> None:
         super().__init__()
         check_instance_source(instance_source, mask_cache_dir)
+        check_ordinal_source(ordinal_file, ordinal_simulation)
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         self.image_dir, self.split_file, self.image_size = image_dir, split_file, image_size
         self.depth = dict(depth_dir=depth_dir, depth_suffix=depth_suffix, depth_scale=depth_scale)
         self.weak_labels = dict(
             instance_source=instance_source, mask_cache_dir=mask_cache_dir, superpixels=superpixels,
-            ordinal_file=ordinal_file,
+            ordinal_file=ordinal_file, ordinal_simulation=ordinal_simulation,
         )
         self.evaluation = evaluation
         self.batch_size, self.num_workers, self.hflip = batch_size, num_workers, hflip

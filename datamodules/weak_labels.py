@@ -9,17 +9,24 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
+from depthadapt.synth.seeds import sample_seed
 from depthadapt.westar import (
     OrdinalFileError,
+    OrdinalSimulation,
     image_key,
+    labelled_images,
     mask_cache_path,
     pad_pairs,
     read_instance_map,
     read_ordinal_records,
+    simulate_ordinal_pairs,
     superpixel_instances,
 )
 
-__all__ = ["INSTANCE_SOURCES", "WeakLabels", "check_instance_source", "match_ordinal_file", "rescale_pairs"]
+__all__ = [
+    "INSTANCE_SOURCES", "WeakLabels", "check_instance_source", "check_ordinal_source", "match_ordinal_file",
+    "rescale_pairs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,15 @@ def check_instance_source(instance_source: str | None, mask_cache_dir: str | Non
         raise ValueError(
             "data.instance_source sam2 reads cached SAM2 masks: set data.mask_cache_dir to the cache folder "
             "(build it with `python cli.py predict --config config_yaml/sam2_masks.yaml`)"
+        )
+
+
+def check_ordinal_source(ordinal_file: str | Path | None, ordinal_simulation: OrdinalSimulation | None) -> None:
+    """Fail when both weak-label sources are set: the pairs come from a file or from the simulation, not both."""
+    if ordinal_file is not None and ordinal_simulation is not None:
+        raise ValueError(
+            "data.ordinal_file and data.ordinal_simulation are both set: train on the labelled file or on simulated "
+            "labels, not both (set the other to null)"
         )
 
 
@@ -111,10 +127,14 @@ class WeakLabels(Dataset):
     """Wrap a dataset to set ``instances`` (H x W int64) from ``instance_source`` and ``ordinal`` pairs.
 
     ``instance_source``: one of INSTANCE_SOURCES, or None to drop any ``instances`` (a loss that needs them
-    then fails and says so). ``ordinal_file``: JSON Lines of weak labels (``depthadapt.westar.ordinal``), matched to
-    samples by ``name`` as ``match_ordinal_file`` does (relative to the dataset's ``image_dir`` if it has one);
-    every sample gets ``ordinal`` P x 5 padded with y1 = -1 rows to the file's longest list (all padding for an
-    image without labels: sparse annotation is normal). Samples that failed to load (``error``) pass unchanged.
+    then fails and says so). The ordinal pairs come from one of two sources, which enter training the same way:
+    ``ordinal_file``, JSON Lines of weak labels made by people (``depthadapt.westar.ordinal``), matched to samples by
+    ``name`` as ``match_ordinal_file`` does (relative to the dataset's ``image_dir`` if it has one); or
+    ``ordinal_simulation``, a simulated annotator (``OrdinalSimulation``) that labels a fixed share of the images
+    from their ground-truth ``depth`` (its object clicks use the dataset's own ``instances`` when it has them,
+    else the ``instance_source`` map), each image's pairs fixed by its ``index``. Every sample gets ``ordinal``
+    P x 5 padded with y1 = -1 rows to a common length (all padding for an image without labels: sparse
+    annotation is normal). Samples that failed to load (``error``) pass unchanged.
     """
 
     def __init__(
@@ -124,14 +144,18 @@ class WeakLabels(Dataset):
         mask_cache_dir: str | Path | None = None,
         superpixels: int = 64,
         ordinal_file: str | Path | None = None,
+        ordinal_simulation: OrdinalSimulation | None = None,
     ) -> None:
         check_instance_source(instance_source, None if mask_cache_dir is None else str(mask_cache_dir))
+        check_ordinal_source(ordinal_file, ordinal_simulation)
         self.dataset = dataset
         self.instance_source = instance_source
         self.mask_cache_dir = None if mask_cache_dir is None else Path(mask_cache_dir)
         self.superpixels = superpixels
         self.ordinal_file = None if ordinal_file is None else Path(ordinal_file)
+        self.ordinal_simulation = ordinal_simulation
         self.pairs: dict[str, torch.Tensor] = {}
+        self.max_pairs = 0 if ordinal_simulation is None else 3 * ordinal_simulation.anchors
         if self.ordinal_file is not None:
             root = getattr(dataset, "image_dir", None)
             self.pairs = match_ordinal_file(self.ordinal_file, _sample_names(dataset), root)
@@ -163,7 +187,24 @@ class WeakLabels(Dataset):
             return instances
         return None
 
-    def _ordinal(self, sample: dict[str, Any]) -> torch.Tensor:
+    def _simulated(self, sample: dict[str, Any], instances: torch.Tensor | None) -> torch.Tensor:
+        simulation = self.ordinal_simulation
+        index = int(sample["index"])
+        if not bool(labelled_images(torch.tensor([index]), simulation.label_fraction)[0]):
+            return torch.zeros(0, 5)
+        if "depth" not in sample:
+            raise ValueError(
+                f"data.ordinal_simulation draws labels from ground-truth depth, which sample {sample['name']} "
+                "lacks: give the datamodule a depth folder, or label the images (data.ordinal_file)"
+            )
+        valid = sample.get("valid", sample["depth"] > 0)
+        generator = torch.Generator().manual_seed(sample_seed("ordinal", "simulation", simulation.seed, index))
+        return simulate_ordinal_pairs(sample["depth"], valid, simulation, sample.get("instances", instances),
+                                      generator)
+
+    def _ordinal(self, sample: dict[str, Any], instances: torch.Tensor | None) -> torch.Tensor:
+        if self.ordinal_simulation is not None:
+            return pad_pairs([self._simulated(sample, instances)], self.max_pairs)[0]
         pairs = self.pairs.get(image_key(sample["name"]), torch.zeros(0, 5))
         height, width = sample["image"].shape[-2:]
         stored_height, stored_width = sample.get("stored_size", (height, width))
@@ -184,9 +225,9 @@ class WeakLabels(Dataset):
         if "error" in sample:
             return sample
         instances = self._instances(sample)
+        if self.ordinal_file is not None or self.ordinal_simulation is not None:
+            sample["ordinal"] = self._ordinal(sample, instances)
         sample.pop("instances", None)
         if instances is not None:
             sample["instances"] = instances
-        if self.ordinal_file is not None:
-            sample["ordinal"] = self._ordinal(sample)
         return sample

@@ -5,7 +5,7 @@ from lightning_modules.dual_teacher import DualTeacherLabeler
 from lightning_modules.instance_masks import SAM2MaskPredictor
 from lightning_modules.sparse_alignment import SparseAlignedDepth
 from lightning_modules.supervised import SupervisedDepth
-from lightning_modules.westar import WeSTARAdapter
+from lightning_modules.westar import PerturbationConsistencyAdapter, WeSTARAdapter
 from lightning_modules.writers import (
     DepthMapWriter,
     ExportCallback,
@@ -20,6 +20,7 @@ __all__ = [
     "DualTeacherLabeler",
     "ExportCallback",
     "InstanceMaskWriter",
+    "PerturbationConsistencyAdapter",
     "PseudoLabelWriter",
     "ResumableWriter",
     "SAM2MaskPredictor",

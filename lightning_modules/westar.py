@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -12,16 +12,17 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from depthadapt.augmentation import STRONG_AUGMENTATION, WEAK_AUGMENTATION, PhotometricAugmentation
+from depthadapt.consistency import PerturbationConsistencyLoss
 from depthadapt.corruptions import EvaluationConditions
 from depthadapt.io.visualize import depth_panel
 from depthadapt.metrics import EvaluationProtocol, format_comparison_table
 from depthadapt.models.activation_checkpointing import enable_activation_checkpointing
 from depthadapt.models.card import DepthModelCard
+from depthadapt.models.dinov2 import PATCH_SIZE
 from depthadapt.models.lora import add_lora
-from depthadapt.westar import PADDING_ROW, WeSTARLoss, labelled_images, simulate_batch
+from depthadapt.westar import Context, OrdinalForm, WeSTARLoss
 from lightning_modules.base import TrainableDepthTask
 
-ORDINAL_LABELS = ("simulate", "dataset")
 TABLE_COLUMNS = ("d1", "abs_rel", "rmse", "images")
 MODELS = ("source", "adapted")
 # Defaults of the two views, shown with their arguments by `--print_config` (augmentations hold no state).
@@ -38,9 +39,9 @@ class WeSTARAdapter(TrainableDepthTask):
     The student is the model with peft LoRA adapters (only they train); the teacher is its EMA. Each step the
     teacher labels a weakly augmented view and the student predicts a strongly augmented view of the same images;
     the loss is ``depthadapt.westar.WeSTARLoss``: ``self_training_weight`` x the self-training loss over ``context``
-    + ``weak_weight`` x the ordinal ranking loss on sparse pairs (``simulate``d from ground truth, on the share
-    ``ordinal_label_fraction`` of the images as when only some are labelled by hand, or read by the datamodule from
-    a JSON Lines file: ``dataset``) + ``regularizer_weight`` x the LoRA weight regulariser. Every
+    + ``weak_weight`` x the ordinal ranking loss on the sparse pairs of the batch's ``ordinal`` (the datamodule's:
+    people's labels from a JSON Lines file, or a simulated annotator's, ``data.ordinal_simulation``) +
+    ``regularizer_weight`` x the LoRA weight regulariser. Every
     ``log_every_n_steps`` the gradient norm of each weighted term is logged as ``train/grad_norm/<term>``
     (``log_grad_norms``; one extra backward pass per term, skipped when the trainer has no logger), to see whether
     one term swamps another. ``activation_checkpointing`` recomputes the
@@ -60,14 +61,10 @@ class WeSTARAdapter(TrainableDepthTask):
         lora_targets: tuple[str, ...] = ("qkv",),
         lora_dropout: float = 0.0,
         ema_decay: float = 0.996,
-        context: str = "instances",
+        context: Context = "instances",
         min_instance_fraction: float = 0.001,
         hdn_levels: tuple[int, ...] = (1, 2, 4),
-        ordinal_labels: str = "simulate",
-        ordinal_anchors: int = 5,
-        ordinal_relative_margin: float = 0.05,
-        ordinal_label_fraction: float = 1.0,
-        ordinal_form: str = "normalised",
+        ordinal_form: OrdinalForm = "normalised",
         ordinal_margin: float = 0.1,
         self_training_weight: float = 1.0,
         weak_weight: float = 10.0,
@@ -77,7 +74,7 @@ class WeSTARAdapter(TrainableDepthTask):
         warmup_steps: int = 0,
         weak_augmentation: PhotometricAugmentation = WEAK_VIEW,
         strong_augmentation: PhotometricAugmentation = STRONG_VIEW,
-        eval_model: str = "student",
+        eval_model: Literal["student", "teacher"] = "student",
         eval_corruptions: tuple[str, ...] = (),
         eval_severity: int = 3,
         evaluation_protocol: EvaluationProtocol | None = None,
@@ -87,14 +84,10 @@ class WeSTARAdapter(TrainableDepthTask):
     ) -> None:
         if model.head != "relative":
             raise ValueError(f"WeSTAR adapts a relative model: the model card's head is {model.head}, not relative")
-        for name, value, choices in (("ordinal_labels", ordinal_labels, ORDINAL_LABELS),
-                                     ("eval_model", eval_model, ("student", "teacher"))):
-            if value not in choices:
-                raise ValueError(f"model.{name} must be one of {', '.join(choices)}, got {value!r}")
+        if eval_model not in ("student", "teacher"):
+            raise ValueError(f"model.eval_model must be student or teacher, got {eval_model!r}")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"model.ema_decay must be in [0, 1), got {ema_decay}")
-        if not 0.0 < ordinal_label_fraction <= 1.0:
-            raise ValueError(f"model.ordinal_label_fraction must be in (0, 1], got {ordinal_label_fraction}")
         super().__init__(lr, weight_decay, warmup_steps, evaluation_protocol)
         self.save_hyperparameters(ignore=["weak_augmentation", "strong_augmentation"])
         self.card = self.run_at(model, input_size)
@@ -111,9 +104,7 @@ class WeSTARAdapter(TrainableDepthTask):
             enable_activation_checkpointing(self.model)
         self.weak_augmentation = weak_augmentation
         self.strong_augmentation = strong_augmentation
-        self.ordinal_labels, self.eval_model = ordinal_labels, eval_model
-        self.ordinal_anchors, self.ordinal_relative_margin = ordinal_anchors, ordinal_relative_margin
-        self.ordinal_label_fraction = ordinal_label_fraction
+        self.eval_model = eval_model
         self.panel_images, self.log_grad_norms = panel_images, log_grad_norms
         self.conditions = EvaluationConditions(eval_corruptions, eval_severity)
         self.eval_metrics = nn.ModuleDict(
@@ -138,30 +129,20 @@ class WeSTARAdapter(TrainableDepthTask):
         with self.model.disable_adapter():
             return self.card.infer(self.model, image)
 
+    def teacher_depth(self, image: torch.Tensor) -> torch.Tensor:
+        """The same by the model that makes the pseudo-labels (the EMA teacher), for the image panels."""
+        return self.card.infer(self.teacher.module, image)
+
     # --- training -----------------------------------------------------------------------------------------
     def ordinal_pairs(self, batch: dict[str, Any]) -> torch.Tensor:
-        """B x P x 5 ordinal pairs: simulated from the batch's ground truth, or the datamodule's."""
-        if self.ordinal_labels == "dataset":
-            if "ordinal" not in batch:
-                raise ValueError(
-                    "model.ordinal_labels dataset needs weak labels: set data.ordinal_file to a JSON Lines file "
-                    "of ordinal pairs, or use model.ordinal_labels simulate (needs ground truth) or "
-                    "model.weak_weight 0"
-                )
-            return batch["ordinal"]
-        if "depth" not in batch:
+        """The batch's B x P x 5 ordinal pairs (padding rows y1 = -1 for images without labels)."""
+        if "ordinal" not in batch:
             raise ValueError(
-                "model.ordinal_labels simulate needs ground-truth depth in the training batches: give the "
-                "datamodule a depth folder, or use ordinal_labels dataset with data.ordinal_file"
+                "the weak term (model.weak_weight > 0) needs ordinal pairs in the training batches: set "
+                "data.ordinal_file to a JSON Lines file of labels (python -m depthadapt.annotate makes one), or "
+                "data.ordinal_simulation to simulate an annotator from ground truth; or set model.weak_weight 0"
             )
-        labelled = labelled_images(batch["index"], self.ordinal_label_fraction).to(batch["depth"].device)
-        simulated = simulate_batch(batch["depth"][labelled], batch["valid"][labelled], self.ordinal_anchors,
-                                   self.ordinal_relative_margin, seed=batch["index"][labelled])
-        if bool(labelled.all()):
-            return simulated
-        pairs = torch.tensor(PADDING_ROW, device=simulated.device).repeat(len(labelled), simulated.shape[1], 1)
-        pairs[labelled] = simulated  # the other images carry padding rows only
-        return pairs
+        return batch["ordinal"]
 
     def views(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The teacher's (weak) and the student's (strong) views of B x 3 x H x W images in [0, 1]."""
@@ -217,7 +198,7 @@ class WeSTARAdapter(TrainableDepthTask):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate_conditions(batch, "test", with_source=True)
 
-    def _collect(self, stage: str, model: str) -> dict[str, dict[str, float]]:
+    def collect_scores(self, stage: str, model: str) -> dict[str, dict[str, float]]:
         scores = {c: self.scores(self.eval_metrics[f"{stage}_{model}_{c}"]) for c in self.conditions}
         return {c: v for c, v in scores.items() if v}
 
@@ -236,25 +217,28 @@ class WeSTARAdapter(TrainableDepthTask):
         return format_comparison_table(rows, TABLE_COLUMNS, title)
 
     def on_validation_epoch_end(self) -> None:
-        source = self._collect("val", "source")
+        source = self.collect_scores("val", "source")
         if source and not self.trainer.sanity_checking:
             self.source_val_scores = source
-        scores = {"source": self.source_val_scores or source, "adapted": self._collect("val", "adapted")}
+        scores = {"source": self.source_val_scores or source, "adapted": self.collect_scores("val", "adapted")}
         self._log_scores("val", scores)
         if not self.trainer.sanity_checking:
             self.last_val_scores = scores
 
     def on_test_epoch_end(self) -> None:
-        scores = {model: self._collect("test", model) for model in MODELS}
+        scores = {model: self.collect_scores("test", model) for model in MODELS}
         self._log_scores("test", scores)
         if self.trainer.is_global_zero:
-            title = f"WeSTAR test ({self.card.encoder}, affine-invariant, adapted = {self.eval_model})"
+            title = (f"WeSTAR on the TEST split: source vs adapted ({self.card.encoder}, affine-invariant, "
+                     f"adapted = {self.eval_model})")
             print(self.table(scores, title))
 
     def on_fit_end(self) -> None:
-        """Print source vs adapted validation scores of the last validation."""
+        """Print source vs adapted scores of the last validation (the validation split: for choices, not reports)."""
         if self.trainer.is_global_zero and self.last_val_scores.get("adapted"):
-            print(self.table(self.last_val_scores, f"WeSTAR validation after step {self.global_step}"))
+            title = (f"WeSTAR on the VALIDATION split after step {self.global_step}: source vs adapted "
+                     "(report figures from `cli.py test`, the test split)")
+            print(self.table(self.last_val_scores, title))
 
     @torch.no_grad()
     def _log_panels(self, batch: dict[str, Any]) -> None:
@@ -263,7 +247,7 @@ class WeSTARAdapter(TrainableDepthTask):
         if count == 0 or not isinstance(self.logger, TensorBoardLogger) or not self.trainer.is_global_zero:
             return
         images = batch["image"][:count]
-        teacher = self.card.infer(self.teacher.module, images)
+        teacher = self.teacher_depth(images)
         student = self.card.infer(self.model, images)
         panels = [
             depth_panel(images[i], teacher[i], student[i], batch["depth"][i], batch["valid"][i]) for i in range(count)
@@ -286,3 +270,67 @@ class WeSTARAdapter(TrainableDepthTask):
         """What wrote a prediction folder: the source card and the adapted weights' identity."""
         return {"task": type(self).__name__, "model": self.card.describe(), "eval_model": self.eval_model,
                 "global_step": int(self.global_step)}
+
+
+class PerturbationConsistencyAdapter(WeSTARAdapter):
+    """The label-free peer baseline: DepthAnything-AC's perturbation-consistency fine-tuning with its spatial distance
+    constraint (``depthadapt.consistency.PerturbationConsistencyLoss``), on WeSTAR's LoRA student, views, data and
+    evaluation, so that a comparison changes the objective only.
+
+    The teacher is the frozen source model (the student with its adapters off) on the weak view; the student
+    predicts the weak and the strong view each step (one forward more than WeSTAR). No weak labels, no EMA.
+    """
+
+    def __init__(
+        self,
+        model: DepthModelCard,
+        input_size: int | None = None,
+        lora_rank: int = 8,
+        lora_alpha: float = 16.0,
+        lora_targets: tuple[str, ...] = ("qkv",),
+        lora_dropout: float = 0.0,
+        distill_weight: float = 1 / 3,
+        consistency_weight: float = 1 / 3,
+        spatial_weight: float = 1 / 3,
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 0,
+        weak_augmentation: PhotometricAugmentation = WEAK_VIEW,
+        strong_augmentation: PhotometricAugmentation = STRONG_VIEW,
+        eval_corruptions: tuple[str, ...] = (),
+        eval_severity: int = 3,
+        evaluation_protocol: EvaluationProtocol | None = None,
+        panel_images: int = 2,
+        activation_checkpointing: bool = False,
+    ) -> None:
+        super().__init__(
+            model, input_size, lora_rank, lora_alpha, lora_targets, lora_dropout, self_training_weight=0.0,
+            weak_weight=0.0, regularizer_weight=0.0, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+            weak_augmentation=weak_augmentation, strong_augmentation=strong_augmentation,
+            eval_corruptions=eval_corruptions, eval_severity=eval_severity,
+            evaluation_protocol=evaluation_protocol, panel_images=panel_images, log_grad_norms=False,
+            activation_checkpointing=activation_checkpointing,
+        )
+        self.peer_objective = PerturbationConsistencyLoss(distill_weight, consistency_weight, spatial_weight,
+                                                          PATCH_SIZE)
+
+    def teacher_depth(self, image: torch.Tensor) -> torch.Tensor:
+        """The frozen source model's depth: this baseline's teacher."""
+        return self.source_depth(image)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        if not self.has_images(batch):
+            return None
+        clean_view, perturbed_view = self.views(batch["image"])
+        with torch.no_grad(), self.model.disable_adapter():
+            source = self.model(self.card.normalise(clean_view))
+        clean = self.model(self.card.normalise(clean_view))
+        perturbed = self.model(self.card.normalise(perturbed_view))
+        terms = self.peer_objective(clean, perturbed, source)
+        loss = terms.pop("loss")
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=len(clean))
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=len(clean))
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """No EMA teacher to update."""

@@ -10,6 +10,7 @@ import torch
 
 from depthadapt.io import write_depth_npy
 from depthadapt.synth import render_sample
+from depthadapt.westar import pad_pairs, simulate_ordinal_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,14 +48,17 @@ def write_street_images(folder: Path, count: int, height: int = 28, width: int =
 
 
 def synthetic_batch(batch: int = 2, height: int = 28, width: int = 56) -> dict:
-    """A batch with a depth ramp, two instances and indices, as the synthetic datamodule yields it."""
+    """A batch with a depth ramp, two instances, indices and exact ordinal pairs, as the synthetic datamodule
+    yields it."""
     rows = torch.linspace(1, 0, height)[:, None].expand(height, width)
     depth = (2.0 + 30.0 * rows**2).expand(batch, height, width).clone()
     instances = torch.zeros(batch, height, width, dtype=torch.long)
     instances[:, height // 2 :, : width // 2] = 1
     instances[:, height // 2 :, width // 2 :] = 2
     image = torch.rand(batch, 3, height, width)
-    return {"image": image, "depth": depth, "valid": depth > 0, "instances": instances,
+    ordinal = pad_pairs([simulate_ordinal_pairs(d, d > 0, generator=torch.Generator().manual_seed(i))
+                         for i, d in enumerate(depth)], 15)
+    return {"image": image, "depth": depth, "valid": depth > 0, "instances": instances, "ordinal": ordinal,
             "index": torch.arange(batch), "name": [f"img{i}" for i in range(batch)], "skipped": []}
 
 

@@ -20,18 +20,20 @@ from depthadapt.westar.instances import (
     superpixel_instances,
     write_instance_map,
 )
-from depthadapt.westar.loss import WeSTARLoss, normalise_global
+from depthadapt.westar.loss import Context, OrdinalForm, WeSTARLoss, normalise_global
 from depthadapt.westar.ordinal import (
+    EXACT_LABELS,
     PADDING_ROW,
+    ClickPlacement,
     OrdinalFileError,
     OrdinalRecord,
+    OrdinalSimulation,
     check_pairs,
     image_key,
     labelled_images,
     pad_pairs,
     read_ordinal_jsonl,
     read_ordinal_records,
-    simulate_batch,
     simulate_ordinal_pairs,
     write_ordinal_jsonl,
     write_ordinal_records,
@@ -39,12 +41,17 @@ from depthadapt.westar.ordinal import (
 
 __all__ = [
     "DEFAULT_SAM2_CONFIG",
+    "EXACT_LABELS",
     "PADDING_ROW",
     "SAM2_CHECKPOINT_URL",
     "SAM2_DEFAULTS",
+    "ClickPlacement",
+    "Context",
     "MissingMaskError",
     "OrdinalFileError",
+    "OrdinalForm",
     "OrdinalRecord",
+    "OrdinalSimulation",
     "SAM2MaskSettings",
     "WeSTARLoss",
     "build_sam2_mask_generator",
@@ -61,7 +68,6 @@ __all__ = [
     "read_instance_map",
     "read_ordinal_jsonl",
     "read_ordinal_records",
-    "simulate_batch",
     "simulate_ordinal_pairs",
     "superpixel_instances",
     "write_instance_map",

@@ -1,4 +1,4 @@
-"""Sparse ordinal depth labels: simulation from depth (what an annotator would give) and JSON Lines files.
+"""Sparse ordinal depth labels: simulation from depth (what a person would click) and JSON Lines files.
 
 A pair row is (y1, x1, y2, x2, label), label +1 if point 1 is farther, -1 if closer, 0 if equal. Batches
 hold B x P x 5 float tensors padded with `PADDING_ROW` (y1 = -1), which `depthadapt.losses.ordinal_loss`
@@ -16,22 +16,25 @@ import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 
 from depthadapt.io import IMAGE_SUFFIXES, UnreadableFileError, atomic_path
 
 __all__ = [
+    "EXACT_LABELS",
     "PADDING_ROW",
+    "ClickPlacement",
     "OrdinalFileError",
     "OrdinalRecord",
+    "OrdinalSimulation",
     "check_pairs",
     "image_key",
     "labelled_images",
     "pad_pairs",
     "read_ordinal_jsonl",
     "read_ordinal_records",
-    "simulate_batch",
     "simulate_ordinal_pairs",
     "write_ordinal_jsonl",
     "write_ordinal_records",
@@ -45,51 +48,125 @@ class OrdinalFileError(ValueError):
     """A malformed weak-label file; the message names the file and the line."""
 
 
+ClickPlacement = Literal["uniform", "objects"]
+"""Where a simulated annotator clicks: any valid pixel alike, or every object (instance id) alike whatever its size."""
+
+
+@dataclass(frozen=True)
+class OrdinalSimulation:
+    """A simulated annotator of WeSTAR's weak labels, drawing from ground-truth depth what a person would click.
+
+    On ``label_fraction`` of the images (chosen by image index, ``labelled_images``) it makes ``anchors`` samples
+    as the annotation tool asks for them: an anchor, a point farther and a point closer (depth beyond the anchor's
+    by more than ``relative_margin``), giving three transitively consistent pairs. ``clicks`` says where the three
+    points fall: ``uniform`` over the valid pixels, or ``objects``: each object of the instance map equally likely
+    (people click on things: a small object gets as many clicks as a wall), uniform within it. Then the person's
+    limits: a pair whose depths differ by less than ``equal_tolerance`` (relative) is answered "equal"; an ordered
+    answer is reversed with chance ``flip_rate``; each recorded point is off by Gaussian ``click_jitter`` pixels
+    (standard deviation, per axis), so pairs near depth edges may be recorded on the other side of the edge.
+    ``seed`` varies the draws; an image's labels depend on (seed, image index) only. ``EXACT_LABELS`` is the
+    oracle: every image, uniform clicks, a 5 % margin, no "equal" answer, no error, no jitter.
+    """
+
+    label_fraction: float = 0.2
+    anchors: int = 5
+    clicks: ClickPlacement = "objects"
+    relative_margin: float = 0.0
+    equal_tolerance: float = 0.05
+    flip_rate: float = 0.1
+    click_jitter: float = 2.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("label_fraction", 0.0 < self.label_fraction <= 1.0, "in (0, 1]"),
+            ("anchors", self.anchors >= 1, ">= 1"),
+            ("clicks", self.clicks in get_args(ClickPlacement), f"one of {', '.join(get_args(ClickPlacement))}"),
+            ("relative_margin", 0.0 <= self.relative_margin < 1.0, "in [0, 1)"),
+            ("equal_tolerance", self.equal_tolerance >= 0.0, ">= 0"),
+            ("flip_rate", 0.0 <= self.flip_rate <= 0.5, "in [0, 0.5] (above 0.5 the answers are mostly wrong)"),
+            ("click_jitter", self.click_jitter >= 0.0, ">= 0 pixels"),
+        )
+        for name, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"data.ordinal_simulation.{name} must be {rule}, got {getattr(self, name)!r}")
+
+
+EXACT_LABELS = OrdinalSimulation(label_fraction=1.0, clicks="uniform", relative_margin=0.05, equal_tolerance=0.0,
+                                 flip_rate=0.0, click_jitter=0.0)
+"""The oracle (the upper bound): exact pairs with a 5 % depth margin on every image."""
+
+
+def _click_weights(allowed: torch.Tensor, objects: torch.Tensor | None) -> torch.Tensor:
+    """Click probabilities (unnormalised) over the N entries where ``allowed`` (N bool): uniform, or each object id
+    of ``objects`` (N int64, None for uniform) equally likely and uniform within it."""
+    weights = allowed.double()
+    if objects is not None:
+        area = torch.bincount(objects[allowed], minlength=int(objects.max()) + 1).double()
+        weights = weights / area[objects].clamp_min(1.0)
+    return weights
+
+
 def simulate_ordinal_pairs(
     depth: torch.Tensor,
     valid: torch.Tensor,
-    num_anchors: int = 5,
-    relative_margin: float = 0.05,
+    simulation: OrdinalSimulation = EXACT_LABELS,
+    instances: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Ordinal pairs an annotator would give for one H x W metric depth map -> P x 5 float32, P = 3 x anchors.
+    """The pairs ``simulation``'s annotator gives for one H x W metric depth map -> P x 5 float32, P = 3 x anchors.
 
-    Anchors are drawn uniformly, without repetition, among the valid pixels (finite depth > 0) that have
-    both a farther point (d > d_anchor * (1 + m)) and a closer one (d < d_anchor * (1 - m)); one of each is
-    drawn uniformly. Each triplet gives (anchor, far, -1), (anchor, close, +1) and (far, close, +1), which
-    are transitively consistent. Fewer rows come back when fewer pixels qualify as anchors. `generator`
-    (a CPU generator) makes it deterministic; the work is done on the CPU, the result is on depth's device.
+    Anchors (distinct) are drawn among the valid pixels (finite depth > 0) that have both a farther and a closer
+    pixel beyond the margin; fewer rows come back when fewer pixels qualify. Triplets are (anchor, far, -1),
+    (anchor, close, +1), (far, close, +1) before the annotator's "equal" answers, errors and jitter (see
+    ``OrdinalSimulation``). ``instances`` (H x W ids) is needed for ``clicks: objects``. ``generator`` (a CPU
+    generator) makes it deterministic; the work is done on the CPU, the result is on depth's device.
     """
     if depth.dim() != 2 or valid.shape != depth.shape:
         raise ValueError(f"depth and valid must be H x W, got {tuple(depth.shape)} and {tuple(valid.shape)}")
-    if num_anchors < 0 or not 0.0 <= relative_margin < 1.0:
-        raise ValueError(f"need num_anchors >= 0 and 0 <= relative_margin < 1, got {num_anchors}, {relative_margin}")
-    values = depth.detach().float().cpu()
-    usable = valid.cpu().bool() & torch.isfinite(values) & (values > 0)
-    coords = usable.nonzero().float()
+    objects = None
+    if simulation.clicks == "objects":
+        if instances is None or instances.shape != depth.shape:
+            raise ValueError(
+                "data.ordinal_simulation.clicks objects needs an H x W instance map per image (data.instance_source "
+                "ground_truth on the synthetic domains, sam2 or superpixels); or set clicks to uniform"
+            )
+        objects = instances.cpu().long().clamp_min(0).flatten()
+    height, width = depth.shape
+    values = depth.detach().float().cpu().flatten()
+    usable = valid.cpu().bool().flatten() & torch.isfinite(values) & (values > 0)
+    index = usable.nonzero().flatten()
     values = values[usable]
-    sorted_values, order = values.sort(stable=True)
-    # Candidates of pixel i: farther ones are sorted positions [far_start, n), closer ones [0, close_end).
-    far_start = torch.searchsorted(sorted_values, values * (1 + relative_margin), right=True)
-    close_end = torch.searchsorted(sorted_values, values * (1 - relative_margin))
-    candidates = torch.randperm(len(values), generator=generator)
-    candidates = candidates[(far_start[candidates] < len(values)) & (close_end[candidates] > 0)][:num_anchors]
-    far_start, close_end = far_start[candidates], close_end[candidates]
-    draws = torch.rand(2, len(candidates), generator=generator, dtype=torch.float64)
-    far_count = len(values) - far_start
-    far = order[far_start + (draws[0] * far_count).long().clamp_max(far_count - 1)]
-    close = order[(draws[1] * close_end).long().clamp_max(close_end - 1)]
-    anchor, far, close = coords[candidates], coords[far], coords[close]
-    farther, closer = torch.ones(len(candidates), 1), -torch.ones(len(candidates), 1)
-    triplets = torch.stack(
-        [
-            torch.cat([anchor, far, closer], 1),
-            torch.cat([anchor, close, farther], 1),
-            torch.cat([far, close, farther], 1),
-        ],
-        dim=1,
-    )
-    return triplets.reshape(-1, 5).to(depth.device)
+    objects = None if objects is None else objects[usable]
+    margin = simulation.relative_margin
+    sorted_values = values.sort(stable=True).values
+    has_far = torch.searchsorted(sorted_values, values * (1 + margin), right=True) < len(values)
+    has_close = torch.searchsorted(sorted_values, values * (1 - margin)) > 0
+    candidates = has_far & has_close
+    count = min(simulation.anchors, int(candidates.sum()))
+    if count == 0:
+        return torch.zeros(0, 5, device=depth.device)
+    anchors = torch.multinomial(_click_weights(candidates, objects), count, generator=generator)
+    points = []
+    for anchor in anchors.tolist():
+        far = torch.multinomial(_click_weights(values > values[anchor] * (1 + margin), objects), 1, generator=generator)
+        close = torch.multinomial(_click_weights(values < values[anchor] * (1 - margin), objects), 1,
+                                  generator=generator)
+        points.append([anchor, int(far), int(close)])
+    chosen = torch.tensor(points)  # count x 3 (anchor, far, close), entries of `values`
+    first, second = chosen[:, [0, 0, 1]].flatten(), chosen[:, [1, 2, 2]].flatten()
+    label = torch.tensor([-1.0, 1.0, 1.0]).repeat(count)
+    d1, d2 = values[first], values[second]
+    label = torch.where((d1 - d2).abs() < simulation.equal_tolerance * torch.minimum(d1, d2), 0.0, label)
+    flips = torch.rand(len(label), generator=generator) < simulation.flip_rate
+    label = torch.where(flips, -label, label)
+    pixel = index[chosen]  # count x 3 flat pixel indices
+    coords = torch.stack([pixel // width, pixel % width], -1).double()  # count x 3 x 2 (y, x)
+    coords = coords + simulation.click_jitter * torch.randn(coords.shape, generator=generator, dtype=torch.float64)
+    limit = torch.tensor([height - 1, width - 1], dtype=torch.float64)
+    coords = coords.round().clamp(torch.zeros(2, dtype=torch.float64), limit).float()
+    rows = torch.cat([coords[:, [0, 0, 1]].reshape(-1, 2), coords[:, [1, 2, 2]].reshape(-1, 2), label[:, None]], 1)
+    return rows.to(depth.device)
 
 
 def pad_pairs(pairs: Sequence[torch.Tensor], length: int | None = None) -> torch.Tensor:
@@ -105,33 +182,6 @@ def pad_pairs(pairs: Sequence[torch.Tensor], length: int | None = None) -> torch
     for index, rows in enumerate(pairs):
         batch[index, : len(rows)] = rows.detach().float().cpu()
     return batch
-
-
-def simulate_batch(
-    depth: torch.Tensor,
-    valid: torch.Tensor,
-    num_anchors: int = 5,
-    relative_margin: float = 0.05,
-    seed: int | torch.Tensor = 0,
-) -> torch.Tensor:
-    """`simulate_ordinal_pairs` for B x H x W depth and valid -> B x (3 num_anchors) x 5, padded with y1 = -1.
-
-    `seed`: an int (image b uses seed + b) or a tensor of B per-sample seeds (e.g. dataset indices, so an
-    image's pairs do not depend on the batch it is in). The same seeds give the same pairs.
-    """
-    if depth.dim() != 3 or valid.shape != depth.shape:
-        raise ValueError(f"depth and valid must be B x H x W, got {tuple(depth.shape)} and {tuple(valid.shape)}")
-    if isinstance(seed, torch.Tensor):
-        seeds = [int(s) for s in seed.reshape(-1).tolist()]
-    else:
-        seeds = [int(seed) + b for b in range(len(depth))]
-    if len(seeds) != len(depth):
-        raise ValueError(f"need one seed per image: {len(seeds)} seeds for a batch of {len(depth)}")
-    pairs = [
-        simulate_ordinal_pairs(d, v, num_anchors, relative_margin, torch.Generator().manual_seed(s))
-        for d, v, s in zip(depth, valid, seeds, strict=True)
-    ]
-    return pad_pairs(pairs, 3 * num_anchors).to(depth.device)
 
 
 def labelled_images(index: torch.Tensor, fraction: float) -> torch.Tensor:

@@ -112,6 +112,39 @@ def test_target_domain_trains_on_unlabelled_images_and_evaluates_elsewhere(tmp_p
     assert "depth" in val and len(val["name"]) == 1
 
 
+def test_simulated_labels_enter_the_samples_as_a_files_would_on_a_fixed_share(tmp_path: Path) -> None:
+    """data.ordinal_simulation: pairs on the labelled share only (chosen by index), the same on every read and
+    in any datamodule order, drawn from the sample's own depth; exact labels agree with it."""
+    from depthadapt.westar import EXACT_LABELS, OrdinalSimulation, labelled_images
+
+    module = SyntheticDataModule(height=28, width=84, train_range=(0, 40), val_range=(40, 42), test_range=(42, 44),
+                                 cache_dir=str(tmp_path), ordinal_simulation=OrdinalSimulation(label_fraction=0.3))
+    module.setup("fit")
+    train = module.datasets["train"]
+    samples = [train[i] for i in range(40)]
+    labelled = labelled_images(torch.arange(40), 0.3)
+    has_pairs = torch.tensor([bool((s["ordinal"][:, 0] >= 0).any()) for s in samples])
+    assert torch.equal(has_pairs, labelled) and 5 < int(labelled.sum()) < 20
+    assert all(s["ordinal"].shape == (15, 5) for s in samples)  # padded to 3 x anchors for batching
+    assert torch.equal(train[7]["ordinal"], samples[7]["ordinal"])  # fixed per image
+    exact = WeakLabels(module.dataset((0, 40)), "ground_truth", ordinal_simulation=EXACT_LABELS)
+    for index in (0, 1):
+        sample = exact[index]
+        y1, x1, y2, x2, label = sample["ordinal"][sample["ordinal"][:, 0] >= 0].long().T
+        depth = sample["depth"]
+        assert torch.equal(torch.sign(depth[y1, x1] - depth[y2, x2]).long(), label)
+
+
+def test_simulation_needs_depth_and_excludes_a_label_file(tmp_path: Path) -> None:
+    from depthadapt.westar import OrdinalSimulation
+
+    with pytest.raises(ValueError, match="data.ordinal_file and data.ordinal_simulation"):
+        SyntheticDataModule(ordinal_file=str(tmp_path / "weak.jsonl"), ordinal_simulation=OrdinalSimulation())
+    every_image = OrdinalSimulation(label_fraction=1.0, clicks="uniform")
+    with pytest.raises(ValueError, match="data.ordinal_simulation draws labels from ground-truth depth"):
+        WeakLabels(Samples(), ordinal_simulation=every_image)[0]
+
+
 def test_annotated_frames_train_at_their_own_size_or_any_image_size_with_their_labels_rescaled(
         tmp_path: Path) -> None:
     # Labels are pixels of the image as stored (the annotation tool's); 60 x 80 frames (like 480 x 640 ones) are

@@ -104,17 +104,17 @@ def test_zero_weights_switch_terms_off() -> None:
     loss = module.training_step(synthetic_batch(), 0)
     assert loss.item() == 0.0
     batch = synthetic_batch()
-    del batch["instances"], batch["depth"]  # terms that are off need no input
+    del batch["instances"], batch["ordinal"]  # terms that are off need no input
     assert module.training_step(batch, 0).item() == 0.0
 
 
 def test_missing_weak_labels_fail_with_the_setting_to_change() -> None:
     batch = synthetic_batch()
-    del batch["instances"]
+    del batch["instances"], batch["ordinal"]
     with pytest.raises(ValueError, match="data.instance_source"):
         WeSTARAdapter(TINY, weak_weight=0.0).training_step(batch, 0)
-    with pytest.raises(ValueError, match="data.ordinal_file"):
-        WeSTARAdapter(TINY, context="grid", ordinal_labels="dataset").training_step(batch, 0)
+    with pytest.raises(ValueError, match="data.ordinal_file .* data.ordinal_simulation"):
+        WeSTARAdapter(TINY, context="grid").training_step(batch, 0)
     with pytest.raises(ValueError, match="model.context"):
         WeSTARAdapter(TINY, context="superpixel")
     with pytest.raises(ValueError, match="corruption"):
@@ -169,33 +169,18 @@ def test_the_context_switch_reaches_the_loss(context: str, count: int, monkeypat
     assert contexts_seen[0].shape[-3] == count  # image + 2 instances; 1 + 4 + 16 cells; 1 + 2 + 4 ranges; 1
 
 
-def test_ordinal_pairs_come_from_the_dataset_when_asked() -> None:
+def test_the_weak_term_ranks_the_batchs_own_pairs(monkeypatch) -> None:
+    """The pairs come from the datamodule (a file or the simulated annotator), whatever made them."""
+    from depthadapt.westar import loss as westar_loss
+
+    seen: list[torch.Tensor] = []
+    original = westar_loss.ordinal_loss
+    monkeypatch.setattr(westar_loss, "ordinal_loss", lambda pred, pairs, margin: seen.append(pairs) or
+                        original(pred, pairs, margin))
     batch = synthetic_batch()
     batch["ordinal"] = torch.tensor([[[0.0, 0, 27, 0, 1]], [[-1.0, -1, -1, -1, 0]]])
-    module = WeSTARAdapter(TINY, ordinal_labels="dataset")
-    assert module.ordinal_pairs(batch) is batch["ordinal"]
-    simulated = WeSTARAdapter(TINY).ordinal_pairs(batch)
-    assert simulated.shape == (2, 15, 5)
-    # Simulated labels agree with the ground truth: label +1 means point 1 is farther.
-    real = simulated[0][simulated[0, :, 4] != 0]
-    y1, x1, y2, x2 = real[:, :4].long().unbind(1)
-    farther = batch["depth"][0, y1, x1] > batch["depth"][0, y2, x2]
-    assert torch.equal(farther, real[:, 4] > 0)
-
-
-def test_only_the_labelled_share_of_the_images_gets_simulated_pairs() -> None:
-    from depthadapt.westar import labelled_images
-
-    batch = synthetic_batch(batch=8)
-    batch["index"] = torch.arange(100, 108)
-    full = WeSTARAdapter(TINY).ordinal_pairs(batch)
-    part = WeSTARAdapter(TINY, ordinal_label_fraction=0.5).ordinal_pairs(batch)
-    labelled = labelled_images(batch["index"], 0.5)
-    assert 0 < int(labelled.sum()) < 8  # both kinds in this batch
-    assert torch.equal(part[labelled], full[labelled])  # the labelled images keep their pairs
-    assert (part[~labelled][..., 0] < 0).all()  # the others carry padding only
-    with pytest.raises(ValueError, match="ordinal_label_fraction"):
-        WeSTARAdapter(TINY, ordinal_label_fraction=0.0)
+    WeSTARAdapter(TINY).training_step(batch, 0)
+    assert seen[0] is batch["ordinal"]
 
 
 def run_fit(tmp_path: Path, *args: str):
@@ -310,3 +295,57 @@ def test_activation_checkpointing_switch_wraps_the_students_blocks_only() -> Non
     torch.manual_seed(1)
     loss_wrapped = wrapped.training_step(batch, 0)
     torch.testing.assert_close(loss_wrapped, loss_plain)
+
+
+def test_spatial_distance_matrix_relates_every_pair_of_patches_scale_free() -> None:
+    from depthadapt.consistency import spatial_distance_matrix
+
+    disparity = torch.rand(2, 28, 56)
+    matrix = spatial_distance_matrix(disparity, patch=14)
+    assert matrix.shape == (2, 8, 8)
+    torch.testing.assert_close(matrix, matrix.transpose(1, 2))
+    torch.testing.assert_close(spatial_distance_matrix(3.0 * disparity + 2.0, patch=14), matrix)  # scale-free
+    flat = torch.ones(1, 28, 56)
+    positions = spatial_distance_matrix(flat, patch=14)[0]
+    assert positions.max() == pytest.approx(1.0, abs=1e-5)  # the far corners of the 2 x 4 grid
+    assert positions[0, 1] < positions[0, 3]  # farther cells, larger distance
+    ramp = torch.linspace(0, 1, 56).expand(1, 28, 56)
+    assert (spatial_distance_matrix(ramp, patch=14)[0] >= positions - 1e-6).all()  # depth differences add
+
+
+def test_peer_loss_is_zero_at_agreement_and_sends_no_gradient_to_the_source() -> None:
+    from depthadapt.consistency import PerturbationConsistencyLoss
+
+    objective = PerturbationConsistencyLoss(patch=14)
+    source = torch.rand(2, 28, 56, requires_grad=True)
+    terms = objective(source.detach().clone(), source.detach().clone(), source)
+    assert all(terms[k].item() == pytest.approx(0.0, abs=1e-5) for k in ("distill", "consistency", "spatial"))
+    student = torch.rand(2, 28, 56, requires_grad=True)
+    terms = objective(student, student.flip(-1), source)
+    assert min(terms[k].item() for k in ("distill", "consistency", "spatial")) > 0
+    terms["loss"].backward()
+    assert source.grad is None and student.grad is not None
+    weighted = PerturbationConsistencyLoss(1.0, 0.0, 0.0, patch=14)(student, student.flip(-1), source)
+    torch.testing.assert_close(weighted["loss"], weighted["distill"])
+
+
+def test_peer_baseline_distils_from_the_frozen_source_and_trains_lora_only(monkeypatch) -> None:
+    from lightning_modules import PerturbationConsistencyAdapter
+
+    module = PerturbationConsistencyAdapter(TINY)
+    randomise_lora_b(module.model, std=0.1)  # the student differs from the source
+    seen: list[torch.Tensor] = []
+    original = module.peer_objective.forward
+    monkeypatch.setattr(module.peer_objective, "forward", lambda c, p, s: seen.append(s) or original(c, p, s))
+    batch = synthetic_batch()
+    batch.pop("ordinal")  # label-free
+    module.weak_augmentation = torch.nn.Identity()
+    loss = module.training_step(batch, 0)
+    loss.backward()
+    source = build_depth_model("vitt")
+    source.load_state_dict({k.replace("base_model.model.", "").replace(".base_layer", ""): v
+                            for k, v in module.model.state_dict().items() if "lora_" not in k})
+    with torch.no_grad():
+        torch.testing.assert_close(seen[0], source.eval()(TINY.normalise(batch["image"])), rtol=1e-4, atol=1e-5)
+    grads = {n for n, p in module.named_parameters() if p.grad is not None}
+    assert grads and all("lora_" in n for n in grads)

@@ -67,10 +67,10 @@ def test_demo_config_evaluates_the_foundation_model(tmp_path: Path, monkeypatch:
 
 @pytest.mark.parametrize("style", sorted(HELD_OUT))
 def test_the_source_model_is_good_but_not_perfect_on_every_held_out_style(style: str) -> None:
-    """The regime of Depth Anything V2 out of domain (d1 0.6-0.9), at the domain fragment's size (card, 64 images:
-    sintel 0.616, sepia 0.618, neon 0.671, pastel 0.878)."""
+    """The regime of Depth Anything V2 out of domain (d1 0.6-0.9), at the domain fragment's size, on the first 16
+    VALIDATION images of the fragment (a choice: the test split is for reported figures only)."""
     data = yaml.safe_load((ROOT / "config_yaml" / "data" / f"ood_{style}.yaml").read_text())["init_args"]
-    kwargs = dict(family=HELD_OUT[style], size=(data["height"], data["width"]), start=data["test_range"][0])
+    kwargs = dict(family=HELD_OUT[style], size=(data["height"], data["width"]), start=data["val_range"][0])
     foundation = score(build_depth_model("vitt", checkpoint=FOUNDATION_140).eval(), style, 140, True, **kwargs)
     assert 0.60 <= foundation["d1"] <= 0.90, foundation
 

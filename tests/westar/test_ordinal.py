@@ -1,8 +1,9 @@
-"""Ordinal pair simulation (consistency with depth, determinism) and weak-label JSON Lines files."""
+"""Ordinal pair simulation (the exact oracle and the simulated annotator's limits) and weak-label JSON Lines files."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,12 @@ import torch
 from depthadapt.io import UnreadableFileError
 from depthadapt.losses import ordinal_loss
 from depthadapt.westar import (
+    EXACT_LABELS,
     OrdinalFileError,
+    OrdinalSimulation,
     labelled_images,
     pad_pairs,
     read_ordinal_jsonl,
-    simulate_batch,
     simulate_ordinal_pairs,
     write_ordinal_jsonl,
 )
@@ -33,10 +35,16 @@ def _at(depth: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return depth[y.long(), x.long()]
 
 
+def _simulate(depth: torch.Tensor, valid: torch.Tensor, seed: int = 0, instances: torch.Tensor | None = None,
+              **options) -> torch.Tensor:
+    simulation = replace(EXACT_LABELS, **options)
+    return simulate_ordinal_pairs(depth, valid, simulation, instances, torch.Generator().manual_seed(seed))
+
+
 @pytest.mark.parametrize("margin", [0.05, 0.3])
-def test_simulated_pairs_agree_with_depth_and_are_transitive(margin: float) -> None:
+def test_exact_pairs_agree_with_depth_and_are_transitive(margin: float) -> None:
     depth, valid = _scene()
-    pairs = simulate_ordinal_pairs(depth, valid, num_anchors=5, relative_margin=margin, generator=torch.Generator())
+    pairs = _simulate(depth, valid, relative_margin=margin)
     assert pairs.shape == (15, 5) and pairs.dtype == torch.float32
     y1, x1, y2, x2, label = pairs.T
     assert valid[y1.long(), x1.long()].all() and valid[y2.long(), x2.long()].all()
@@ -58,45 +66,77 @@ def test_simulated_pairs_agree_with_depth_and_are_transitive(margin: float) -> N
 
 def test_simulation_is_deterministic_per_seed() -> None:
     depth, valid = _scene()
-
-    def simulate(seed: int) -> torch.Tensor:
-        return simulate_ordinal_pairs(depth, valid, generator=torch.Generator().manual_seed(seed))
-
-    torch.testing.assert_close(simulate(3), simulate(3))
-    assert not torch.equal(simulate(3), simulate(4))
+    torch.testing.assert_close(_simulate(depth, valid, 3), _simulate(depth, valid, 3))
+    assert not torch.equal(_simulate(depth, valid, 3), _simulate(depth, valid, 4))
 
 
 def test_simulation_returns_fewer_rows_when_few_pixels_can_be_anchors() -> None:
-    assert simulate_ordinal_pairs(torch.ones(5, 5), torch.ones(5, 5, dtype=torch.bool)).shape == (0, 5)
+    assert _simulate(torch.ones(5, 5), torch.ones(5, 5, dtype=torch.bool)).shape == (0, 5)
     # Only the two 2.0 pixels have a farther and a closer point; 1.04 is farther than 1.0 by less than the
     # 5 % margin, so it is no anchor.
     depth = torch.tensor([[1.0, 2.0, 4.0], [1.0, 2.0, 1.04], [0.0, 4.0, 4.0]])
     valid = depth > 0
-    pairs = simulate_ordinal_pairs(depth, valid, num_anchors=5, generator=torch.Generator().manual_seed(0))
+    pairs = _simulate(depth, valid)
     assert pairs.shape == (6, 5)
     assert {tuple(a) for a in pairs[0::3, :2].long().tolist()} == {(0, 1), (1, 1)}
     # with a 50 % margin no point is closer than 2.0 * 0.5
-    assert simulate_ordinal_pairs(depth, valid, relative_margin=0.5).shape == (0, 5)
+    assert _simulate(depth, valid, relative_margin=0.5).shape == (0, 5)
 
 
-def test_simulate_batch_pads_and_uses_per_sample_seeds() -> None:
+def test_the_annotator_answers_equal_below_the_tolerance_and_nowhere_else() -> None:
     depth, valid = _scene()
-    depths = torch.stack([depth, torch.ones_like(depth), depth])
-    valids = torch.stack([valid, valid, valid])
-    batch = simulate_batch(depths, valids, num_anchors=5, seed=10)
-    assert batch.shape == (3, 15, 5)
-    torch.testing.assert_close(
-        batch[0], simulate_ordinal_pairs(depth, valid, generator=torch.Generator().manual_seed(10))
-    )
-    torch.testing.assert_close(
-        batch[2], simulate_ordinal_pairs(depth, valid, generator=torch.Generator().manual_seed(12))
-    )
-    assert (batch[1, :, 0] == -1).all()  # constant depth: all padding
-    reordered = simulate_batch(depths.flip(0), valids, seed=torch.tensor([12, 11, 10]))
-    torch.testing.assert_close(reordered.flip(0), batch)
-    torch.testing.assert_close(simulate_batch(depths, valids, seed=10), batch)
-    with pytest.raises(ValueError, match="one seed per image"):
-        simulate_batch(depths, valids, seed=torch.tensor([1, 2]))
+    for seed in range(5):
+        pairs = _simulate(depth, valid, seed, anchors=8, relative_margin=0.0, equal_tolerance=0.1)
+        y1, x1, y2, x2, label = pairs.T
+        d1, d2 = _at(depth, y1, x1), _at(depth, y2, x2)
+        close = (d1 - d2).abs() < 0.1 * torch.minimum(d1, d2)
+        assert torch.equal(label == 0, close)
+        assert (torch.sign(d1 - d2)[~close] == label[~close]).all()
+    assert (_simulate(depth, valid, 0, anchors=8, relative_margin=0.0, equal_tolerance=0.0)[:, 4] != 0).all()
+
+
+def test_the_annotator_reverses_the_flip_rate_share_of_ordered_answers() -> None:
+    depth, valid = _scene()
+    exact = torch.cat([_simulate(depth, valid, seed, anchors=10) for seed in range(40)])
+    noisy = torch.cat([_simulate(depth, valid, seed, anchors=10, flip_rate=0.2) for seed in range(40)])
+    assert torch.equal(noisy[:, :4], exact[:, :4])  # the same clicks, only answers change
+    reversed_share = float((noisy[:, 4] == -exact[:, 4]).float().mean())
+    assert 0.15 < reversed_share < 0.25, reversed_share  # 1200 answers: 0.2 +- 3.5 standard errors
+    assert set(noisy[:, 4].tolist()) == {-1.0, 1.0}
+
+
+def test_click_jitter_moves_the_recorded_points_by_about_its_size_within_the_image() -> None:
+    depth, valid = _scene()
+    exact = torch.cat([_simulate(depth, valid, seed) for seed in range(40)])
+    jittered = torch.cat([_simulate(depth, valid, seed, click_jitter=1.5) for seed in range(40)])
+    assert torch.equal(jittered[:, 4], exact[:, 4])  # labels as the person meant them
+    offset = (jittered[:, :4] - exact[:, :4]).abs()
+    assert 0.8 < float(offset.mean()) < 1.6, float(offset.mean())  # E|round(N(0, 1.5))| ~ 1.2, less at the borders
+    assert (jittered[:, [0, 2]] <= 19).all() and (jittered[:, [1, 3]] <= 23).all() and (jittered[:, :4] >= 0).all()
+
+
+def test_object_clicks_give_every_object_the_same_share_whatever_its_size() -> None:
+    depth = torch.linspace(1, 10, 40 * 40).reshape(40, 40)[torch.randperm(40)]  # every row a different depth
+    valid = torch.ones_like(depth, dtype=torch.bool)
+    instances = torch.zeros(40, 40, dtype=torch.long)
+    instances[:, :4] = 1  # a small object: 10 % of the image
+    share = {}
+    for clicks in ("uniform", "objects"):
+        pairs = torch.cat([_simulate(depth, valid, seed, instances, clicks=clicks, relative_margin=0.0)
+                           for seed in range(60)])
+        points = torch.cat([pairs[:, :2], pairs[:, 2:4]]).long()
+        share[clicks] = float((instances[points[:, 0], points[:, 1]] == 1).float().mean())
+    assert 0.05 < share["uniform"] < 0.16, share
+    assert 0.38 < share["objects"] < 0.62, share
+    with pytest.raises(ValueError, match="instance map"):
+        _simulate(depth, valid, clicks="objects")
+
+
+@pytest.mark.parametrize(("field", "value"), [("label_fraction", 0.0), ("flip_rate", 0.7), ("anchors", 0),
+                                              ("click_jitter", -1.0), ("clicks", "edges")])
+def test_bad_simulation_options_name_the_field(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"data.ordinal_simulation.{field}"):
+        OrdinalSimulation(**{field: value})
 
 
 def test_pad_pairs() -> None:
@@ -109,7 +149,7 @@ def test_pad_pairs() -> None:
 
 def test_jsonl_round_trip_drops_padding_rows(tmp_path: Path) -> None:
     depth, valid = _scene()
-    batch = simulate_batch(torch.stack([depth, torch.ones_like(depth)]), torch.stack([valid, valid]))
+    batch = pad_pairs([_simulate(depth, valid), torch.zeros(0, 5)], 15)
     records = {"scene/a.png": batch[0], "scene/b.png": batch[1], "c.png": [[0, 1, 2, 3, 0]]}
     path = write_ordinal_jsonl(tmp_path / "labels" / "weak.jsonl", records)
     assert [p.name for p in path.parent.iterdir()] == ["weak.jsonl"]  # no temporary file left behind
