@@ -15,11 +15,12 @@ import torch
 from benchmarks.common import best_seconds, device_description, optimizer_step, with_peak_memory, write_result
 from benchmarks.sa_hdn_speed import measure as measure_sa_hdn
 from depthadapt.models.card import DepthModelCard
+from depthadapt.westar import pad_pairs, simulate_ordinal_pairs
 from lightning_modules import WeSTARAdapter
 
 
 def training_batch(batch: int, height: int, width: int, device: torch.device) -> dict:
-    """Random images, a depth ramp and an 8 x 8 grid of instances (64) per image."""
+    """Random images, a depth ramp, an 8 x 8 grid of instances (64) and 15 exact ordinal pairs per image."""
     generator = torch.Generator().manual_seed(0)
     rows = torch.linspace(1, 0, height)[:, None].expand(height, width)
     depth = (2.0 + 60.0 * rows**2).expand(batch, height, width).contiguous()
@@ -30,6 +31,8 @@ def training_batch(batch: int, height: int, width: int, device: torch.device) ->
         "depth": depth.to(device),
         "valid": torch.ones(batch, height, width, dtype=torch.bool, device=device),
         "instances": instances.to(device),
+        "ordinal": pad_pairs([simulate_ordinal_pairs(d, d > 0, generator=torch.Generator().manual_seed(i))
+                              for i, d in enumerate(depth)], 15).to(device),
         "index": torch.arange(batch, device=device),
         "name": [f"random/{i}" for i in range(batch)],
         "skipped": [],

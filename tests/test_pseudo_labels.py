@@ -271,6 +271,7 @@ def test_cli_predict_writes_every_image_and_resumes(tmp_path: Path, monkeypatch,
     assert "PseudoLabelWriter wrote 1 items" in caplog.text and "(5 already done)" in caplog.text
 
 
+@pytest.mark.slow  # default suite under 10 minutes: runs in make test-all
 def test_two_processes_write_every_image_exactly_once(tmp_path: Path) -> None:
     output = tmp_path / "labels"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

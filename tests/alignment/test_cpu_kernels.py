@@ -90,6 +90,7 @@ def test_bracket_values_counts_and_collects_numpys_points(dtype: type) -> None:
     assert counts.tolist() == expected
 
 
+@pytest.mark.slow  # default suite under 10 minutes: runs in make test-all
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_support_row_in_single_precision_is_numpys_rule(dtype: type) -> None:
     # float32 rows long enough for the sampled brackets, random and quantised (runs of ties at the percentiles)

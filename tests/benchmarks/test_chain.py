@@ -15,7 +15,7 @@ from depthadapt.io import MANIFEST_NAME, file_sha256, read_depth
 from depthadapt.models import build_depth_model
 from depthadapt.pseudo_labels import METHODS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # the smoke chain: 80 s; runs in make test-all
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = "checkpoints/tiny_foundation_140.pth"

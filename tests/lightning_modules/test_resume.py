@@ -47,7 +47,8 @@ def final_state(path: Path) -> dict:
             "state_dict": checkpoint["state_dict"]}
 
 
-@pytest.mark.parametrize("run", ["westar", pytest.param("student", marks=pytest.mark.slow)])
+@pytest.mark.slow  # default suite under 10 minutes: runs in make test-all
+@pytest.mark.parametrize("run", ["westar", "student"])
 def test_same_seed_same_weights_and_sigkill_resume_ends_where_an_uninterrupted_fit_does(
     run: str, tmp_path: Path
 ) -> None:

@@ -92,6 +92,7 @@ def test_cli_fit_on_labels_then_test_on_ground_truth(tmp_path: Path, monkeypatch
         assert torch.equal(value, trained[key]), key
 
 
+@pytest.mark.slow  # default suite under 10 minutes: runs in make test-all
 def test_student_on_masked_ransac_labels_beats_student_on_baseline_labels(tmp_path: Path, monkeypatch) -> None:
     """Both start from the tiny metric teacher (the right scale at once, so a short run shows the labels'
     effect; the baseline labels are that teacher's own output) and train 30 steps of 4 on 32 unseen street

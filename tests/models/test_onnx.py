@@ -23,6 +23,7 @@ def informative(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
+@pytest.mark.slow  # default suite under 10 minutes: runs in make test-all
 def test_onnx_metric_head_with_lora_merged(tmp_path: Path) -> None:
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["qkv"])
     adapted = get_peft_model(informative(build_depth_model("vitt", head="metric", max_depth=20.0)), config)
