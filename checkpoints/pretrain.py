@@ -182,6 +182,21 @@ def export_lightning_checkpoint(kind: str, ckpt_path: str) -> dict:
     return export(kind, model, facts)
 
 
+CELL_FORMATS = {"d1": ".3f", "abs_rel": ".3f", "rmse": ".2f", "scale_ratio": ".3f"}
+
+
+def comparison_rows(own: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]],
+                    own_columns: Sequence[str], baseline_columns: Sequence[str]) -> list[str]:
+    """Markdown table rows: per condition, its scores in ``own_columns`` then the baseline's ("-" where it has none)."""
+    rows = []
+    for condition, value in own.items():
+        ref = baseline.get(condition)
+        cells = [format(value[k], CELL_FORMATS[k]) for k in own_columns]
+        cells += [format(ref[k], CELL_FORMATS[k]) if ref else "-" for k in baseline_columns]
+        rows.append(f"| {condition} | {' | '.join(cells)} |")
+    return rows
+
+
 @torch.no_grad()
 def score(model: torch.nn.Module, dataset: SyntheticDataset, input_size: int, affine_invariant: bool,
           corruptions: Sequence[str] = (), severity: int = MIXTURE_SEVERITY, batch_size: int = 8,
@@ -336,12 +351,8 @@ def _foundation_lines(kind: str, fact: dict, scores: dict) -> list[str]:
         f"| domain | d1 | abs_rel | rmse (m) | `{baseline_name}` d1 | `{baseline_name}` abs_rel |",
         "|---|---|---|---|---|---|",
     ]
-    baseline = scores.get(f"{kind}_baseline", {})
-    for condition, value in scores[kind].items():
-        ref = baseline.get(condition)
-        ref_cells = f"{ref['d1']:.3f} | {ref['abs_rel']:.3f}" if ref else "- | -"
-        cells = f"{value['d1']:.3f} | {value['abs_rel']:.3f} | {value['rmse']:.2f}"
-        lines.append(f"| {condition} | {cells} | {ref_cells} |")
+    lines += comparison_rows(scores[kind], scores.get(f"{kind}_baseline", {}), ("d1", "abs_rel", "rmse"),
+                             ("d1", "abs_rel"))
     low, high = TARGET_D1
     outside = [f"{name} ({value['d1']:.3f})" for name, value in scores[kind].items()
                if name.split("/")[1] in HELD_OUT and "+" not in name and not low <= value["d1"] <= high]
@@ -404,12 +415,8 @@ def _metric_foundation_lines(fact: dict, scores: dict) -> list[str]:
         f"| `{baseline_name}` scale |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    baseline = scores.get(f"{METRIC_FOUNDATION}_baseline", {})
-    for condition, value in scores[METRIC_FOUNDATION].items():
-        ref = baseline.get(condition)
-        ref_cells = f"{ref['d1']:.3f} | {ref['abs_rel']:.3f} | {ref['scale_ratio']:.3f}" if ref else "- | - | -"
-        cells = f"{value['d1']:.3f} | {value['abs_rel']:.3f} | {value['rmse']:.2f} | {value['scale_ratio']:.3f}"
-        lines.append(f"| {condition} | {cells} | {ref_cells} |")
+    lines += comparison_rows(scores[METRIC_FOUNDATION], scores.get(f"{METRIC_FOUNDATION}_baseline", {}),
+                             ("d1", "abs_rel", "rmse", "scale_ratio"), ("d1", "abs_rel", "scale_ratio"))
     if "note" in fact:
         lines += ["", f"Note: {fact['note']}."]
     return lines

@@ -70,6 +70,14 @@ def randomise_lora_b(model: torch.nn.Module, std: float) -> torch.nn.Module:
     return model
 
 
+def write_flat_images(folder: Path, count: int, height: int, width: int, step: int) -> None:
+    """``count`` uniform grey PNGs ``0.png``, ``1.png``, ... of height x width into ``folder``, image i of value
+    ``step * i``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((height, width, 3), step * i, np.uint8))
+
+
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     """max |got - expected| / max |expected| of two tensors of the same shape."""
     assert got.shape == expected.shape

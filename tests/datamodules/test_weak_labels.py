@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from builders import make_dataset
+from builders import make_dataset, write_flat_images
 from torch.utils.data import Dataset
 
 from datamodules import ImageFolderDataModule, SyntheticDataModule, TargetDomainDataModule, WeakLabels
@@ -89,13 +89,9 @@ def test_instance_sources_are_explicit() -> None:
 
 
 def test_target_domain_trains_on_unlabelled_images_and_evaluates_elsewhere(tmp_path: Path) -> None:
-    import cv2
-
     images, depths = make_dataset(tmp_path / "labelled", count=2)
     unlabelled = tmp_path / "unlabelled"
-    unlabelled.mkdir()
-    for i in range(3):
-        cv2.imwrite(str(unlabelled / f"{i}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
+    write_flat_images(unlabelled, 3, 48, 64, step=40)
     weak = tmp_path / "weak.jsonl"
     write_ordinal_jsonl(weak, {"1.png": [[0, 0, 47, 63, 1]]})
     evaluation = ImageFolderDataModule(image_dir=str(images), depth_dir=str(depths), depth_suffix=".npy")
@@ -149,13 +145,9 @@ def test_annotated_frames_train_at_their_own_size_or_any_image_size_with_their_l
         tmp_path: Path) -> None:
     # Labels are pixels of the image as stored (the annotation tool's); 60 x 80 frames (like 480 x 640 ones) are
     # not multiples of 14, and every resize the datamodule does must carry the labels along.
-    import cv2
-
     images, depths = make_dataset(tmp_path / "labelled", count=1)
     frames = tmp_path / "frames"
-    frames.mkdir()
-    for i in range(2):
-        cv2.imwrite(str(frames / f"{i}.png"), np.full((60, 80, 3), 50 * i, np.uint8))
+    write_flat_images(frames, 2, 60, 80, step=50)
     weak = tmp_path / "weak.jsonl"
     write_ordinal_jsonl(weak, {"0.png": [[59, 79, 0, 0, 1], [30, 40, 10, 20, -1]]})
     evaluation = ImageFolderDataModule(image_dir=str(images), depth_dir=str(depths), depth_suffix=".npy")
