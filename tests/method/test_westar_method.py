@@ -35,7 +35,7 @@ def measured(mutation: str) -> dict[str, float]:
     """The benchmark's d1 gain over the source per condition for ``mutation`` (seed 0, STEPS steps)."""
     for line in ROWS.read_text().splitlines():
         row = json.loads(line)
-        if (row["mutation"], row["seed"], row["steps"]) == (mutation, 0, STEPS):
+        if (row["mutation"], row["seed"], row["steps"], row.get("overrides", [])) == (mutation, 0, STEPS, []):
             return {c: row["adapted"][c]["d1"] - row["source"][c]["d1"] for c in row["adapted"]}
     raise LookupError(f"{ROWS} has no {mutation} row at seed 0, {STEPS} steps: run benchmarks.westar_method_gains")
 
