@@ -4,11 +4,11 @@ and the same fit with each of the method's parts broken once (the mutations the 
 
 Mutations: ``none`` (the default: realistic weak labels, SA-HDN self-training, EMA teacher), ``no_ema`` (the teacher
 frozen at the source: its EMA update removed), ``no_self_training`` (``--model.self_training_weight 0``),
-``no_weak`` (``--model.weak_weight 0``). ``--override`` adds CLI arguments to every fit of the run (the validation sweep
-that chooses the realistic default's settings, e.g. ``--override --model.weak_weight 3``); they are recorded in the row
-and rows of other overrides are neither skipped nor reported as the default. Each fit appends its d1 / AbsRel per condition to
-``benchmarks/rows/westar_method_gains.jsonl`` (committed); ``--report`` prints the gains over the source model.
-Run at one thread (``OMP_NUM_THREADS=1``); the rows record the thread count.
+``no_weak`` (``--model.weak_weight 0``). ``--override`` adds CLI arguments to every fit of the run (the validation
+sweep that chooses the realistic default's settings, e.g. ``--override --model.weak_weight 3``); they are recorded in
+the row, and rows of other overrides are neither skipped nor reported as the default. Each fit appends its d1 / AbsRel
+per condition to ``benchmarks/rows/westar_method_gains.jsonl`` (committed); ``--report`` prints the gains over the
+source model. Run at one thread (``OMP_NUM_THREADS=1``); the rows record the thread count.
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as workdir:
             scores = fit_scores(mutation, args.seed, args.steps, Path(workdir), args.override)
         row = {"benchmark": "westar_method_gains", "split": "validation", "val_range": list(VAL_RANGE),
-               "mutation": mutation, "overrides": args.override, "seed": args.seed, "steps": args.steps, "threads": torch.get_num_threads(),
+               "mutation": mutation, "overrides": args.override, "seed": args.seed, "steps": args.steps,
+               "threads": torch.get_num_threads(),
                "source": scores["source"], "adapted": scores["adapted"]}
         with ROWS.open("a") as f:
             f.write(json.dumps(row) + "\n")

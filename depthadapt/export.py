@@ -77,14 +77,13 @@ def export_model(
     """
     if da3_network(model) is not None:
         return export_da3(model, fmt, out, opset, overwrite)
-    card = card or DepthModelCard()
-    run = {"input_size": card.input_size, "mean": card.mean, "std": card.std}
+    preprocessing = (card or DepthModelCard()).preprocessing
     if fmt == "official":
-        return save_official(model, out, overwrite, **run)
+        return save_official(model, out, overwrite, preprocessing)
     if fmt == "hf":
-        return save_hf(model, out, overwrite, **run)
+        return save_hf(model, out, overwrite, preprocessing)
     if fmt == "onnx":
-        return export_onnx(model, out, opset=opset, overwrite=overwrite, **run)
+        return export_onnx(model, out, opset=opset, overwrite=overwrite, preprocessing=preprocessing)
     raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
 
 

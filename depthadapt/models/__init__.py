@@ -12,7 +12,7 @@ from depthadapt.models.dinov2 import DINOv2, interpolate_pos_embed
 from depthadapt.models.factory import build_depth_model
 from depthadapt.models.loader import checkpoint_format, load_depth_model
 from depthadapt.models.lora import merge_lora_adapter
-from depthadapt.models.transforms import infer, network_input_size, preprocess
+from depthadapt.models.transforms import Preprocessing, infer, network_input_size, preprocess
 from depthadapt.models.weights import (
     CheckpointMismatchError,
     UnreadableCheckpointError,
@@ -37,6 +37,7 @@ __all__ = [
     "DepthModelCard",
     "EncoderConfig",
     "UnreadableCheckpointError",
+    "Preprocessing",
     "build_depth_model",
     "checkpoint_format",
     "check_state_dict",

@@ -15,7 +15,7 @@ from depthadapt.models.da3.model import DA3_CONFIGS, metric_depth
 from depthadapt.models.depth_anything import ENCODER_CONFIGS, HEADS, Head
 from depthadapt.models.dinov2 import PATCH_SIZE
 from depthadapt.models.factory import build_depth_model
-from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD, infer, network_input_size
+from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, infer, network_input_size
 from depthadapt.models.weights.keys import allow_in_checkpoints
 
 FAMILIES = ("dav2", "da3")
@@ -107,6 +107,11 @@ class DepthModelCard:
         if self.family == "da3":
             return build_da3_model(self.encoder, self.checkpoint, self.checkpoint_prefix)
         return build_depth_model(self.encoder, self.head, self.max_depth, self.checkpoint, self.checkpoint_prefix)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The card's input size and normalisation, as exports record them."""
+        return Preprocessing(self.input_size, self.mean, self.std)
 
     def infer(self, model: torch.nn.Module, image: torch.Tensor, flip_tta: bool = False) -> torch.Tensor:
         """B x 3 x H x W images in [0, 1], any size -> B x H x W output at the card's input size, upsampled back;

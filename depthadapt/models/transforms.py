@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -11,10 +12,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from depthadapt.models.dinov2 import PATCH_SIZE
+from depthadapt.models.dinov2 import PATCH_SIZE, PRETRAIN_SIZE
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images reach the network (what every export records): the shorter network side ``input_size`` in pixels
+    and the ``mean`` / ``std`` that normalise RGB in [0, 1]; the defaults are the official 518 / ImageNet."""
+
+    input_size: int = PRETRAIN_SIZE
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def describe(self) -> dict[str, int | list[float]]:
+        """The JSON-ready record: {input_size, mean, std}."""
+        return {"input_size": int(self.input_size), "mean": [float(v) for v in self.mean],
+                "std": [float(v) for v in self.std]}
+
+
+OFFICIAL_PREPROCESSING = Preprocessing()
 MAX_PIXEL_FACTOR = 16
 """Inputs with more than this many times the pixels of an input_size x input_size square are warned about."""
 

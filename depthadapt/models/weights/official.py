@@ -7,7 +7,7 @@ import copy
 import json
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,7 @@ from torch import nn
 
 from depthadapt.io import ExistingOutputError, atomic_path, check_replaceable_file
 from depthadapt.models.depth_anything import ENCODER_CONFIGS
-from depthadapt.models.dinov2 import PRETRAIN_SIZE
-from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD
+from depthadapt.models.transforms import OFFICIAL_PREPROCESSING, Preprocessing
 from depthadapt.models.weights.keys import MODEL_KEY_ROOTS, CheckpointMismatchError, listing
 
 __all__ = ["SIDECAR_FORMAT", "check_official_target", "check_recorded", "metadata_path", "model_metadata",
@@ -33,14 +32,9 @@ def metadata_path(path: str | os.PathLike) -> Path:
 
 
 
-def model_metadata(
-    model: nn.Module,
-    input_size: int = PRETRAIN_SIZE,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> dict[str, Any]:
+def model_metadata(model: nn.Module, preprocessing: Preprocessing = OFFICIAL_PREPROCESSING) -> dict[str, Any]:
     """`encoder`, `head`, `max_depth` and `layer_indices` of a DepthAnythingV2 (or a peft model on one), with how
-    it is run: `input_size` (the shorter network side) and the `mean` / `std` that normalise images in [0, 1]."""
+    it is run (`preprocessing`: input size, mean, std)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return {
         "format": SIDECAR_FORMAT,
@@ -48,9 +42,7 @@ def model_metadata(
         "head": inner.head,
         "max_depth": inner.max_depth,
         "layer_indices": list(inner.layer_indices),
-        "input_size": int(input_size),
-        "mean": [float(v) for v in mean],
-        "std": [float(v) for v in std],
+        **preprocessing.describe(),
     }
 
 
@@ -135,9 +127,7 @@ def save_official(
     model: nn.Module,
     path: str | os.PathLike,
     overwrite: bool = False,
-    input_size: int = PRETRAIN_SIZE,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    preprocessing: Preprocessing = OFFICIAL_PREPROCESSING,
 ) -> Path:
     """Write the official-format `.pth` (LoRA merged; loads strictly into the official code) and its sidecar.
 
@@ -151,6 +141,6 @@ def save_official(
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     with atomic_path(metadata_path(path)) as tmp:
-        tmp.write_text(json.dumps(model_metadata(model, input_size, mean, std), indent=2) + "\n")
+        tmp.write_text(json.dumps(model_metadata(model, preprocessing), indent=2) + "\n")
     return path
 

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from depthadapt.io import atomic_path, check_replaceable_file
-from depthadapt.models.dinov2 import PATCH_SIZE, PRETRAIN_SIZE
-from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD
+from depthadapt.models.dinov2 import PATCH_SIZE
+from depthadapt.models.transforms import OFFICIAL_PREPROCESSING, Preprocessing
 from depthadapt.models.weights.official import model_metadata
 
 INPUT_NAME = "image"
@@ -60,9 +60,7 @@ def export_onnx(
     path: str | os.PathLike,
     opset: int = DEFAULT_OPSET,
     overwrite: bool = False,
-    input_size: int = PRETRAIN_SIZE,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    preprocessing: Preprocessing = OFFICIAL_PREPROCESSING,
     metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write `model` (LoRA merged) as ONNX: `image` B x 3 x H x W (normalised) -> `depth` B x H x W.
@@ -77,8 +75,7 @@ def export_onnx(
     check_replaceable_file(path, "ONNX export of depthadapt", is_onnx_export, overwrite)
     was_training = model.training
     plain = _plain_model(model)
-    run = {"input_size": input_size, "mean": list(mean), "std": list(std)}
-    facts = model_metadata(model, input_size, mean, std) if metadata is None else {**metadata, **run}
+    facts = model_metadata(model, preprocessing) if metadata is None else {**metadata, **preprocessing.describe()}
     metadata = {key: json.dumps(value) if isinstance(value, list) else str(value)
                 for key, value in facts.items() if key != "format"}
     example = torch.randn(2, 3, *EXAMPLE_SIZE)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from torch import nn
 from depthadapt.io import atomic_directory, check_export_directory
 from depthadapt.models.depth_anything import ENCODER_CONFIGS, HEADS, DepthAnythingV2
 from depthadapt.models.dinov2 import PATCH_SIZE, PRETRAIN_SIZE
-from depthadapt.models.transforms import IMAGENET_MEAN, IMAGENET_STD
+from depthadapt.models.transforms import OFFICIAL_PREPROCESSING, Preprocessing
 from depthadapt.models.weights.keys import CheckpointMismatchError, check_state_dict, describe_checkpoint_error
 from depthadapt.models.weights.official import to_official_state_dict
 
@@ -340,9 +340,7 @@ def save_hf(
     model: nn.Module,
     directory: str | os.PathLike,
     overwrite: bool = False,
-    input_size: int = PRETRAIN_SIZE,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    preprocessing: Preprocessing = OFFICIAL_PREPROCESSING,
 ) -> Path:
     """Write `model` (a DepthAnythingV2, or a peft LoRA model on one: merged) as a transformers folder.
 
@@ -368,20 +366,20 @@ def save_hf(
     with atomic_directory(directory, HF_EXPORT_KIND, overwrite) as staging:
         hf_config(inner).save_pretrained(staging)
         save_file({k: v.contiguous() for k, v in state.items()}, staging / WEIGHT_NAMES[0], metadata={"format": "pt"})
-        _preprocessor_config(staging, input_size, mean, std)
+        _preprocessor_config(staging, preprocessing)
     return Path(directory)
 
 
-def _preprocessor_config(directory: Path, input_size: int, mean: Sequence[float], std: Sequence[float]) -> None:
-    """The image-processor settings of the released Depth Anything V2 transformers models, at `input_size`."""
+def _preprocessor_config(directory: Path, preprocessing: Preprocessing) -> None:
+    """The image-processor settings of the released Depth Anything V2 transformers models, with `preprocessing`."""
     from transformers import DPTImageProcessor
 
     DPTImageProcessor(
-        size={"height": input_size, "width": input_size},
+        size={"height": preprocessing.input_size, "width": preprocessing.input_size},
         keep_aspect_ratio=True,
         ensure_multiple_of=PATCH_SIZE,
         resample=3,  # bicubic
         do_pad=False,
-        image_mean=[float(v) for v in mean],
-        image_std=[float(v) for v in std],
+        image_mean=[float(v) for v in preprocessing.mean],
+        image_std=[float(v) for v in preprocessing.std],
     ).save_pretrained(directory)
