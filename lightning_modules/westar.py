@@ -19,7 +19,7 @@ from depthadapt.metrics import EvaluationProtocol, format_comparison_table
 from depthadapt.models.activation_checkpointing import enable_activation_checkpointing
 from depthadapt.models.card import DepthModelCard
 from depthadapt.models.dinov2 import PATCH_SIZE
-from depthadapt.models.lora import add_lora
+from depthadapt.models.lora import LoraSettings, add_lora
 from depthadapt.westar import Context, OrdinalForm, WeSTARLoss
 from lightning_modules.base import TrainableDepthTask
 
@@ -28,12 +28,13 @@ MODELS = ("source", "adapted")
 # Defaults of the two views, shown with their arguments by `--print_config` (augmentations hold no state).
 WEAK_VIEW = lazy_instance(PhotometricAugmentation, **WEAK_AUGMENTATION)
 STRONG_VIEW = lazy_instance(PhotometricAugmentation, **STRONG_AUGMENTATION)
+DEFAULT_LORA = LoraSettings()
 
 
 class WeSTARAdapter(TrainableDepthTask):
     """Adapt a relative Depth Anything V2 or 3 model (``model``: its card; ``input_size`` overrides the card's
     network size) to unlabelled target images (WeSTAR). A DA3 card (depth output) is adapted in depth: the ordinal
-    term ranks its negated depth, SA-HDN compares depths, scores align in depth space; ``lora_targets`` name
+    term ranks its negated depth, SA-HDN compares depths, scores align in depth space; ``lora.targets`` name
     modules of its encoder's attention (``qkv``, ``proj``: ``backbone.pretrained.blocks.N.attn.*``).
 
     The student is the model with peft LoRA adapters (only they train); the teacher is its EMA. Each step the
@@ -56,10 +57,7 @@ class WeSTARAdapter(TrainableDepthTask):
         self,
         model: DepthModelCard,
         input_size: int | None = None,
-        lora_rank: int = 8,
-        lora_alpha: float = 16.0,
-        lora_targets: tuple[str, ...] = ("qkv",),
-        lora_dropout: float = 0.0,
+        lora: LoraSettings = DEFAULT_LORA,
         ema_decay: float = 0.996,
         context: Context = "instances",
         min_instance_fraction: float = 0.001,
@@ -97,7 +95,7 @@ class WeSTARAdapter(TrainableDepthTask):
         # DA3: the adapters go on the encoder's attention only (its camera encoder has attention layers of the same
         # names that the single-view run never uses).
         within = "backbone.pretrained." if self.card.family == "da3" else None
-        self.model = add_lora(self.build_model(self.card), lora_rank, lora_alpha, lora_targets, lora_dropout, within)
+        self.model = add_lora(self.build_model(self.card), lora, within)
         self.teacher = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
         self.teacher.requires_grad_(False)
         if activation_checkpointing:  # the student's encoder blocks recompute in backward; the teacher runs no-grad
@@ -285,10 +283,7 @@ class PerturbationConsistencyAdapter(WeSTARAdapter):
         self,
         model: DepthModelCard,
         input_size: int | None = None,
-        lora_rank: int = 8,
-        lora_alpha: float = 16.0,
-        lora_targets: tuple[str, ...] = ("qkv",),
-        lora_dropout: float = 0.0,
+        lora: LoraSettings = DEFAULT_LORA,
         distill_weight: float = 1 / 3,
         consistency_weight: float = 1 / 3,
         spatial_weight: float = 1 / 3,
@@ -304,7 +299,7 @@ class PerturbationConsistencyAdapter(WeSTARAdapter):
         activation_checkpointing: bool = False,
     ) -> None:
         super().__init__(
-            model, input_size, lora_rank, lora_alpha, lora_targets, lora_dropout, self_training_weight=0.0,
+            model, input_size, lora, self_training_weight=0.0,
             weak_weight=0.0, regularizer_weight=0.0, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
             weak_augmentation=weak_augmentation, strong_augmentation=strong_augmentation,
             eval_corruptions=eval_corruptions, eval_severity=eval_severity,

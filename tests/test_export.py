@@ -14,7 +14,7 @@ from transformers import DepthAnythingForDepthEstimation
 
 from depthadapt.export import export_all, main
 from depthadapt.models import CheckpointMismatchError, build_depth_model, read_checkpoint, save_official
-from depthadapt.models.lora import add_lora, save_lora_adapter
+from depthadapt.models.lora import LoraSettings, add_lora, save_lora_adapter
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def westar_run(tmp_path_factory) -> WeSTARRun:
 
     root = tmp_path_factory.mktemp("westar")
     torch.manual_seed(0)
-    module = WeSTARAdapter(model=DepthModelCard(encoder="vitt", input_size=28), lora_rank=4, lora_alpha=12.0,
+    module = WeSTARAdapter(model=DepthModelCard(encoder="vitt", input_size=28), lora=LoraSettings(rank=4, alpha=12.0),
                            lr=2e-2, ema_decay=0.5)
     data = SyntheticDataModule(family="street", style="target", height=28, width=56, train_range=(0, 4),
                                val_range=(4, 6), test_range=(6, 8), batch_size=2, cache_dir=str(root / "cache"),
@@ -102,7 +102,7 @@ def test_export_command_from_adapter_folder_on_base(tmp_path: Path) -> None:
     base = build_depth_model("vitt")
     torch.nn.init.constant_(base.depth_head.scratch.output_conv2[2].bias, 1.0)
     save_official(base, tmp_path / "base.pth")
-    adapted = add_lora(base, rank=4, alpha=8.0)
+    adapted = add_lora(base, LoraSettings(rank=4, alpha=8.0))
     for name, param in adapted.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.2)

@@ -3,24 +3,39 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from depthadapt.io import atomic_directory
-from depthadapt.models.weights.keys import CheckpointMismatchError
+from depthadapt.models.weights.keys import CheckpointMismatchError, allow_in_checkpoints
 
 
-def add_lora(
-    model: nn.Module,
-    rank: int = 8,
-    alpha: float = 16.0,
-    target_modules: Sequence[str] = ("qkv",),
-    dropout: float = 0.0,
-    within: str | None = None,
-) -> nn.Module:
-    """Wrap `model` in a peft LoRA model: adapters on the modules named `target_modules`, all else frozen.
+@dataclass
+class LoraSettings:
+    """The LoRA adapters of a student (peft's ``LoraConfig``): ``rank`` r, ``alpha`` (updates scaled by alpha / r),
+    ``targets`` (module-name suffixes: ``qkv`` is every encoder attention projection, the paper's placement) and
+    ``dropout``."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    targets: tuple[str, ...] = ("qkv",)
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {self.rank}")
+        if not self.targets:
+            raise ValueError("LoRA targets must name at least one module (e.g. [qkv])")
+        self.targets = tuple(self.targets)
+
+
+allow_in_checkpoints(LoraSettings)  # Lightning stores a task's settings in its checkpoint's hyper-parameters
+
+
+def add_lora(model: nn.Module, settings: LoraSettings | None = None, within: str | None = None) -> nn.Module:
+    """Wrap `model` in a peft LoRA model: adapters on the modules `settings.targets` names, all else frozen.
 
     Targets are module-name suffixes (peft's rule): `qkv` adapts every encoder attention projection of
     Depth Anything V2 (the DPT head has none). `within`: only modules whose name starts with it (e.g.
@@ -29,17 +44,18 @@ def add_lora(
     # peft imports transformers (seconds); only these functions need it.
     from peft import LoraConfig, get_peft_model
 
-    if rank < 1:
-        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    settings = settings or LoraSettings()
+    target_modules = settings.targets
     names = [name for name, _ in model.named_modules() if within is None or name.startswith(within)]
     matched = {t: [n for n in names if n == t or n.endswith(f".{t}")] for t in target_modules}
     missing = [t for t, found in matched.items() if not found]
-    if missing or not target_modules:
+    if missing:
         where = "" if within is None else f" under {within!r}"
         raise ValueError(f"LoRA target modules {list(target_modules)} not found in the model{where} "
                          f"(missing: {missing})")
     targets = list(target_modules) if within is None else sorted({n for found in matched.values() for n in found})
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=dropout)
+    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, target_modules=targets,
+                        lora_dropout=settings.dropout)
     return get_peft_model(model, config)
 
 

@@ -13,7 +13,7 @@ import cli
 from depthadapt.augmentation import STRONG_AUGMENTATION, PhotometricAugmentation
 from depthadapt.models import build_depth_model, load_checkpoint
 from depthadapt.models.card import DepthModelCard
-from depthadapt.models.lora import add_lora, save_lora_adapter
+from depthadapt.models.lora import LoraSettings, add_lora, save_lora_adapter
 from lightning_modules import WeSTARAdapter
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,7 @@ def test_add_lora_trains_only_adapters_on_qkv() -> None:
     assert trainable and all("lora_" in n and ".attn.qkv." in n for n in trainable)
     assert len(trainable) == 2 * 4  # A and B in each of vitt's 4 blocks
     with pytest.raises(ValueError, match="not found"):
-        add_lora(build_depth_model("vitt"), target_modules=("to_q",))
+        add_lora(build_depth_model("vitt"), LoraSettings(targets=("to_q",)))
 
 
 def test_lora_adapter_export_reloads_with_peft(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from depthadapt.metrics import affine_invariant_metrics
 from depthadapt.models import CheckpointMismatchError, checkpoint_format, infer, load_depth_model
 from depthadapt.models.card import DepthModelCard
 from depthadapt.models.da3 import DepthAnything3, load_da3_hub
-from depthadapt.models.lora import add_lora
+from depthadapt.models.lora import LoraSettings, add_lora
 from lightning_modules import DepthMapWriter, DualTeacherLabeler, SupervisedDepth
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -220,7 +220,7 @@ def test_export_of_an_adapted_official_model_loads_in_the_official_code(tmp_path
     loads through the official wrapper's from_pretrained (its own registry config) with the adapted output."""
     torch.manual_seed(0)
     base = DepthAnything3("da3-small").eval()
-    adapted = add_lora(base, rank=2, target_modules=("qkv",), within="backbone.pretrained.")
+    adapted = add_lora(base, LoraSettings(rank=2, targets=("qkv",)), within="backbone.pretrained.")
     perturb(adapted, seed=5)  # LoRA B starts at 0: perturbed, the adapters change the output
     x = torch.randn(1, 3, 28, 42, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():

@@ -23,6 +23,7 @@ from depthadapt.models import (
     preprocess,
     to_official_state_dict,
 )
+from depthadapt.models.lora import LoraSettings, add_lora
 
 pytestmark = pytest.mark.unit
 
@@ -217,6 +218,30 @@ def test_lora_is_merged_into_official_state_dict() -> None:
     assert any("lora_A" in n for n, _ in peft_model.named_parameters())  # the original stays adapted
 
 
+@pytest.mark.parametrize("hparams", [
+    {"lora": LoraSettings(rank=4, alpha=12.0)},
+    {"lora": {"rank": 4, "alpha": 12.0}},
+    {"lora_rank": 4, "lora_alpha": 12.0},  # checkpoints written before the settings were grouped
+], ids=["settings", "mapping", "flat"])
+def test_lightning_lora_weights_merge_with_the_recorded_alpha(hparams: dict) -> None:
+    from depthadapt.models.weights.lightning import merge_lora_weights
+
+    peft_model = add_lora(build_depth_model("vitt").eval(), LoraSettings(rank=4, alpha=12.0))
+    randomise_lora_b(peft_model, std=0.1)
+    state = {k.removeprefix("base_model.model."): v for k, v in peft_model.state_dict().items()}
+    expected = to_official_state_dict(peft_model)
+    merged = merge_lora_weights(state, hparams, "run.ckpt")
+    assert merged.keys() == expected.keys()
+    assert all(torch.allclose(merged[k], expected[k], atol=1e-6) for k in expected)
+    halved = merge_lora_weights(state, {"lora": LoraSettings(rank=4, alpha=6.0)}, "run.ckpt")
+    assert not torch.allclose(halved["pretrained.blocks.0.attn.qkv.weight"],
+                              expected["pretrained.blocks.0.attn.qkv.weight"], atol=1e-4)
+    with pytest.raises(CheckpointMismatchError, match="rank 4 but hyper_parameters say rank 8"):
+        merge_lora_weights(state, {"lora": LoraSettings(rank=8, alpha=12.0)}, "run.ckpt")
+    with pytest.raises(CheckpointMismatchError, match="no LoRA alpha"):
+        merge_lora_weights(state, {}, "run.ckpt")
+
+
 def test_preprocess_matches_official(official_image=None) -> None:
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, size=(120, 250, 3), dtype=np.uint8)
@@ -281,12 +306,10 @@ def test_flip_tta_is_the_mean_of_both_passes_and_flip_equivariant() -> None:
 
 def test_official_code_runs_the_merged_lora_export_with_the_adapted_outputs(vits_pair) -> None:
     """What README promises of adapted_model.pth: it loads into the official code and gives the adapted outputs."""
-    from depthadapt.models.lora import add_lora
-
     reference, _ = vits_pair
     ours = build_depth_model("vits").eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
-    adapted = add_lora(ours, rank=8, alpha=16.0, target_modules=("qkv",))
+    adapted = add_lora(ours, LoraSettings(rank=8, alpha=16.0, targets=("qkv",)))
     randomise_lora_b(adapted, std=0.5)
     official = official_model("vits")
     official.load_state_dict(to_official_state_dict(adapted), strict=True)

@@ -27,7 +27,8 @@ def merge_lora_weights(
     """Fold peft LoRA weights of a state dict into their layers: W + (alpha / r) B A; other keys unchanged.
 
     `X.base_layer.weight` / `.bias` become `X.weight` / `.bias`, `X.lora_A|B.<adapter>.weight` disappear.
-    The rank `r` and `alpha` come from `hparams` (`lora_rank`, `lora_alpha`: a WeSTAR run's hyper-parameters).
+    The rank `r` and `alpha` come from `hparams`: a WeSTAR run's `lora` settings (`rank`, `alpha`), or the
+    `lora_rank` / `lora_alpha` of checkpoints written before those settings were grouped.
     """
     lora: dict[str, dict[str, torch.Tensor]] = {}
     adapters = set()
@@ -45,23 +46,35 @@ def merge_lora_weights(
         return out
     if len(adapters) > 1:
         raise CheckpointMismatchError(f"{source} holds several LoRA adapters {sorted(adapters)}; merge one with peft")
-    if "lora_alpha" not in hparams:
+    recorded_rank, alpha = _recorded_lora(hparams)
+    if alpha is None:
         raise CheckpointMismatchError(
-            f"{source} has LoRA weights but no `lora_alpha` in its hyper_parameters: merge them with peft "
+            f"{source} has LoRA weights but no LoRA alpha in its hyper_parameters: merge them with peft "
             "(PeftModel(...).merge_and_unload()) and save the result"
         )
     for module, parts in lora.items():
         if set(parts) != {"A", "B"} or f"{module}.weight" not in out:
             raise CheckpointMismatchError(f"{source}: LoRA layer {module} is incomplete (needs lora_A, lora_B, base)")
         rank = parts["A"].shape[0]
-        if hparams.get("lora_rank", rank) != rank:
+        if recorded_rank not in (None, rank):
             raise CheckpointMismatchError(
-                f"{source}: {module} has LoRA rank {rank} but hyper_parameters say lora_rank={hparams['lora_rank']}"
+                f"{source}: {module} has LoRA rank {rank} but hyper_parameters say rank {recorded_rank}"
             )
         base = out[f"{module}.weight"]
-        delta = parts["B"].float() @ parts["A"].float() * (float(hparams["lora_alpha"]) / rank)
+        delta = parts["B"].float() @ parts["A"].float() * (float(alpha) / rank)
         out[f"{module}.weight"] = (base.float() + delta).to(base.dtype)
     return out
+
+
+def _recorded_lora(hparams: Mapping[str, Any]) -> tuple[int | None, float | None]:
+    """(rank, alpha) a checkpoint's hyper-parameters record: `lora` settings (an object or a mapping) or the older
+    flat `lora_rank` / `lora_alpha`; None where absent."""
+    settings = hparams.get("lora")
+    if settings is None:
+        return hparams.get("lora_rank"), hparams.get("lora_alpha")
+    if isinstance(settings, Mapping):
+        return settings.get("rank"), settings.get("alpha")
+    return getattr(settings, "rank", None), getattr(settings, "alpha", None)
 
 
 def _choose_prefix(prefixes: set[str], prefix: str | None, path: Path) -> str:
