@@ -30,7 +30,7 @@ import torch
 
 from benchmarks.common import write_result
 from depthadapt.alignment import fit_scale_shift
-from depthadapt.alignment.sparse import align_to_sparse
+from depthadapt.alignment.sparse import SparseFitOptions, align_to_sparse
 from depthadapt.metrics import depth_to_disparity
 from depthadapt.models.card import DepthModelCard
 from depthadapt.synth import render_sample
@@ -84,7 +84,7 @@ def ransac_before(disparity: torch.Tensor, sparse: torch.Tensor) -> tuple[torch.
 
 def dense_oracle(disparity: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
     """Least squares to every ground-truth pixel: the best any scale and shift can do for this prediction."""
-    return align_to_sparse(disparity[None], depth[None], method="lstsq", max_depth=MAX_DEPTH).depth[0]
+    return align_to_sparse(disparity[None], depth[None], SparseFitOptions(method="lstsq", max_depth=MAX_DEPTH)).depth[0]
 
 
 def abs_rel(pred: torch.Tensor, depth: torch.Tensor) -> float:
@@ -118,7 +118,8 @@ def main() -> None:
                 for disparity, depth in data:
                     sparse = draw_points(depth, points, wrong, generator)
                     for name, options in methods.items():
-                        result = align_to_sparse(disparity[None], sparse[None], max_depth=MAX_DEPTH, **options)
+                        fit = SparseFitOptions(max_depth=MAX_DEPTH, **options)
+                        result = align_to_sparse(disparity[None], sparse[None], fit)
                         if result.fallback[0]:
                             fallbacks[name] += 1
                         else:

@@ -36,8 +36,8 @@ from depthadapt.alignment import check_choice
 from depthadapt.alignment.solver import weighted_scale_shift
 from depthadapt.metrics import depth_to_disparity
 
-__all__ = ["CSV_COLUMNS", "METHODS", "SparseAlignment", "SparseMethod", "align_to_sparse", "fit_sparse_line",
-           "fit_sparse_tukey", "read_sparse_csv"]
+__all__ = ["CSV_COLUMNS", "METHODS", "SparseAlignment", "SparseFitOptions", "SparseMethod", "align_to_sparse",
+           "fit_sparse_line", "fit_sparse_tukey", "read_sparse_csv"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,31 @@ _MAD_TO_SIGMA = 1.4826
 # Residual blocks of at most this many elements (hypotheses x points): bounded memory for dense "sparse" maps.
 _BLOCK_ELEMENTS = 2**22
 _SHOWN = 5  # bad CSV lines named in the warning
+
+
+@dataclass(frozen=True)
+class SparseFitOptions:
+    """How ``align_to_sparse`` fits each image: ``method`` (``tukey``: ``fit_sparse_tukey`` with cut-off ``tukey_c``
+    robust sigmas; ``ransac``: ``fit_sparse_line`` with threshold ``inlier_sigmas``; ``lstsq``), ``max_trials``
+    two-point lines and their ``seed``; fewer than ``min_points`` points make a fallback; points outside
+    [``min_depth``, ``max_depth``] metres are ignored and the output is clamped to that range."""
+
+    method: SparseMethod = "tukey"
+    min_points: int = 10
+    tukey_c: float = 8.0
+    inlier_sigmas: float = 2.5
+    max_trials: int = 1000
+    seed: int = 0
+    min_depth: float = 1e-3
+    max_depth: float = 80.0
+
+    def __post_init__(self) -> None:
+        check_choice("method", self.method, METHODS)
+        if not 0 < self.min_depth < self.max_depth:
+            raise ValueError(f"need 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
+        for name, value in (("inlier_sigmas", self.inlier_sigmas), ("tukey_c", self.tukey_c)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value}")
 
 
 @dataclass(frozen=True)
@@ -230,36 +255,21 @@ def fit_sparse_tukey(
 
 
 def align_to_sparse(
-    disparity: Tensor,
-    sparse_depth: Tensor,
-    method: SparseMethod = "tukey",
-    min_points: int = 10,
-    min_depth: float = 1e-3,
-    max_depth: float = 80.0,
-    inlier_sigmas: float = 2.5,
-    tukey_c: float = 8.0,
-    max_trials: int = 1000,
-    seed: int = 0,
+    disparity: Tensor, sparse_depth: Tensor, options: SparseFitOptions = SparseFitOptions()
 ) -> SparseAlignment:
     """Metric depth B x H x W from relative disparity B x H x W and sparse metric depth B x H x W (0 = no point).
 
-    Points outside [min_depth, max_depth] or where the disparity is not finite are ignored; the aligned disparity is
-    clamped to [1 / max_depth, 1 / min_depth]. ``lstsq``: least squares on all points; ``ransac``:
-    ``fit_sparse_line`` (threshold ``inlier_sigmas``); ``tukey``: ``fit_sparse_tukey`` (``tukey_c``). An image
-    with fewer than ``min_points`` points, or whose fit has no positive scale, is a fallback (without a positive
-    fit: scale 1, shift 0).
+    ``options`` (``SparseFitOptions``) choose the fit. Points outside [min_depth, max_depth] or where the disparity
+    is not finite are ignored; the aligned disparity is clamped to [1 / max_depth, 1 / min_depth]. An image with
+    fewer than ``min_points`` points, or whose fit has no positive scale, is a fallback (without a positive fit:
+    scale 1, shift 0).
     """
-    check_choice("method", method, METHODS)
+    method, min_depth, max_depth = options.method, options.min_depth, options.max_depth
     if disparity.shape != sparse_depth.shape or disparity.ndim != 3:
         raise ValueError(
             f"disparity and sparse_depth must both be B x H x W, got {tuple(disparity.shape)} and "
             f"{tuple(sparse_depth.shape)}"
         )
-    if not 0 < min_depth < max_depth:
-        raise ValueError(f"need 0 < min_depth < max_depth, got {min_depth}, {max_depth}")
-    for name, value in (("inlier_sigmas", inlier_sigmas), ("tukey_c", tukey_c)):
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a positive number, got {value}")
     disparity = disparity.to(torch.float64)
     sparse_depth = sparse_depth.to(device=disparity.device, dtype=torch.float64)
     valid = (torch.isfinite(sparse_depth) & (sparse_depth >= min_depth) & (sparse_depth <= max_depth)
@@ -272,9 +282,9 @@ def align_to_sparse(
         p, t = disparity[b][valid[b]].cpu(), target[b][valid[b]].cpu()
         fit = None
         if method == "ransac":
-            fit = fit_sparse_line(p, t, inlier_sigmas, max_trials, seed)
+            fit = fit_sparse_line(p, t, options.inlier_sigmas, options.max_trials, options.seed)
         elif method == "tukey":
-            fit = fit_sparse_tukey(p, t, tukey_c, max_trials, seed)
+            fit = fit_sparse_tukey(p, t, options.tukey_c, options.max_trials, options.seed)
         # A robust fit that sends one of the image's own points beyond max_depth (or behind the camera) followed a
         # subset against points it cannot call wrong (few points, a model far off): least squares on all instead.
         if method == "lstsq" or fit is None or float(fit[0] * p.min() + fit[1]) < 1.0 / max_depth:
@@ -291,5 +301,5 @@ def align_to_sparse(
         shift=shift.float(),
         points=points,
         inliers=inliers,
-        fallback=~fitted | (points < min_points),
+        fallback=~fitted | (points < options.min_points),
     )

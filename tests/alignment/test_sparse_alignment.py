@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from depthadapt.alignment.sparse import align_to_sparse, fit_sparse_line, fit_sparse_tukey, read_sparse_csv
+from depthadapt.alignment.sparse import (
+    SparseFitOptions,
+    align_to_sparse,
+    fit_sparse_line,
+    fit_sparse_tukey,
+    read_sparse_csv,
+)
 from depthadapt.synth import render_sample
 
 pytestmark = pytest.mark.unit
@@ -50,7 +56,7 @@ def abs_rel(pred: torch.Tensor, depth: torch.Tensor) -> float:
 @pytest.mark.parametrize("count", [50, 500])
 def test_clean_points_recover_metric_depth(scenes, count: int) -> None:
     depth, relative = scenes
-    result = align_to_sparse(relative, sparse_points(depth, count, 0.0, seed=count), method="lstsq")
+    result = align_to_sparse(relative, sparse_points(depth, count, 0.0, seed=count), SparseFitOptions(method="lstsq"))
     assert result.depth.shape == depth.shape and not result.fallback.any()
     assert (result.points == count).all()
     assert abs_rel(result.depth, depth) < 0.03
@@ -61,8 +67,8 @@ def test_clean_points_recover_metric_depth(scenes, count: int) -> None:
 def test_ransac_beats_lstsq_with_outliers(scenes) -> None:
     depth, relative = scenes
     sparse = sparse_points(depth, 200, 0.3, seed=1)
-    lstsq = align_to_sparse(relative, sparse, method="lstsq")
-    ransac = align_to_sparse(relative, sparse, method="ransac")
+    lstsq = align_to_sparse(relative, sparse, SparseFitOptions(method="lstsq"))
+    ransac = align_to_sparse(relative, sparse, SparseFitOptions(method="ransac"))
     assert abs_rel(ransac.depth, depth) < 0.03
     assert abs_rel(lstsq.depth, depth) > 3 * abs_rel(ransac.depth, depth)
 
@@ -87,7 +93,7 @@ def test_the_default_is_as_good_as_lstsq_on_true_points_of_an_imperfect_model(sc
         default = align_to_sparse(noisy, sparse)
         assert (default.scale > 0).all() and not default.fallback.any()
         default_errors.append(abs_rel(default.depth, depth))
-        lstsq_errors.append(abs_rel(align_to_sparse(noisy, sparse, method="lstsq").depth, depth))
+        lstsq_errors.append(abs_rel(align_to_sparse(noisy, sparse, SparseFitOptions(method="lstsq")).depth, depth))
     assert sum(default_errors) <= 1.02 * sum(lstsq_errors)
     assert max(default_errors) <= 1.1 * max(lstsq_errors)
 
@@ -101,7 +107,7 @@ def test_the_default_resists_wrong_points_of_an_imperfect_model_better_than_rans
     for seed in range(4):
         sparse = sparse_points(depth, 30, 0.3, seed=100 + seed)
         for method in ("lstsq", "ransac"):
-            errors[method].append(abs_rel(align_to_sparse(noisy, sparse, method=method).depth, depth))
+            errors[method].append(abs_rel(align_to_sparse(noisy, sparse, SparseFitOptions(method=method)).depth, depth))
         errors["default"].append(abs_rel(align_to_sparse(noisy, sparse).depth, depth))
     assert sum(errors["default"]) < 0.6 * sum(errors["lstsq"])
     assert sum(errors["default"]) < 0.8 * sum(errors["ransac"]) and max(errors["default"]) < 0.15
@@ -114,7 +120,7 @@ def test_a_fit_without_positive_scale_is_a_fallback_never_metric(scenes) -> None
     inverted = -relative
     sparse = sparse_points(depth, 40, 0.0, seed=5)
     for method in ("lstsq", "ransac", "tukey"):
-        result = align_to_sparse(inverted, sparse, method=method)
+        result = align_to_sparse(inverted, sparse, SparseFitOptions(method=method))
         assert result.fallback.all(), method
         assert result.scale.tolist() == [1.0, 1.0, 1.0] and result.shift.tolist() == [0.0, 0.0, 0.0]
 
@@ -143,9 +149,9 @@ def test_a_robust_fit_never_puts_one_of_the_points_beyond_max_depth() -> None:
     disparity = torch.linspace(0.5, 2.4, 40).repeat(5, 1)[None]
     sparse = torch.zeros_like(disparity)
     disparity[0, 0, :10], sparse[0, 0, :10] = p, 1 / t
-    lstsq = align_to_sparse(disparity, sparse, method="lstsq")
+    lstsq = align_to_sparse(disparity, sparse, SparseFitOptions(method="lstsq"))
     for method in ("tukey", "ransac"):
-        result = align_to_sparse(disparity, sparse, method=method)
+        result = align_to_sparse(disparity, sparse, SparseFitOptions(method=method))
         assert not result.fallback.any() and (result.depth[0, 0, :10] < 80.0).all(), method
         assert result.scale.item() == pytest.approx(lstsq.scale.item()) and result.inliers.item() == 10, method
 
@@ -169,7 +175,7 @@ def test_too_few_points_are_flagged(scenes) -> None:
     sparse = sparse_points(depth, 50, 0.0, seed=2)
     sparse[1] = 0
     sparse[1, 10, 10] = 5.0  # one point cannot fix scale and shift
-    result = align_to_sparse(relative, sparse, method="ransac", min_points=10)
+    result = align_to_sparse(relative, sparse, SparseFitOptions(method="ransac", min_points=10))
     assert result.fallback.tolist() == [False, True, False]
     assert result.points.tolist() == [50, 1, 50]
     with pytest.raises(ValueError, match="B x H x W"):
@@ -207,3 +213,15 @@ def test_sparse_csv_skips_bad_rows_by_line_and_keeps_the_rest(tmp_path: Path, ca
     for line in ("line 3: not finite", "line 4: pixel (7, 1) outside the 5 x 4 image", "line 5: depth -1 <= 0",
                  "line 6: not three numbers"):
         assert line in message
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"method": "median"}, "method must be one of 'lstsq', 'ransac', 'tukey', got 'median'"),
+    ({"min_depth": 5.0, "max_depth": 1.0}, "need 0 < min_depth < max_depth"),
+    ({"min_depth": 0.0}, "need 0 < min_depth < max_depth"),
+    ({"tukey_c": 0.0}, "tukey_c must be a positive number"),
+    ({"inlier_sigmas": float("nan")}, "inlier_sigmas must be a positive number"),
+])
+def test_fit_options_are_checked_when_made(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SparseFitOptions(**options)
