@@ -68,35 +68,24 @@ def official_tiny_net() -> nn.Module:
                              cam_enc=CameraEnc(dim_out=config.embed_dim))
 
 
-def _pair(name: str, folder) -> tuple[nn.Module, DepthAnything3]:
-    """(perturbed official net, our model loaded from the hub folder the official wrapper saved)."""
+@pytest.fixture(scope="module")
+def hub_pair(request: pytest.FixtureRequest, tmp_path_factory) -> tuple[nn.Module, DepthAnything3]:
+    """(perturbed official net, our model loaded from the hub folder the official wrapper saved) of the model named
+    by the test's indirect parameter."""
+    name = request.param
     torch.manual_seed(0)
     official = OfficialDepthAnything3(name)
     perturb(official, seed=1)
+    folder = tmp_path_factory.mktemp(name)
     official.save_pretrained(folder)
     ours, model_name = load_da3_hub(folder)
     assert model_name == name and not ours.training
     return official.model, ours
 
 
-@pytest.fixture(scope="module")
-def small_pair(tmp_path_factory):
-    return _pair("da3-small", tmp_path_factory.mktemp("da3-small"))
-
-
-@pytest.fixture(scope="module")
-def base_pair(tmp_path_factory):
-    return _pair("da3-base", tmp_path_factory.mktemp("da3-base"))
-
-
-@pytest.fixture(scope="module")
-def mono_pair(tmp_path_factory):
-    return _pair("da3mono-large", tmp_path_factory.mktemp("da3mono-large"))
-
-
-@pytest.fixture(scope="module")
-def metric_pair(tmp_path_factory):
-    return _pair("da3metric-large", tmp_path_factory.mktemp("da3metric-large"))
+def hub_model(name: str) -> pytest.MarkDecorator:
+    """Run the test on ``hub_pair`` of the model ``name``."""
+    return pytest.mark.parametrize("hub_pair", [name], indirect=True)
 
 
 @pytest.fixture(scope="module")
@@ -163,15 +152,17 @@ def check_sky_model(official: nn.Module, ours: DepthAnything3, size: tuple[int, 
     assert relative_error(raw, expected["head_depth"]) < TOLERANCE, "fill_sky=False: the head's depth as it is"
 
 
+@hub_model("da3-small")
 @pytest.mark.parametrize("size", SIZES)
-def test_da3_small_matches_official(small_pair, size) -> None:
-    check_any_view(*small_pair, size)
+def test_da3_small_matches_official(hub_pair, size) -> None:
+    check_any_view(*hub_pair, size)
 
 
 @pytest.mark.slow  # the architecture of da3-small at other numbers
+@hub_model("da3-base")
 @pytest.mark.parametrize("size", SIZES)
-def test_da3_base_matches_official(base_pair, size) -> None:
-    check_any_view(*base_pair, size)
+def test_da3_base_matches_official(hub_pair, size) -> None:
+    check_any_view(*hub_pair, size)
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -180,19 +171,22 @@ def test_da3_tiny_matches_the_official_modules(tiny_pair, size) -> None:
 
 
 # A large model costs ~15-30 s to build, save and load on a 2-core VM: one size in the default suite.
+@hub_model("da3mono-large")
 @pytest.mark.parametrize("size", [SIZES[0], pytest.param(SIZES[1], marks=pytest.mark.slow)])
-def test_da3mono_large_matches_official(mono_pair, size) -> None:
-    check_sky_model(*mono_pair, size)
+def test_da3mono_large_matches_official(hub_pair, size) -> None:
+    check_sky_model(*hub_pair, size)
 
 
 @pytest.mark.slow  # the same architecture as da3mono-large (the same official config but for its weights)
+@hub_model("da3metric-large")
 @pytest.mark.parametrize("size", SIZES)
-def test_da3metric_large_matches_official(metric_pair, size) -> None:
-    check_sky_model(*metric_pair, size)
+def test_da3metric_large_matches_official(hub_pair, size) -> None:
+    check_sky_model(*hub_pair, size)
 
 
-def test_a_known_camera_conditions_like_the_official_encoder(small_pair) -> None:
-    official, ours = small_pair
+@hub_model("da3-small")
+def test_a_known_camera_conditions_like_the_official_encoder(hub_pair) -> None:
+    official, ours = hub_pair
     x = torch.randn(2, 3, 42, 56)
     rotation = quaternion_to_matrix(torch.tensor([[0.1, -0.3, 0.2, 0.9], [-0.5, 0.1, 0.4, -0.6]]))
     extrinsics = torch.eye(4).repeat(2, 1, 1)
@@ -207,8 +201,9 @@ def test_a_known_camera_conditions_like_the_official_encoder(small_pair) -> None
     assert relative_error(got["depth"], unconditioned["depth"]) > 1e-3, "the camera changes the prediction"
 
 
-def test_saved_hub_folder_loads_in_the_official_code(small_pair, tmp_path) -> None:
-    _, ours = small_pair
+@hub_model("da3-small")
+def test_saved_hub_folder_loads_in_the_official_code(hub_pair, tmp_path) -> None:
+    _, ours = hub_pair
     save_da3_hub(ours, tmp_path / "export")
     official = OfficialDepthAnything3.from_pretrained(tmp_path / "export", strict=True).eval()
     x = torch.randn(1, 3, 42, 28)

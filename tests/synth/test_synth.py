@@ -38,15 +38,6 @@ OBJECTS = {Surface.FACADE, Surface.CAR, Surface.GLASS, Surface.TYRE, Surface.POL
            Surface.FURNITURE, Surface.BALL}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Rendering is many small ops: one thread is about as fast, and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _scene(family, style, index, h, w):
     """The scene that render_sample draws for these arguments (same generator, same order of draws)."""
     generator = torch.Generator().manual_seed(sample_seed(family, style, 0, index))

@@ -16,14 +16,6 @@ pytestmark = pytest.mark.unit
 H, W = 42, 140  # street, small
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _surfaces(family: str, style: str, index: int) -> torch.Tensor:
     """The surface (``Surface`` value, -1 for sky) of every pixel of ``render_sample``'s scene for these arguments."""
     scene = sample_scene(family, torch.Generator().manual_seed(sample_seed(family, style, 0, index)), H, W)
