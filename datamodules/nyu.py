@@ -172,13 +172,5 @@ class NYUv2FolderDataModule(ImageFolderDataModule):
     ) -> None:
         if depth_scale is None:
             depth_scale = 0.001 if depth_suffix.lower().endswith(".png") else 1.0
-        super().__init__(
-            image_dir=image_dir,
-            depth_dir=depth_dir,
-            depth_suffix=depth_suffix,
-            depth_scale=depth_scale,
-            split_file=split_file,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            evaluation_protocol=evaluation_protocol,
-        )
+        super().__init__(image_dir, depth_dir, depth_suffix, depth_scale, split_file=split_file, batch_size=batch_size,
+                         num_workers=num_workers, evaluation_protocol=evaluation_protocol)
