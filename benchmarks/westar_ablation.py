@@ -4,7 +4,8 @@ Every variant is the default experiment (config_yaml/westar.yaml: the foundation
 whole-object instances, the normalised ordinal term at weight 10, no regulariser, the strong view drawing the
 corruption families) with a few switches, adapted to one held-out domain (config_yaml/data/ood_<domain>.yaml) for the
 same steps, once per seed. The weak labels are the fragment's simulated annotator: human-like pairs on 20 % of the
-adaptation images (``data.ordinal_simulation``, README). The adaptation images are the domain's "-C" version (each
+adaptation images (``data.weak_labels.ordinal_simulation``, README). The adaptation images are the domain's "-C" version
+(each
 corrupted with chance 0.5 by one of fog, dark, snow, gaussian_noise, motion_blur at severity 1..3). Each fit is
 scored once, after training, on the domain's 64 TEST images (100100..100163; nothing was chosen on them), clean and
 under each corruption of the mixture at severity 3; no validation runs during these fits.
@@ -41,10 +42,10 @@ from benchmarks.common import RESULTS_DIR, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ["neon", "pastel", "sepia", "sintel"]
+ANNOTATOR = "--data.weak_labels.ordinal_simulation"
 EXACT_LABELS = [  # depthadapt.westar.EXACT_LABELS as switches
-    "--data.ordinal_simulation.label_fraction", "1.0", "--data.ordinal_simulation.clicks", "uniform",
-    "--data.ordinal_simulation.relative_margin", "0.05", "--data.ordinal_simulation.equal_tolerance", "0.0",
-    "--data.ordinal_simulation.flip_rate", "0.0", "--data.ordinal_simulation.click_jitter", "0.0",
+    f"{ANNOTATOR}.label_fraction", "1.0", f"{ANNOTATOR}.clicks", "uniform", f"{ANNOTATOR}.relative_margin", "0.05",
+    f"{ANNOTATOR}.equal_tolerance", "0.0", f"{ANNOTATOR}.flip_rate", "0.0", f"{ANNOTATOR}.click_jitter", "0.0",
 ]
 NO_CORRUPTION_VIEW = ["--model.strong_augmentation.corruption_p", "0.0"]
 PEER = "label-free peer (DepthAnything-AC-style consistency)"

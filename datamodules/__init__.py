@@ -8,7 +8,7 @@ from datamodules.kitti import KITTIDataModule, VKITTI2DataModule
 from datamodules.nyu import NYUv2DataModule, NYUv2FolderDataModule
 from datamodules.synthetic import SyntheticDataModule
 from datamodules.target_domain import TargetDomainDataModule
-from datamodules.weak_labels import INSTANCE_SOURCES, WeakLabels
+from datamodules.weak_labels import INSTANCE_SOURCES, WeakLabels, WeakLabelSources
 
 __all__ = [
     "INSTANCE_SOURCES",
@@ -27,6 +27,7 @@ __all__ = [
     "SyntheticDataModule",
     "TargetDomainDataModule",
     "VKITTI2DataModule",
+    "WeakLabelSources",
     "WeakLabels",
     "collate_samples",
     "sample_loader",

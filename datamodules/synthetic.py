@@ -20,13 +20,12 @@ from lightning import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from datamodules.base import HorizontalFlip, sample_loader
-from datamodules.weak_labels import WeakLabels, check_instance_source, check_ordinal_source
+from datamodules.weak_labels import WeakLabels, WeakLabelSources
 from depthadapt.augmentation import PhotometricAugmentation, check_corruption_draw, random_corruption
 from depthadapt.io import atomic_path
 from depthadapt.metrics import EvaluationProtocol
 from depthadapt.synth import FAMILIES, RENDER_VERSION, STYLE_NAMES, render_sample
 from depthadapt.synth.seeds import sample_seed
-from depthadapt.westar import OrdinalSimulation
 
 __all__ = ["DEFAULT_SIZES", "Augmented", "SyntheticDataModule", "SyntheticDataset"]
 
@@ -36,6 +35,7 @@ DEFAULT_SIZES: dict[str, tuple[int, int]] = {"street": (196, 644), "room": (266,
 """(height, width) per family: KITTI-like and NYU-like aspect ratios, multiples of 14."""
 
 DATA_CORRUPTION_NAMES = ("data.corruption_p", "data.train_corruptions")
+SCENE_INSTANCES = WeakLabelSources(instance_source="ground_truth")  # the scenes' own object ids, no ordinal pairs
 
 
 def _check_names(family: str, style: str) -> None:
@@ -216,10 +216,10 @@ class SyntheticDataModule(LightningDataModule):
     (drawn with chance ``corruption_p`` at severity 1..``corruption_max_severity``) augment them (``Augmented``).
     ``cache_dir`` keeps rendered samples on disk (``SyntheticDataset``). ``ground_mirrors``: the chance that a sample
     has mirror patches on its ground (``SyntheticDataset``; a failure mode of relative teachers), 0 by default.
-    Training samples carry weak labels (``WeakLabels``): ``instances`` from ``instance_source`` (the
-    scenes' own ``ground_truth`` ids by default, or ``sam2`` masks cached in ``mask_cache_dir``, or
-    ``superpixels``) and ``ordinal`` pairs, from ``ordinal_file`` (people's labels) or drawn from the ground truth
-    by the simulated annotator ``ordinal_simulation`` (``depthadapt.westar.OrdinalSimulation``).
+    Training samples carry the weak labels ``weak_labels`` (``WeakLabelSources``) says: ``instances`` from its
+    ``instance_source`` (the scenes' own ``ground_truth`` ids by default, or ``sam2`` masks cached in
+    ``mask_cache_dir``, or ``superpixels``) and ``ordinal`` pairs, from ``ordinal_file`` (people's labels) or drawn
+    from the ground truth by the simulated annotator ``ordinal_simulation`` (``depthadapt.westar.OrdinalSimulation``).
     """
 
     def __init__(
@@ -243,11 +243,7 @@ class SyntheticDataModule(LightningDataModule):
         train_corruptions: list[str] | None = None,
         corruption_p: float = 0.0,
         corruption_max_severity: int = 3,
-        instance_source: str | None = "ground_truth",
-        mask_cache_dir: str | None = None,
-        superpixels: int = 64,
-        ordinal_file: str | None = None,
-        ordinal_simulation: OrdinalSimulation | None = None,
+        weak_labels: WeakLabelSources = SCENE_INSTANCES,
     ) -> None:
         super().__init__()
         self.evaluation_protocol = EvaluationProtocol()  # 1e-3..80 m, no crop: the scenes' whole range
@@ -256,8 +252,7 @@ class SyntheticDataModule(LightningDataModule):
             raise ValueError(f"data.family must be a family or a list of distinct families, got {family!r}")
         for name in self.families:
             _check_names(name, style)
-        check_instance_source(instance_source, mask_cache_dir)
-        check_ordinal_source(ordinal_file, ordinal_simulation)
+        weak_labels.check_masks()
         self.train_range = _check_range("data.train_range", train_range)
         self.val_range = _check_range("data.val_range", val_range)
         self.test_range = _check_range("data.test_range", test_range)
@@ -287,10 +282,7 @@ class SyntheticDataModule(LightningDataModule):
                                  corruption_p=corruption_p, max_severity=corruption_max_severity, seed=seed)
         check_corruption_draw(self.augmentation["corruptions"], corruption_p, corruption_max_severity,
                               DATA_CORRUPTION_NAMES)
-        self.weak_labels = dict(
-            instance_source=instance_source, mask_cache_dir=mask_cache_dir, superpixels=superpixels,
-            ordinal_file=ordinal_file, ordinal_simulation=ordinal_simulation,
-        )
+        self.weak_labels = weak_labels
         self.datasets: dict[str, Dataset] = {}
 
     def dataset(self, span: tuple[int, int]) -> Dataset:
@@ -303,7 +295,7 @@ class SyntheticDataModule(LightningDataModule):
     def setup(self, stage: str) -> None:
         """Build the datasets of ``stage`` (``fit``, ``validate``, ``test`` or ``predict``)."""
         if stage == "fit":
-            train: Dataset = WeakLabels(self.dataset(self.train_range), **self.weak_labels)
+            train: Dataset = WeakLabels(self.dataset(self.train_range), self.weak_labels)
             if self.augmentation["photometric"] or self.augmentation["corruption_p"] > 0:
                 train = Augmented(train, **self.augmentation)
             self.datasets["train"] = HorizontalFlip(train) if self.hflip else train

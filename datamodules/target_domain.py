@@ -9,21 +9,23 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.base import HorizontalFlip, read_split_file, sample_loader
 from datamodules.image_folder import ImageFolderDataset
-from datamodules.weak_labels import WeakLabels, check_instance_source, check_ordinal_source
+from datamodules.weak_labels import WeakLabels, WeakLabelSources
 from depthadapt.metrics import EvaluationProtocol
 from depthadapt.models.dinov2 import PATCH_SIZE
-from depthadapt.westar import OrdinalSimulation
 
 __all__ = ["TargetDomainDataModule"]
+
+
+SAM2_INSTANCES = WeakLabelSources(instance_source="sam2")  # set mask_cache_dir to the cache of sam2_masks.yaml
 
 
 class TargetDomainDataModule(LightningDataModule):
     """Fit on the images of ``image_dir`` (no ground truth needed) with their weak labels; validate, test and
     predict with ``evaluation``, any labelled datamodule (e.g. ``KITTIDataModule`` on the Eigen split).
 
-    Weak labels as ``WeakLabels``: ``instances`` from ``instance_source`` (``sam2`` masks cached in
-    ``mask_cache_dir`` by ``config_yaml/sam2_masks.yaml``, or ``superpixels``) and ``ordinal`` pairs from
-    ``ordinal_file`` (JSON Lines keyed by the image paths relative to ``image_dir``) or, with ground truth in
+    Weak labels as ``weak_labels`` (``WeakLabelSources``) says: ``instances`` from its ``instance_source`` (``sam2``
+    masks cached in ``mask_cache_dir`` by ``config_yaml/sam2_masks.yaml``, or ``superpixels``) and ``ordinal`` pairs
+    from ``ordinal_file`` (JSON Lines keyed by the image paths relative to ``image_dir``) or, with ground truth in
     ``depth_dir``, drawn by the simulated annotator ``ordinal_simulation`` (``depthadapt.westar.OrdinalSimulation``).
     ``split_file`` restricts the training images; ``hflip`` flips them (and their labels) at random.
     They train at ``image_size``, else at their own size with each side resized to its nearest multiple of 14 (the
@@ -39,26 +41,18 @@ class TargetDomainDataModule(LightningDataModule):
         depth_dir: str | None = None,
         depth_suffix: str = ".png",
         depth_scale: float | None = 1.0,
-        instance_source: str | None = "sam2",
-        mask_cache_dir: str | None = None,
-        superpixels: int = 64,
-        ordinal_file: str | None = None,
-        ordinal_simulation: OrdinalSimulation | None = None,
+        weak_labels: WeakLabelSources = SAM2_INSTANCES,
         batch_size: int = 4,
         num_workers: int = 0,
         hflip: bool = True,
     ) -> None:
         super().__init__()
-        check_instance_source(instance_source, mask_cache_dir)
-        check_ordinal_source(ordinal_file, ordinal_simulation)
+        weak_labels.check_masks()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         self.image_dir, self.split_file, self.image_size = image_dir, split_file, image_size
         self.depth = dict(depth_dir=depth_dir, depth_suffix=depth_suffix, depth_scale=depth_scale)
-        self.weak_labels = dict(
-            instance_source=instance_source, mask_cache_dir=mask_cache_dir, superpixels=superpixels,
-            ordinal_file=ordinal_file, ordinal_simulation=ordinal_simulation,
-        )
+        self.weak_labels = weak_labels
         self.evaluation = evaluation
         self.batch_size, self.num_workers, self.hflip = batch_size, num_workers, hflip
         self.train_dataset: Dataset | None = None
@@ -75,7 +69,7 @@ class TargetDomainDataModule(LightningDataModule):
         images = ImageFolderDataset(
             Path(self.image_dir), image_size=self.image_size, files=files, size_multiple=PATCH_SIZE, **self.depth
         )
-        train: Dataset = WeakLabels(images, **self.weak_labels)
+        train: Dataset = WeakLabels(images, self.weak_labels)
         return HorizontalFlip(train) if self.hflip else train
 
     def prepare_data(self) -> None:

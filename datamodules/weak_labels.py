@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -23,39 +24,52 @@ from depthadapt.westar import (
     superpixel_instances,
 )
 
-__all__ = [
-    "INSTANCE_SOURCES", "WeakLabels", "check_instance_source", "check_ordinal_source", "match_ordinal_file",
-    "rescale_pairs",
-]
+__all__ = ["INSTANCE_SOURCES", "InstanceSource", "WeakLabelSources", "WeakLabels", "match_ordinal_file",
+           "rescale_pairs"]
 
 log = logging.getLogger(__name__)
 
-INSTANCE_SOURCES = ("ground_truth", "sam2", "superpixels")
+InstanceSource = Literal["ground_truth", "sam2", "superpixels"]
+INSTANCE_SOURCES: tuple[str, ...] = get_args(InstanceSource)
 """Where a sample's ``instances`` map comes from: the dataset's own (synthetic scenes), the SAM2 mask
 cache (``python cli.py predict --config config_yaml/sam2_masks.yaml``), or SLIC superpixels."""
 
 
-def check_instance_source(instance_source: str | None, mask_cache_dir: str | None) -> None:
-    """Fail early on an unknown ``data.instance_source`` or a SAM2 source without its cache folder."""
-    if instance_source is not None and instance_source not in INSTANCE_SOURCES:
-        raise ValueError(
-            f"data.instance_source must be one of {', '.join(INSTANCE_SOURCES)} (or null: no instances), "
-            f"got {instance_source!r}"
-        )
-    if instance_source == "sam2" and mask_cache_dir is None:
-        raise ValueError(
-            "data.instance_source sam2 reads cached SAM2 masks: set data.mask_cache_dir to the cache folder "
-            "(build it with `python cli.py predict --config config_yaml/sam2_masks.yaml`)"
-        )
+@dataclass
+class WeakLabelSources:
+    """Where the weak labels of training samples come from (a datamodule's ``data.weak_labels``).
 
+    ``instance_source``: one of ``INSTANCE_SOURCES`` (``sam2`` reads the masks cached in ``mask_cache_dir``;
+    ``superpixels`` makes that many SLIC segments), or None: no instances. Ordinal pairs come from ``ordinal_file``
+    (JSON Lines of people's labels, ``depthadapt.westar.ordinal``) or from ``ordinal_simulation`` (a simulated
+    annotator, ``depthadapt.westar.OrdinalSimulation``, that needs ground-truth depth), not both; neither: none.
+    """
 
-def check_ordinal_source(ordinal_file: str | Path | None, ordinal_simulation: OrdinalSimulation | None) -> None:
-    """Fail when both weak-label sources are set: the pairs come from a file or from the simulation, not both."""
-    if ordinal_file is not None and ordinal_simulation is not None:
-        raise ValueError(
-            "data.ordinal_file and data.ordinal_simulation are both set: train on the labelled file or on simulated "
-            "labels, not both (set the other to null)"
-        )
+    instance_source: InstanceSource | None = None
+    mask_cache_dir: str | None = None
+    superpixels: int = 64
+    ordinal_file: str | None = None
+    ordinal_simulation: OrdinalSimulation | None = None
+
+    def __post_init__(self) -> None:
+        if self.instance_source is not None and self.instance_source not in INSTANCE_SOURCES:
+            raise ValueError(
+                f"data.weak_labels.instance_source must be one of {', '.join(INSTANCE_SOURCES)} (or null: no "
+                f"instances), got {self.instance_source!r}"
+            )
+        if self.ordinal_file is not None and self.ordinal_simulation is not None:
+            raise ValueError(
+                "data.weak_labels.ordinal_file and data.weak_labels.ordinal_simulation are both set: train on the "
+                "labelled file or on simulated labels, not both (set the other to null)"
+            )
+
+    def check_masks(self) -> None:
+        """Fail early on a SAM2 source without its cache folder (a datamodule's default may name sam2 alone)."""
+        if self.instance_source == "sam2" and self.mask_cache_dir is None:
+            raise ValueError(
+                "data.weak_labels.instance_source sam2 reads cached SAM2 masks: set data.weak_labels.mask_cache_dir "
+                "to the cache folder (build it with `python cli.py predict --config config_yaml/sam2_masks.yaml`)"
+            )
 
 
 def rescale_pairs(pairs: torch.Tensor, stored: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
@@ -94,7 +108,7 @@ def match_ordinal_file(
     records = read_ordinal_records(path)
     if not records:
         raise OrdinalFileError(f"{path} holds no labelled image: label some (python -m depthadapt.annotate) or "
-                               "unset data.ordinal_file")
+                               "unset data.weak_labels.ordinal_file")
     pairs: dict[str, torch.Tensor] = {}
     spelling: dict[str, str] = {}
     for record in records:
@@ -124,7 +138,7 @@ def match_ordinal_file(
 
 
 class WeakLabels(Dataset):
-    """Wrap a dataset to set ``instances`` (H x W int64) from ``instance_source`` and ``ordinal`` pairs.
+    """Wrap a dataset to set ``instances`` (H x W int64) and ``ordinal`` pairs from ``sources`` (``WeakLabelSources``).
 
     ``instance_source``: one of INSTANCE_SOURCES, or None to drop any ``instances`` (a loss that needs them
     then fails and says so). The ordinal pairs come from one of two sources, which enter training the same way:
@@ -137,23 +151,14 @@ class WeakLabels(Dataset):
     annotation is normal). Samples that failed to load (``error``) pass unchanged.
     """
 
-    def __init__(
-        self,
-        dataset: Dataset,
-        instance_source: str | None = None,
-        mask_cache_dir: str | Path | None = None,
-        superpixels: int = 64,
-        ordinal_file: str | Path | None = None,
-        ordinal_simulation: OrdinalSimulation | None = None,
-    ) -> None:
-        check_instance_source(instance_source, None if mask_cache_dir is None else str(mask_cache_dir))
-        check_ordinal_source(ordinal_file, ordinal_simulation)
+    def __init__(self, dataset: Dataset, sources: WeakLabelSources) -> None:
+        sources.check_masks()
         self.dataset = dataset
-        self.instance_source = instance_source
-        self.mask_cache_dir = None if mask_cache_dir is None else Path(mask_cache_dir)
-        self.superpixels = superpixels
-        self.ordinal_file = None if ordinal_file is None else Path(ordinal_file)
-        self.ordinal_simulation = ordinal_simulation
+        self.instance_source = sources.instance_source
+        self.mask_cache_dir = None if sources.mask_cache_dir is None else Path(sources.mask_cache_dir)
+        self.superpixels = sources.superpixels
+        self.ordinal_file = None if sources.ordinal_file is None else Path(sources.ordinal_file)
+        self.ordinal_simulation = ordinal_simulation = sources.ordinal_simulation
         self.pairs: dict[str, torch.Tensor] = {}
         self.max_pairs = 0 if ordinal_simulation is None else 3 * ordinal_simulation.anchors
         if self.ordinal_file is not None:
@@ -170,8 +175,8 @@ class WeakLabels(Dataset):
         if self.instance_source == "ground_truth":
             if "instances" not in sample:
                 raise ValueError(
-                    f"sample {sample['name']} has no ground-truth instances: data.instance_source ground_truth "
-                    "works with the synthetic domains only; choose sam2 or superpixels"
+                    f"sample {sample['name']} has no ground-truth instances: data.weak_labels.instance_source "
+                    "ground_truth works with the synthetic domains only; choose sam2 or superpixels"
                 )
             return sample["instances"]
         if self.instance_source == "superpixels":
@@ -194,8 +199,9 @@ class WeakLabels(Dataset):
             return torch.zeros(0, 5)
         if "depth" not in sample:
             raise ValueError(
-                f"data.ordinal_simulation draws labels from ground-truth depth, which sample {sample['name']} "
-                "lacks: give the datamodule a depth folder, or label the images (data.ordinal_file)"
+                f"data.weak_labels.ordinal_simulation draws labels from ground-truth depth, which sample "
+                f"{sample['name']} lacks: give the datamodule a depth folder, or label the images "
+                "(data.weak_labels.ordinal_file)"
             )
         valid = sample.get("valid", sample["depth"] > 0)
         generator = torch.Generator().manual_seed(sample_seed("ordinal", "simulation", simulation.seed, index))

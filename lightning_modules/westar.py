@@ -41,7 +41,7 @@ class WeSTARAdapter(TrainableDepthTask):
     teacher labels a weakly augmented view and the student predicts a strongly augmented view of the same images;
     the loss is ``depthadapt.westar.WeSTARLoss``: ``self_training_weight`` x the self-training loss over ``context``
     + ``weak_weight`` x the ordinal ranking loss on the sparse pairs of the batch's ``ordinal`` (the datamodule's:
-    people's labels from a JSON Lines file, or a simulated annotator's, ``data.ordinal_simulation``) +
+    people's labels from a JSON Lines file, or a simulated annotator's, ``data.weak_labels.ordinal_simulation``) +
     ``regularizer_weight`` x the LoRA weight regulariser. Every
     ``log_every_n_steps`` the gradient norm of each weighted term is logged as ``train/grad_norm/<term>``
     (``log_grad_norms``; one extra backward pass per term, skipped when the trainer has no logger), to see whether
@@ -137,8 +137,9 @@ class WeSTARAdapter(TrainableDepthTask):
         if "ordinal" not in batch:
             raise ValueError(
                 "the weak term (model.weak_weight > 0) needs ordinal pairs in the training batches: set "
-                "data.ordinal_file to a JSON Lines file of labels (python -m depthadapt.annotate makes one), or "
-                "data.ordinal_simulation to simulate an annotator from ground truth; or set model.weak_weight 0"
+                "data.weak_labels.ordinal_file to a JSON Lines file of labels (python -m depthadapt.annotate makes "
+                "one), or data.weak_labels.ordinal_simulation to simulate an annotator from ground truth; or set "
+                "model.weak_weight 0"
             )
         return batch["ordinal"]
 

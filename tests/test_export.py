@@ -33,7 +33,7 @@ class WeSTARRun:
 @pytest.fixture(scope="module")
 def westar_run(tmp_path_factory) -> WeSTARRun:
     """Two WeSTAR steps on the synthetic target domain (vitt, LoRA rank 4, alpha 12), saved by the Trainer."""
-    from datamodules import SyntheticDataModule
+    from datamodules import SyntheticDataModule, WeakLabelSources
     from depthadapt.models.card import DepthModelCard
     from depthadapt.westar import EXACT_LABELS
     from lightning_modules import WeSTARAdapter
@@ -44,7 +44,7 @@ def westar_run(tmp_path_factory) -> WeSTARRun:
                            lr=2e-2, ema_decay=0.5)
     data = SyntheticDataModule(family="street", style="target", height=28, width=56, train_range=(0, 4),
                                val_range=(4, 6), test_range=(6, 8), batch_size=2, cache_dir=str(root / "cache"),
-                               ordinal_simulation=EXACT_LABELS)
+                               weak_labels=WeakLabelSources("ground_truth", ordinal_simulation=EXACT_LABELS))
     trainer = Trainer(accelerator="cpu", max_steps=2, limit_val_batches=0, logger=False, enable_progress_bar=False,
                       enable_model_summary=False, enable_checkpointing=False, default_root_dir=root)
     trainer.fit(module, data)

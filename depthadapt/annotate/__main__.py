@@ -37,7 +37,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--images", required=True, help="folder of images to label (recursive)")
     parser.add_argument("--output", required=True,
-                        help="JSON Lines labels file (data.ordinal_file); an existing one is resumed")
+                        help="JSON Lines labels file (data.weak_labels.ordinal_file); an existing one is resumed")
     parser.add_argument("--pairs-per-image", type=int, default=5,
                         help="structured samples per image (anchor + farther + closer point = 3 pairs each); "
                              "default 5, the paper's")

@@ -93,7 +93,7 @@ class WeSTARLoss(nn.Module):
         if self.context == "instances":
             if instances is None:
                 raise ValueError(
-                    "model.context instances (SA-HDN) needs instance masks: set data.instance_source "
+                    "model.context instances (SA-HDN) needs instance masks: set data.weak_labels.instance_source "
                     "(sam2 with a mask cache, ground_truth on synthetic data, or superpixels), or choose "
                     "model.context grid / depth_range / global"
                 )

@@ -89,7 +89,9 @@ class OrdinalSimulation:
         )
         for name, ok, rule in checks:
             if not ok:
-                raise ValueError(f"data.ordinal_simulation.{name} must be {rule}, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"data.weak_labels.ordinal_simulation.{name} must be {rule}, got {getattr(self, name)!r}"
+                )
 
 
 EXACT_LABELS = OrdinalSimulation(label_fraction=1.0, clicks="uniform", relative_margin=0.05, equal_tolerance=0.0,
@@ -128,8 +130,9 @@ def simulate_ordinal_pairs(
     if simulation.clicks == "objects":
         if instances is None or instances.shape != depth.shape:
             raise ValueError(
-                "data.ordinal_simulation.clicks objects needs an H x W instance map per image (data.instance_source "
-                "ground_truth on the synthetic domains, sam2 or superpixels); or set clicks to uniform"
+                "data.weak_labels.ordinal_simulation.clicks objects needs an H x W instance map per image "
+                "(data.weak_labels.instance_source ground_truth on the synthetic domains, sam2 or superpixels); or "
+                "set clicks to uniform"
             )
         objects = instances.cpu().long().clamp_min(0).flatten()
     height, width = depth.shape

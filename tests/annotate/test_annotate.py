@@ -21,7 +21,7 @@ from builders import write_street_images
 from starlette.testclient import TestClient
 
 import cli
-from datamodules import ImageFolderDataset, WeakLabels
+from datamodules import ImageFolderDataset, WeakLabels, WeakLabelSources
 from depthadapt.annotate import LabelStore, create_app, open_session
 from depthadapt.annotate.__main__ import main as annotate_main
 from depthadapt.annotate.server import LOOPBACK_HOSTS, MAX_BODY_BYTES, listen, serve, served_hosts
@@ -217,7 +217,8 @@ def test_labels_from_the_api_train_westar_end_to_end(
     sample = [[14, 42, 1, 42, -1], [14, 42, 26, 42, 0], [1, 42, 26, 42, 1]]
     for index in range(len(names)):
         assert api.post(f"/api/labels/{index}/pairs", json={"pairs": sample}).status_code == 200
-    assert WeakLabels(ImageFolderDataset(tmp_path / "frames"), ordinal_file=output)[3]["ordinal"].tolist() == sample
+    labelled = WeakLabels(ImageFolderDataset(tmp_path / "frames"), WeakLabelSources(ordinal_file=output))
+    assert labelled[3]["ordinal"].tolist() == sample
 
     card = yaml.safe_load((ROOT / "config_yaml" / "models" / "tiny_relative_street.yaml").read_text())
     card.update(checkpoint=str(ROOT / card["checkpoint"]), input_size=28)
@@ -230,8 +231,8 @@ def test_labels_from_the_api_train_westar_end_to_end(
         "model": {"class_path": "lightning_modules.WeSTARAdapter", "init_args": {
             "model": card, "lr": 1.0e-3, "context": "grid"}},
         "data": {"class_path": "datamodules.TargetDomainDataModule", "init_args": {
-            "image_dir": str(tmp_path / "frames"), "ordinal_file": str(output), "instance_source": None,
-            "batch_size": 2, "hflip": False,
+            "image_dir": str(tmp_path / "frames"), "batch_size": 2, "hflip": False,
+            "weak_labels": {"ordinal_file": str(output), "instance_source": None},
             "evaluation": {"class_path": "datamodules.ImageFolderDataModule", "init_args": folder}}},
     }
     path = tmp_path / "westar_annotated.yaml"
@@ -386,7 +387,7 @@ def test_lines_marked_skipped_do_not_train(images: Path, tmp_path: Path) -> None
     store.set_skipped("001.png", True)  # labelled, then skipped: the line keeps its pairs and "skipped": true
     assert read_ordinal_records(output)[1].pairs == sample
     assert set(read_ordinal_jsonl(output)) == {"000.png"}
-    dataset = WeakLabels(ImageFolderDataset(images), ordinal_file=output)
+    dataset = WeakLabels(ImageFolderDataset(images), WeakLabelSources(ordinal_file=output))
     by_name = {name: index for index, name in enumerate(dataset.dataset.files)}
     assert dataset[by_name["000.png"]]["ordinal"].tolist() == sample
     assert (dataset[by_name["001.png"]]["ordinal"][:, 0] < 0).all()  # padding only

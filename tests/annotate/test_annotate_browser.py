@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from datamodules import ImageFolderDataset, WeakLabels
+from datamodules import ImageFolderDataset, WeakLabels, WeakLabelSources
 from depthadapt.westar import read_ordinal_records
 
 pytestmark = pytest.mark.integration
@@ -208,7 +208,7 @@ def test_label_undo_skip_reload_kill_and_resume_in_chromium(browser, tmp_path: P
         server.terminate()
         server.wait()
 
-    dataset = WeakLabels(ImageFolderDataset(images), ordinal_file=output)
+    dataset = WeakLabels(ImageFolderDataset(images), WeakLabelSources(ordinal_file=output))
     by_name = {name: index for index, name in enumerate(dataset.dataset.files)}
     assert read_ordinal_records(output)[0].pairs == sample  # kept in the file, but the image is skipped:
     assert (dataset[by_name["000.png"]]["ordinal"][:, 0] < 0).all()  # its pairs do not train

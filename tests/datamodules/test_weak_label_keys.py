@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset, Subset
 
-from datamodules import ImageFolderDataset, WeakLabels
+from datamodules import ImageFolderDataset, WeakLabels, WeakLabelSources
 from depthadapt.westar import OrdinalFileError, image_key, write_ordinal_jsonl
 
 pytestmark = pytest.mark.unit
@@ -66,7 +66,7 @@ def test_keys_with_an_extension_match_samples_named_without(tmp_path: Path,
     path = tmp_path / "weak.jsonl"
     write_ordinal_jsonl(path, {"street/target/000002.png": rows(2), ".\\street\\target\\000000.png": rows(0)})
     with caplog.at_level(logging.INFO, logger="datamodules.weak_labels"):
-        dataset = WeakLabels(Named(), ordinal_file=path)
+        dataset = WeakLabels(Named(), WeakLabelSources(ordinal_file=path))
     assert dataset[0]["ordinal"].tolist() == rows(0)
     assert dataset[2]["ordinal"].tolist() == rows(2)
     assert (dataset[1]["ordinal"][:, 0] < 0).all()
@@ -81,7 +81,7 @@ def test_image_folder_keys_relative_to_the_root_or_absolute(tmp_path: Path, capl
     path = tmp_path / "weak.jsonl"
     write_ordinal_jsonl(path, {str(root / "day" / "a.png"): rows(1), "b": rows(2), "elsewhere/x.png": rows(3)})
     with caplog.at_level(logging.INFO, logger="datamodules.weak_labels"):
-        dataset = WeakLabels(ImageFolderDataset(root), ordinal_file=path)
+        dataset = WeakLabels(ImageFolderDataset(root), WeakLabelSources(ordinal_file=path))
     by_name = {sample["name"]: sample["ordinal"].tolist() for sample in (dataset[i] for i in range(3))}
     assert by_name["day/a.png"] == rows(1) and by_name["b.jpg"] == rows(2)
     assert all(row[0] < 0 for row in by_name["c.png"])
@@ -94,10 +94,10 @@ def test_a_file_that_matches_no_image_shows_an_expected_and_a_found_key(tmp_path
     write_ordinal_jsonl(path, {"kitti/2011_09_26/0000000005.png": rows(0)})
     with pytest.raises(OrdinalFileError, match=r"weak.jsonl labels none of the 3 images of the dataset: expected keys "
                        r"like 'street/target/000000' .* found 'kitti/2011_09_26/0000000005.png'"):
-        WeakLabels(Named(), ordinal_file=path)
+        WeakLabels(Named(), WeakLabelSources(ordinal_file=path))
     path.write_text("\n")
     with pytest.raises(OrdinalFileError, match="holds no labelled image"):
-        WeakLabels(Named(), ordinal_file=path)
+        WeakLabels(Named(), WeakLabelSources(ordinal_file=path))
 
 
 def test_two_spellings_of_one_image_are_an_error(tmp_path: Path) -> None:
@@ -106,16 +106,16 @@ def test_two_spellings_of_one_image_are_an_error(tmp_path: Path) -> None:
                     '{"image": "street/target/000001", "pairs": []}\n')
     with pytest.raises(OrdinalFileError, match="line 2: duplicate image 'street/target/000001' .*as 'street/target/"
                        "000001.png'"):
-        WeakLabels(Named(), ordinal_file=path)
+        WeakLabels(Named(), WeakLabelSources(ordinal_file=path))
 
 
 def test_subsets_are_checked_and_unlisted_datasets_warn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "weak.jsonl"
     write_ordinal_jsonl(path, {"street/target/000002.png": rows(2)})
     with pytest.raises(OrdinalFileError, match="none of the 2 images"):
-        WeakLabels(Subset(Named(), [0, 1]), ordinal_file=path)
+        WeakLabels(Subset(Named(), [0, 1]), WeakLabelSources(ordinal_file=path))
     with caplog.at_level(logging.WARNING, logger="datamodules.weak_labels"):
-        dataset = WeakLabels(Named(listed=False), ordinal_file=path)
+        dataset = WeakLabels(Named(listed=False), WeakLabelSources(ordinal_file=path))
     assert "does not list its samples" in caplog.text
     assert dataset[2]["ordinal"].tolist() == rows(2)  # still matched by key when the samples load
 
@@ -127,4 +127,4 @@ def test_a_relative_and_an_absolute_spelling_of_one_image_are_an_error(tmp_path:
     path = tmp_path / "weak.jsonl"
     write_ordinal_jsonl(path, {"a.png": rows(1), str(root / "a.png"): rows(2)})
     with pytest.raises(OrdinalFileError, match=r"'a.png' and '.*frames/a.png' name the same image"):
-        WeakLabels(ImageFolderDataset(root), ordinal_file=path)
+        WeakLabels(ImageFolderDataset(root), WeakLabelSources(ordinal_file=path))

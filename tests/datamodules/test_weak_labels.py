@@ -10,7 +10,7 @@ import torch
 from builders import make_dataset, write_flat_images
 from torch.utils.data import Dataset
 
-from datamodules import ImageFolderDataModule, SyntheticDataModule, TargetDomainDataModule, WeakLabels
+from datamodules import ImageFolderDataModule, SyntheticDataModule, TargetDomainDataModule, WeakLabels, WeakLabelSources
 from datamodules.base import HorizontalFlip
 from depthadapt.westar import MissingMaskError, mask_cache_path, write_instance_map, write_ordinal_jsonl
 
@@ -35,7 +35,7 @@ class Samples(Dataset):
 def test_ordinal_file_pairs_are_attached_by_name_and_padded(tmp_path: Path) -> None:
     path = tmp_path / "weak.jsonl"
     write_ordinal_jsonl(path, {"a": [[0, 1, 5, 7, 1], [2, 2, 3, 3, 0]], "other": [[0, 0, 1, 1, -1]]})
-    dataset = WeakLabels(Samples(), instance_source="ground_truth", ordinal_file=path)
+    dataset = WeakLabels(Samples(), WeakLabelSources(instance_source="ground_truth", ordinal_file=path))
     first, second = dataset[0], dataset[1]
     assert first["ordinal"].shape == second["ordinal"].shape == (2, 5)
     assert first["ordinal"][0].tolist() == [0, 1, 5, 7, 1]
@@ -47,7 +47,7 @@ def test_ordinal_pairs_outside_the_image_name_the_file(tmp_path: Path) -> None:
     path = tmp_path / "weak.jsonl"
     write_ordinal_jsonl(path, {"a": [[0, 1, 5, 8, 1]]})
     with pytest.raises(ValueError, match="weak.jsonl.*outside its 6 x 8"):
-        WeakLabels(Samples(), ordinal_file=path)[0]
+        WeakLabels(Samples(), WeakLabelSources(ordinal_file=path))[0]
 
 
 def test_flip_mirrors_ordinal_columns_and_keeps_padding() -> None:
@@ -69,7 +69,7 @@ def test_flip_mirrors_ordinal_columns_and_keeps_padding() -> None:
 def test_sam2_source_reads_the_cache_and_says_how_to_build_a_missing_entry(tmp_path: Path) -> None:
     ids = np.arange(48).reshape(6, 8) % 3
     write_instance_map(mask_cache_path(tmp_path, "a"), ids)
-    dataset = WeakLabels(Samples(), instance_source="sam2", mask_cache_dir=tmp_path)
+    dataset = WeakLabels(Samples(), WeakLabelSources(instance_source="sam2", mask_cache_dir=tmp_path))
     assert np.array_equal(dataset[0]["instances"].numpy(), ids)
     with pytest.raises(MissingMaskError, match="sam2_masks.yaml"):
         dataset[1]
@@ -79,13 +79,13 @@ def test_sam2_source_reads_the_cache_and_says_how_to_build_a_missing_entry(tmp_p
 
 
 def test_instance_sources_are_explicit() -> None:
-    assert "instances" not in WeakLabels(Samples())[0]  # no source: no instances, never a silent default
-    superpixels = WeakLabels(Samples(), instance_source="superpixels", superpixels=4)[0]["instances"]
+    assert "instances" not in WeakLabels(Samples(), WeakLabelSources())[0]  # no source: no instances, no silent default
+    superpixels = WeakLabels(Samples(), WeakLabelSources(instance_source="superpixels", superpixels=4))[0]["instances"]
     assert superpixels.shape == (6, 8) and superpixels.min() >= 1
     with pytest.raises(ValueError, match="mask_cache_dir"):
-        WeakLabels(Samples(), instance_source="sam2")
+        WeakLabels(Samples(), WeakLabelSources(instance_source="sam2"))
     with pytest.raises(ValueError, match="instance_source must be one of"):
-        SyntheticDataModule(instance_source="grid")
+        SyntheticDataModule(weak_labels=WeakLabelSources(instance_source="grid"))
 
 
 def test_target_domain_trains_on_unlabelled_images_and_evaluates_elsewhere(tmp_path: Path) -> None:
@@ -95,8 +95,8 @@ def test_target_domain_trains_on_unlabelled_images_and_evaluates_elsewhere(tmp_p
     weak = tmp_path / "weak.jsonl"
     write_ordinal_jsonl(weak, {"1.png": [[0, 0, 47, 63, 1]]})
     evaluation = ImageFolderDataModule(image_dir=str(images), depth_dir=str(depths), depth_suffix=".npy")
-    data = TargetDomainDataModule(str(unlabelled), evaluation, instance_source="superpixels", superpixels=4,
-                                  ordinal_file=str(weak), batch_size=3, hflip=False)
+    sources = WeakLabelSources(instance_source="superpixels", superpixels=4, ordinal_file=str(weak))
+    data = TargetDomainDataModule(str(unlabelled), evaluation, weak_labels=sources, batch_size=3, hflip=False)
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
     # 48 x 64 images train at the nearest multiples of 14 (42 x 70); labels follow the resize
@@ -109,12 +109,13 @@ def test_target_domain_trains_on_unlabelled_images_and_evaluates_elsewhere(tmp_p
 
 
 def test_simulated_labels_enter_the_samples_as_a_files_would_on_a_fixed_share(tmp_path: Path) -> None:
-    """data.ordinal_simulation: pairs on the labelled share only (chosen by index), the same on every read and
-    in any datamodule order, drawn from the sample's own depth; exact labels agree with it."""
+    """data.weak_labels.ordinal_simulation: pairs on the labelled share only (chosen by index), the same on every read
+    and in any datamodule order, drawn from the sample's own depth; exact labels agree with it."""
     from depthadapt.westar import EXACT_LABELS, OrdinalSimulation, labelled_images
 
+    sources = WeakLabelSources("ground_truth", ordinal_simulation=OrdinalSimulation(label_fraction=0.3))
     module = SyntheticDataModule(height=28, width=84, train_range=(0, 40), val_range=(40, 42), test_range=(42, 44),
-                                 cache_dir=str(tmp_path), ordinal_simulation=OrdinalSimulation(label_fraction=0.3))
+                                 cache_dir=str(tmp_path), weak_labels=sources)
     module.setup("fit")
     train = module.datasets["train"]
     samples = [train[i] for i in range(40)]
@@ -123,7 +124,7 @@ def test_simulated_labels_enter_the_samples_as_a_files_would_on_a_fixed_share(tm
     assert torch.equal(has_pairs, labelled) and 5 < int(labelled.sum()) < 20
     assert all(s["ordinal"].shape == (15, 5) for s in samples)  # padded to 3 x anchors for batching
     assert torch.equal(train[7]["ordinal"], samples[7]["ordinal"])  # fixed per image
-    exact = WeakLabels(module.dataset((0, 40)), "ground_truth", ordinal_simulation=EXACT_LABELS)
+    exact = WeakLabels(module.dataset((0, 40)), WeakLabelSources("ground_truth", ordinal_simulation=EXACT_LABELS))
     for index in (0, 1):
         sample = exact[index]
         y1, x1, y2, x2, label = sample["ordinal"][sample["ordinal"][:, 0] >= 0].long().T
@@ -134,11 +135,11 @@ def test_simulated_labels_enter_the_samples_as_a_files_would_on_a_fixed_share(tm
 def test_simulation_needs_depth_and_excludes_a_label_file(tmp_path: Path) -> None:
     from depthadapt.westar import OrdinalSimulation
 
-    with pytest.raises(ValueError, match="data.ordinal_file and data.ordinal_simulation"):
-        SyntheticDataModule(ordinal_file=str(tmp_path / "weak.jsonl"), ordinal_simulation=OrdinalSimulation())
+    with pytest.raises(ValueError, match="data.weak_labels.ordinal_file and data.weak_labels.ordinal_simulation"):
+        WeakLabelSources(ordinal_file=str(tmp_path / "weak.jsonl"), ordinal_simulation=OrdinalSimulation())
     every_image = OrdinalSimulation(label_fraction=1.0, clicks="uniform")
-    with pytest.raises(ValueError, match="data.ordinal_simulation draws labels from ground-truth depth"):
-        WeakLabels(Samples(), ordinal_simulation=every_image)[0]
+    with pytest.raises(ValueError, match="data.weak_labels.ordinal_simulation draws labels from ground-truth depth"):
+        WeakLabels(Samples(), WeakLabelSources(ordinal_simulation=every_image))[0]
 
 
 def test_annotated_frames_train_at_their_own_size_or_any_image_size_with_their_labels_rescaled(
@@ -154,8 +155,8 @@ def test_annotated_frames_train_at_their_own_size_or_any_image_size_with_their_l
     expected = {None: ((56, 84), [[55, 83, 0, 0, 1], [28, 42, 9, 21, -1]]),
                 (28, 42): ((28, 42), [[27, 41, 0, 0, 1], [14, 21, 4, 10, -1]])}
     for image_size, (size, pairs) in expected.items():
-        data = TargetDomainDataModule(str(frames), evaluation, image_size=image_size, instance_source=None,
-                                      ordinal_file=str(weak), batch_size=2, hflip=False)
+        data = TargetDomainDataModule(str(frames), evaluation, image_size=image_size,
+                                      weak_labels=WeakLabelSources(ordinal_file=str(weak)), batch_size=2, hflip=False)
         data.setup("fit")
         batch = next(iter(data.train_dataloader()))
         assert tuple(batch["image"].shape[-2:]) == size
@@ -163,8 +164,8 @@ def test_annotated_frames_train_at_their_own_size_or_any_image_size_with_their_l
         assert labelled["0.png"].tolist() == pairs
         assert batch["stored_size"].tolist() == [[60, 80], [60, 80]]
     write_ordinal_jsonl(weak, {"0.png": [[60, 0, 0, 0, 1]]})  # row 60 of a 60-row image
-    data = TargetDomainDataModule(str(frames), evaluation, image_size=(28, 42), instance_source=None,
-                                  ordinal_file=str(weak), batch_size=2, hflip=False)
+    data = TargetDomainDataModule(str(frames), evaluation, image_size=(28, 42),
+                                  weak_labels=WeakLabelSources(ordinal_file=str(weak)), batch_size=2, hflip=False)
     data.setup("fit")
     with pytest.raises(ValueError, match="weak.jsonl: pairs of 0.png lie outside its 60 x 80 image"):
         next(iter(data.train_dataloader()))

@@ -111,9 +111,9 @@ def test_zero_weights_switch_terms_off() -> None:
 def test_missing_weak_labels_fail_with_the_setting_to_change() -> None:
     batch = synthetic_batch()
     del batch["instances"], batch["ordinal"]
-    with pytest.raises(ValueError, match="data.instance_source"):
+    with pytest.raises(ValueError, match="data.weak_labels.instance_source"):
         WeSTARAdapter(TINY, weak_weight=0.0).training_step(batch, 0)
-    with pytest.raises(ValueError, match="data.ordinal_file .* data.ordinal_simulation"):
+    with pytest.raises(ValueError, match="data.weak_labels.ordinal_file .* data.weak_labels.ordinal_simulation"):
         WeSTARAdapter(TINY, context="grid").training_step(batch, 0)
     with pytest.raises(ValueError, match="model.context"):
         WeSTARAdapter(TINY, context="superpixel")

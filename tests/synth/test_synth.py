@@ -9,6 +9,7 @@ import yaml
 from checkpoints.pretrain import FOUNDATION_SIZES, load_config
 from datamodules.base import HorizontalFlip, SizeGroupedBatches
 from datamodules.synthetic import Augmented, SyntheticDataModule, SyntheticDataset
+from datamodules.weak_labels import WeakLabelSources
 from depthadapt.synth import (
     FAMILIES,
     HELD_OUT,
@@ -514,8 +515,8 @@ def test_out_of_domain_fragments(path):
     args = data["init_args"]
     style = path.stem.removeprefix("ood_")
     assert args["style"] == style and args["family"] == HELD_OUT[style]
-    assert args["instance_source"] == "ground_truth"
-    dm = SyntheticDataModule(**args)
+    assert args["weak_labels"]["instance_source"] == "ground_truth"
+    dm = SyntheticDataModule(**{**args, "weak_labels": WeakLabelSources("ground_truth")})
     dm.setup("test")
     assert dm.datasets["test"][0]["name"].startswith(f"{HELD_OUT[style]}/{style}/")
 

@@ -135,7 +135,7 @@ def test_object_clicks_give_every_object_the_same_share_whatever_its_size() -> N
 @pytest.mark.parametrize(("field", "value"), [("label_fraction", 0.0), ("flip_rate", 0.7), ("anchors", 0),
                                               ("click_jitter", -1.0), ("clicks", "edges")])
 def test_bad_simulation_options_name_the_field(field: str, value: object) -> None:
-    with pytest.raises(ValueError, match=f"data.ordinal_simulation.{field}"):
+    with pytest.raises(ValueError, match=f"data.weak_labels.ordinal_simulation.{field}"):
         OrdinalSimulation(**{field: value})
 
 
