@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
@@ -117,11 +119,19 @@ def sa_hdn_loss(
     return ((normalised[0] - normalised[1]).abs() * weight).sum() / covered
 
 
-def ordinal_loss(pred: torch.Tensor, pairs: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+EqualPairs = Literal["squared", "hinge"]
+"""How the ordinal loss treats a pair answered "equal" (see ``ordinal_loss``)."""
+
+
+def ordinal_loss(
+    pred: torch.Tensor, pairs: torch.Tensor, margin: float = 0.0, equal: EqualPairs = "squared"
+) -> torch.Tensor:
     """Ordinal ranking loss on disparity: pred B x H x W, pairs B x P x 5 (y1, x1, y2, x2, label) -> scalar.
 
     Label +1: point 1 is farther, i.e. has the smaller disparity: max(0, d1 - d2 + margin). Label -1:
-    max(0, d2 - d1 + margin). Label 0 (equal): (d1 - d2)^2. Rows with y1 < 0 are padding (the batch
+    max(0, d2 - d1 + margin). Label 0 (equal): ``equal`` ``squared``, (d1 - d2)^2 (Chen et al.'s "Depth in the
+    Wild" loss), or ``hinge``, max(0, |d1 - d2| - margin): "equal" as the answer of someone who cannot tell depths
+    within the margin apart, which leaves such pairs free within it. Rows with y1 < 0 are padding (the batch
     convention pads with y1 = -1). Mean over the valid pairs of the batch; 0 (with a graph) if none.
     """
     if pred.dim() != 3 or pairs.dim() != 3 or pairs.shape[-1] != 5 or pairs.shape[0] != pred.shape[0]:
@@ -142,7 +152,8 @@ def ordinal_loss(pred: torch.Tensor, pairs: torch.Tensor, margin: float = 0.0) -
         raise ValueError("ordinal labels must be -1, 0 or +1")
     difference = pred[image, y1, x1].float() - pred[image, y2, x2].float()
     ranking = torch.relu(label * difference + margin)
-    return torch.where(label == 0, difference.square(), ranking).mean()
+    same = difference.square() if equal == "squared" else torch.relu(difference.abs() - margin)
+    return torch.where(label == 0, same, ranking).mean()
 
 
 def lora_regularizer(model: nn.Module) -> torch.Tensor:

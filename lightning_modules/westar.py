@@ -15,6 +15,7 @@ from depthadapt.augmentation import STRONG_AUGMENTATION, WEAK_AUGMENTATION, Phot
 from depthadapt.consistency import PerturbationConsistencyLoss
 from depthadapt.corruptions import EvaluationConditions
 from depthadapt.io.visualize import depth_panel
+from depthadapt.losses import EqualPairs
 from depthadapt.metrics import EvaluationProtocol, format_comparison_table
 from depthadapt.models.activation_checkpointing import enable_activation_checkpointing
 from depthadapt.models.card import DepthModelCard
@@ -64,6 +65,7 @@ class WeSTARAdapter(TrainableDepthTask):
         hdn_levels: tuple[int, ...] = (1, 2, 4),
         ordinal_form: OrdinalForm = "normalised",
         ordinal_margin: float = 0.1,
+        ordinal_equal: EqualPairs = "squared",
         self_training_weight: float = 1.0,
         weak_weight: float = 10.0,
         regularizer_weight: float = 1.0,
@@ -91,7 +93,8 @@ class WeSTARAdapter(TrainableDepthTask):
         self.card = self.run_at(model, input_size)
         output = "depth" if self.card.output == "depth" else "disparity"
         self.objective = WeSTARLoss(context, self_training_weight, weak_weight, regularizer_weight,
-                                    min_instance_fraction, hdn_levels, ordinal_form, ordinal_margin, output)
+                                    min_instance_fraction, hdn_levels, ordinal_form, ordinal_margin, output,
+                                    ordinal_equal)
         # DA3: the adapters go on the encoder's attention only (its camera encoder has attention layers of the same
         # names that the single-view run never uses).
         within = "backbone.pretrained." if self.card.family == "da3" else None

@@ -8,7 +8,7 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
-from depthadapt.losses import lora_regularizer, ordinal_loss, sa_hdn_loss
+from depthadapt.losses import EqualPairs, lora_regularizer, ordinal_loss, sa_hdn_loss
 from depthadapt.westar.contexts import depth_range_contexts, grid_contexts, instance_contexts
 
 Context = Literal["instances", "grid", "depth_range", "global"]
@@ -37,7 +37,8 @@ class WeSTARLoss(nn.Module):
 
     ``context`` chooses the self-training contexts once (``CONTEXTS``); ``min_instance_fraction`` is the smallest
     instance kept, as a fraction of the image; ``hdn_levels`` the grid cells per side or depth-range groups per level.
-    ``ordinal_form`` / ``ordinal_margin`` define the weak term (``ORDINAL_FORMS``). The defaults deviate from the
+    ``ordinal_form`` / ``ordinal_margin`` / ``ordinal_equal`` define the weak term (``ORDINAL_FORMS``; how "equal"
+    answers count: ``depthadapt.losses.ordinal_loss``). The defaults deviate from the
     paper, by the ablation benchmark (README): the weak term on the normalised prediction, margin 0.1 in its units,
     weight 10; the paper's literal term is ``ordinal_form="disparity", weak_weight=0.001, ordinal_margin=0``. A
     weight of 0 switches its term off (the paper's ablations); terms that are off are not computed.
@@ -58,6 +59,7 @@ class WeSTARLoss(nn.Module):
         ordinal_form: OrdinalForm = "normalised",
         ordinal_margin: float = 0.1,
         output: Output = "disparity",
+        ordinal_equal: EqualPairs = "squared",
     ) -> None:
         super().__init__()
         if output not in OUTPUTS:
@@ -75,6 +77,7 @@ class WeSTARLoss(nn.Module):
         self.hdn_levels = tuple(hdn_levels)
         self.ordinal_form = ordinal_form
         self.ordinal_margin = ordinal_margin
+        self.ordinal_equal = ordinal_equal
         self.output = output
 
     def needs(self, term: str) -> bool:
@@ -120,7 +123,7 @@ class WeSTARLoss(nn.Module):
         if self.needs("ordinal"):
             if ordinal is None:
                 raise ValueError("the ordinal term (model.weak_weight > 0) needs ordinal pairs")
-            terms["ordinal"] = ordinal_loss(self.ranked(pred), ordinal, self.ordinal_margin)
+            terms["ordinal"] = ordinal_loss(self.ranked(pred), ordinal, self.ordinal_margin, self.ordinal_equal)
         if self.needs("lora_regularizer"):
             if lora_model is None:
                 raise ValueError("the LoRA regulariser (model.regularizer_weight > 0) needs the LoRA model")

@@ -108,6 +108,13 @@ def test_zero_weights_switch_terms_off() -> None:
     assert module.training_step(batch, 0).item() == 0.0
 
 
+def test_the_weak_term_settings_reach_the_objective() -> None:
+    module = WeSTARAdapter(TINY, ordinal_form="disparity", ordinal_margin=0.3, ordinal_equal="hinge", weak_weight=2.0)
+    objective = module.objective
+    assert (objective.ordinal_form, objective.ordinal_margin, objective.ordinal_equal) == ("disparity", 0.3, "hinge")
+    assert objective.weights["ordinal"] == 2.0
+
+
 def test_missing_weak_labels_fail_with_the_setting_to_change() -> None:
     batch = synthetic_batch()
     del batch["instances"], batch["ordinal"]

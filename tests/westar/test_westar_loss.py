@@ -178,6 +178,9 @@ def test_ordinal_loss_hand_cases() -> None:
     def loss(rows: list[list[float]], margin: float = 0.0) -> float:
         return ordinal_loss(pred, torch.tensor([rows]), margin).item()
 
+    def hinge(rows: list[list[float]], margin: float = 0.0) -> float:
+        return ordinal_loss(pred, torch.tensor([rows]), margin, equal="hinge").item()
+
     assert loss([[0, 0, 0, 1, 1]]) == 0.0  # (0,0) is farther and has the smaller disparity: satisfied
     assert loss([[0, 0, 0, 1, 1]], margin=0.5) == 0.0  # 1 < 2 - 0.5
     assert loss([[0, 0, 0, 1, 1]], margin=1.5) == pytest.approx(0.5)  # 1 - 2 + 1.5
@@ -185,6 +188,10 @@ def test_ordinal_loss_hand_cases() -> None:
     assert loss([[0, 1, 0, 0, -1]], margin=0.5) == 0.0  # (0,1) closer: larger disparity, 2 > 1 + 0.5
     assert loss([[1, 0, 1, 1, 0]]) == 0.0  # equal and equal
     assert loss([[0, 0, 1, 0, 0]]) == pytest.approx(4.0)  # equal claimed, (1 - 3)^2
+    assert hinge([[0, 0, 1, 0, 0]], margin=0.5) == pytest.approx(1.5)  # equal claimed, |1 - 3| - 0.5
+    assert hinge([[0, 0, 0, 1, 0]], margin=1.5) == 0.0  # equal within the margin: free
+    assert hinge([[0, 0, 0, 1, 0]], margin=0.25) == pytest.approx(0.75)  # |1 - 2| - 0.25, not squared
+    assert hinge([[0, 0, 0, 1, 1]], margin=1.5) == loss([[0, 0, 0, 1, 1]], margin=1.5)  # ordered pairs: the same
     # mean over valid pairs; padding rows (y1 = -1) are ignored whatever else they hold
     rows = [[0, 0, 0, 1, -1], [0, 0, 1, 0, 0], [-1, -1, -1, -1, 0], [-1, 5, 9, 9, 1]]
     assert loss(rows) == pytest.approx((1.0 + 4.0) / 2)
@@ -250,6 +257,21 @@ def test_the_normalised_ordinal_term_is_scale_free_and_the_literal_one_is_not() 
     median = flat.median(1, keepdim=True).values
     expected = (flat - median) / ((flat - median).abs().mean(1, keepdim=True) + 1e-6)
     torch.testing.assert_close(terms["normalised"][0], ordinal_loss(expected.view_as(pred), pairs, 0.5))
+
+
+def test_the_objective_passes_its_treatment_of_equal_answers_on() -> None:
+    from depthadapt.westar import WeSTARLoss
+
+    torch.manual_seed(0)
+    pred = torch.rand(1, 6, 8)
+    pairs = torch.tensor([[[0.0, 0, 5, 7, 0], [1, 1, 4, 6, 0], [2, 2, 3, 3, 1]]])
+    normalised = WeSTARLoss().ranked(pred)
+    for equal in ("squared", "hinge"):
+        loss = WeSTARLoss(self_training_weight=0.0, regularizer_weight=0.0, ordinal_equal=equal)
+        got = loss(pred, pred, ordinal=pairs)["ordinal"]
+        torch.testing.assert_close(got, ordinal_loss(normalised, pairs, 0.1, equal))
+    squared, hinge = (ordinal_loss(normalised, pairs, 0.1, e) for e in ("squared", "hinge"))
+    assert not torch.allclose(squared, hinge)
 
 
 def test_the_defaults_are_the_benchmarked_weak_term_and_the_papers_other_weights() -> None:
