@@ -8,7 +8,9 @@ frozen at the source: its EMA update removed), ``no_self_training`` (``--model.s
 sweep that chooses the realistic default's settings, e.g. ``--override --model.weak_weight 3``); they are recorded in
 the row, and rows of other overrides are neither skipped nor reported as the default. Each fit appends its d1 / AbsRel
 per condition to ``benchmarks/rows/westar_method_gains.jsonl`` (committed); ``--report`` prints the gains over the
-source model. Run at one thread (``OMP_NUM_THREADS=1``); the rows record the thread count.
+source model. Run at one thread (``OMP_NUM_THREADS=1``); the rows record the thread count and the setting's fingerprint
+(``benchmarks.westar_ablation.setting_fingerprint``: experiment config, data fragment, source model), so rows of an
+earlier default are neither skipped nor read as the current one.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from unittest import mock
 import torch
 
 import cli
+from benchmarks.westar_ablation import setting_fingerprint
 from lightning_modules import WeSTARAdapter
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ROOT / "benchmarks" / "rows" / "westar_method_gains.jsonl"
 STEPS = 150
+DOMAIN = "neon"  # the default experiment's (config_yaml/westar.yaml: data/ood_neon.yaml)
 VAL_RANGE = (2000, 2256)
 MUTATIONS: dict[str, list[str]] = {
     "none": [],
@@ -71,18 +75,19 @@ def main() -> None:
                         help="CLI arguments added to every fit (last option: everything after it is passed on)")
     parser.add_argument("--report", action="store_true", help="no fits: print the gains of the rows file")
     args = parser.parse_args()
+    setting = setting_fingerprint(DOMAIN)
     done = [json.loads(line) for line in ROWS.read_text().splitlines()] if ROWS.exists() else []
     ROWS.parent.mkdir(parents=True, exist_ok=True)
     for mutation in [] if args.report else args.mutations:
-        key = (mutation, args.seed, args.steps, args.override)
-        if any((r["mutation"], r["seed"], r["steps"], r.get("overrides", [])) == key for r in done):
+        key = (mutation, args.seed, args.steps, args.override, setting)
+        if any((r["mutation"], r["seed"], r["steps"], r.get("overrides", []), r.get("setting")) == key for r in done):
             continue
         with tempfile.TemporaryDirectory() as workdir:
             scores = fit_scores(mutation, args.seed, args.steps, Path(workdir), args.override)
         row = {"benchmark": "westar_method_gains", "split": "validation", "val_range": list(VAL_RANGE),
-               "mutation": mutation, "overrides": args.override, "seed": args.seed, "steps": args.steps,
-               "threads": torch.get_num_threads(),
-               "source": scores["source"], "adapted": scores["adapted"]}
+               "setting": setting, "mutation": mutation, "overrides": args.override, "seed": args.seed,
+               "steps": args.steps, "threads": torch.get_num_threads(), "source": scores["source"],
+               "adapted": scores["adapted"]}
         with ROWS.open("a") as f:
             f.write(json.dumps(row) + "\n")
         done.append(row)

@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 import cli
+from benchmarks.westar_ablation import setting_fingerprint
+from benchmarks.westar_method_gains import DOMAIN
 
 pytestmark = pytest.mark.method
 
@@ -35,7 +37,8 @@ def measured(mutation: str) -> dict[str, float]:
     """The benchmark's d1 gain over the source per condition for ``mutation`` (seed 0, STEPS steps)."""
     for line in ROWS.read_text().splitlines():
         row = json.loads(line)
-        if (row["mutation"], row["seed"], row["steps"], row.get("overrides", [])) == (mutation, 0, STEPS, []):
+        key = (row["mutation"], row["seed"], row["steps"], row.get("overrides", []), row.get("setting"))
+        if key == (mutation, 0, STEPS, [], setting_fingerprint(DOMAIN)):
             return {c: row["adapted"][c]["d1"] - row["source"][c]["d1"] for c in row["adapted"]}
     raise LookupError(f"{ROWS} has no {mutation} row at seed 0, {STEPS} steps: run benchmarks.westar_method_gains")
 
