@@ -278,5 +278,6 @@ def test_the_defaults_are_the_benchmarked_weak_term_and_the_papers_other_weights
     from depthadapt.westar import WeSTARLoss
 
     loss = WeSTARLoss()
-    assert loss.weights == {"self_training": 1.0, "ordinal": 10.0, "lora_regularizer": 1.0}
+    assert loss.weights == {"self_training": 1.0, "ordinal": 3.0, "lora_regularizer": 1.0}
     assert (loss.ordinal_form, loss.ordinal_margin, loss.context) == ("normalised", 0.1, "instances")
+    assert loss.ordinal_equal == "hinge"
