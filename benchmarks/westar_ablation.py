@@ -96,7 +96,10 @@ def run_fit(domain: str, extra: list[str], seed: int, args: argparse.Namespace, 
         "--data.cache_dir", str(ROOT / "outputs" / "cache"), "--data.num_workers", "0", *extra,
     ])
     run.trainer.test(run.model, datamodule=run.datamodule, verbose=False)
-    return {model: run.model.collect_scores("test", model) for model in ("source", "adapted")}
+    scores = run.model.last_test_scores
+    if not all(scores.get(model) for model in ("source", "adapted")):
+        raise RuntimeError(f"the test of {domain} ({' '.join(extra) or 'default'}) gave no scores: {scores}")
+    return scores
 
 
 def _rows(domain: str, variant: str, seed: int, steps: int, setting: str,

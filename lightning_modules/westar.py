@@ -114,6 +114,7 @@ class WeSTARAdapter(TrainableDepthTask):
         )
         self.source_val_scores: dict[str, dict[str, float]] | None = None
         self.last_val_scores: dict[str, dict[str, dict[str, float]]] = {}
+        self.last_test_scores: dict[str, dict[str, dict[str, float]]] = {}
 
     # --- models -------------------------------------------------------------------------------------------
     def export_model(self) -> nn.Module:
@@ -229,6 +230,7 @@ class WeSTARAdapter(TrainableDepthTask):
 
     def on_test_epoch_end(self) -> None:
         scores = {model: self.collect_scores("test", model) for model in MODELS}
+        self.last_test_scores = scores
         self._log_scores("test", scores)
         if self.trainer.is_global_zero:
             title = (f"WeSTAR on the TEST split: source vs adapted ({self.card.encoder}, affine-invariant, "

@@ -226,6 +226,10 @@ def test_cli_fit_exports_adapted_model_and_test_prints_source_vs_adapted(
         assert row in out
     metrics = run.trainer.callback_metrics
     assert {"test/d1", "test_source/d1", "test/fog-3/abs_rel"} <= set(metrics)
+    scores = run.model.last_test_scores  # what the benchmarks read after a test (the metrics are reset by then)
+    assert set(scores) == {"source", "adapted"} and set(scores["adapted"]) == {"clean", "fog-3"}
+    assert scores["adapted"]["clean"]["d1"] == pytest.approx(float(metrics["test/d1"]))
+    assert scores["source"]["fog-3"]["d1"] == pytest.approx(float(metrics["test_source/fog-3/d1"]))
 
 
 def test_resume_restores_lora_teacher_optimizer_and_scheduler(
