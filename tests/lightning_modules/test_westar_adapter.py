@@ -182,8 +182,8 @@ def test_the_weak_term_ranks_the_batchs_own_pairs(monkeypatch) -> None:
 
     seen: list[torch.Tensor] = []
     original = westar_loss.ordinal_loss
-    monkeypatch.setattr(westar_loss, "ordinal_loss", lambda pred, pairs, margin: seen.append(pairs) or
-                        original(pred, pairs, margin))
+    monkeypatch.setattr(westar_loss, "ordinal_loss", lambda pred, pairs, *args: seen.append(pairs) or
+                        original(pred, pairs, *args))
     batch = synthetic_batch()
     batch["ordinal"] = torch.tensor([[[0.0, 0, 27, 0, 1]], [[-1.0, -1, -1, -1, 0]]])
     WeSTARAdapter(TINY).training_step(batch, 0)
