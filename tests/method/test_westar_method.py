@@ -7,10 +7,13 @@ the test runs the same fit at the suite's thread count (which sums in another or
 where the measured gain is at least MIN_GAIN, at least half of it. The benchmark also fits the three mutations the
 test must catch (EMA update removed, ``self_training_weight 0``, ``weak_weight 0``).
 
-Measured (2026-12-07, this 2-core VM at 1 thread, load average 10-16): the realistic default LOSES d1 at 150 steps
-on every condition (clean 0.688 -> 0.564; -0.12..-0.15 under the five corruptions), so no margin can be asserted
-and the gain test is a strict expected failure until the method earns a gain at the realistic setting (issue 25 is
-open). The mutations were not tried: with no gain to protect the test cannot tell them apart.
+Measured (2026-12-07, this 2-core VM at 1 thread; rows with the current setting's fingerprint): the default gains
+d1 +0.043 clean, +0.012 fog-3, +0.040 dark-3, +0.023 snow-3, +0.037 noise-3, +0.042 blur-3 at 150 steps, so the
+test asserts half of it on the five conditions at or above MIN_GAIN (fog-3 is below). Of the mutations, weak weight 0
+(+0.011 clean, +0.000 snow-3) and self-training weight 0 (+0.014 clean, -0.075 dark-3) fall short of a margin; the
+teacher frozen at the source (EMA update removed) gains as much as the EMA teacher at 150 steps (+0.051 clean), so
+the test cannot catch that mutation: ``test_the_gain_test_fails_on_each_benchmarked_mutation[no_ema]`` is a strict
+expected failure that says so (README, "Does it work?").
 """
 
 from __future__ import annotations
@@ -80,7 +83,13 @@ def test_westar_raises_delta1_by_half_the_measured_gain(westar_scores: dict) -> 
     assert not short, f"gains under half the measured ones: {short}"
 
 
-@pytest.mark.parametrize("mutation", ["no_ema", "no_self_training", "no_weak"])
+@pytest.mark.parametrize("mutation", [
+    pytest.param("no_ema", marks=pytest.mark.xfail(
+        strict=True, raises=AssertionError,
+        reason="measured: the teacher frozen at the source gains as much as the EMA teacher at 150 steps")),
+    "no_self_training",
+    "no_weak",
+])
 def test_the_gain_test_fails_on_each_benchmarked_mutation(mutation: str) -> None:
     """The power of the test above, from the benchmark's fits of the broken method: each falls short of a margin."""
     margins = asserted_margins()
