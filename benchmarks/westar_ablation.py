@@ -61,7 +61,7 @@ VARIANTS: dict[str, list[str]] = {
     WESTAR: [],
     "WeSTAR, exact labels on every image (upper bound)": EXACT_LABELS,
     "WeSTAR + LoRA regulariser 1.0 (paper's full objective)": ["--model.regularizer_weight", "1.0"],
-    # the self-training investigation's switches (README, "Does self-training earn its place?")
+    # the strong-view switch the realistic default was compared with (README, "Where we choose": the weak term)
     "self-training only, strong view with the corruption families": ["--model.weak_weight", "0", *CORRUPTION_VIEW],
     "WeSTAR, strong view with the corruption families": CORRUPTION_VIEW,
 }
