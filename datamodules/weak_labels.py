@@ -154,16 +154,13 @@ class WeakLabels(Dataset):
     def __init__(self, dataset: Dataset, sources: WeakLabelSources) -> None:
         sources.check_masks()
         self.dataset = dataset
-        self.instance_source = sources.instance_source
-        self.mask_cache_dir = None if sources.mask_cache_dir is None else Path(sources.mask_cache_dir)
-        self.superpixels = sources.superpixels
-        self.ordinal_file = None if sources.ordinal_file is None else Path(sources.ordinal_file)
-        self.ordinal_simulation = ordinal_simulation = sources.ordinal_simulation
+        self.sources = sources
+        simulation = sources.ordinal_simulation
         self.pairs: dict[str, torch.Tensor] = {}
-        self.max_pairs = 0 if ordinal_simulation is None else 3 * ordinal_simulation.anchors
-        if self.ordinal_file is not None:
+        self.max_pairs = 0 if simulation is None else 3 * simulation.anchors
+        if sources.ordinal_file is not None:
             root = getattr(dataset, "image_dir", None)
-            self.pairs = match_ordinal_file(self.ordinal_file, _sample_names(dataset), root)
+            self.pairs = match_ordinal_file(sources.ordinal_file, _sample_names(dataset), root)
             self.max_pairs = max((len(p) for p in self.pairs.values()), default=0)
 
     def __len__(self) -> int:
@@ -172,17 +169,17 @@ class WeakLabels(Dataset):
 
     def _instances(self, sample: dict[str, Any]) -> torch.Tensor | None:
         height, width = sample["image"].shape[-2:]
-        if self.instance_source == "ground_truth":
+        if self.sources.instance_source == "ground_truth":
             if "instances" not in sample:
                 raise ValueError(
                     f"sample {sample['name']} has no ground-truth instances: data.weak_labels.instance_source "
                     "ground_truth works with the synthetic domains only; choose sam2 or superpixels"
                 )
             return sample["instances"]
-        if self.instance_source == "superpixels":
-            return torch.from_numpy(superpixel_instances(sample["image"], self.superpixels)).long()
-        if self.instance_source == "sam2":
-            path = mask_cache_path(self.mask_cache_dir, sample["name"])
+        if self.sources.instance_source == "superpixels":
+            return torch.from_numpy(superpixel_instances(sample["image"], self.sources.superpixels)).long()
+        if self.sources.instance_source == "sam2":
+            path = mask_cache_path(self.sources.mask_cache_dir, sample["name"])
             instances = torch.from_numpy(read_instance_map(path)).long()
             if tuple(instances.shape) != (height, width):
                 raise ValueError(
@@ -193,7 +190,7 @@ class WeakLabels(Dataset):
         return None
 
     def _simulated(self, sample: dict[str, Any], instances: torch.Tensor | None) -> torch.Tensor:
-        simulation = self.ordinal_simulation
+        simulation = self.sources.ordinal_simulation
         index = int(sample["index"])
         if not bool(labelled_images(torch.tensor([index]), simulation.label_fraction)[0]):
             return torch.zeros(0, 5)
@@ -209,7 +206,7 @@ class WeakLabels(Dataset):
                                       generator)
 
     def _ordinal(self, sample: dict[str, Any], instances: torch.Tensor | None) -> torch.Tensor:
-        if self.ordinal_simulation is not None:
+        if self.sources.ordinal_simulation is not None:
             return pad_pairs([self._simulated(sample, instances)], self.max_pairs)[0]
         pairs = self.pairs.get(image_key(sample["name"]), torch.zeros(0, 5))
         height, width = sample["image"].shape[-2:]
@@ -218,8 +215,8 @@ class WeakLabels(Dataset):
         if len(pairs) and (int(pairs[:, 0].max()) >= stored_height or int(pairs[:, 2].max()) >= stored_height
                            or int(pairs[:, 1].max()) >= stored_width or int(pairs[:, 3].max()) >= stored_width):
             raise ValueError(
-                f"{self.ordinal_file}: pairs of {sample['name']} lie outside its {stored_height} x {stored_width} "
-                "image (coordinates are pixel rows and columns of the image file as stored)"
+                f"{self.sources.ordinal_file}: pairs of {sample['name']} lie outside its {stored_height} x "
+                f"{stored_width} image (coordinates are pixel rows and columns of the image file as stored)"
             )
         if len(pairs) and (stored_height, stored_width) != (height, width):
             pairs = rescale_pairs(pairs, (stored_height, stored_width), (height, width))
@@ -231,7 +228,7 @@ class WeakLabels(Dataset):
         if "error" in sample:
             return sample
         instances = self._instances(sample)
-        if self.ordinal_file is not None or self.ordinal_simulation is not None:
+        if self.sources.ordinal_file is not None or self.sources.ordinal_simulation is not None:
             sample["ordinal"] = self._ordinal(sample, instances)
         sample.pop("instances", None)
         if instances is not None:
