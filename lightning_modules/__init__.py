@@ -1,5 +1,6 @@
 """LightningModules and callbacks: thin wiring of depthadapt's models, losses and metrics."""
 
+from lightning_modules.adaptation import LoraAdaptationTask
 from lightning_modules.base import DepthTask
 from lightning_modules.dual_teacher import DualTeacherLabeler
 from lightning_modules.instance_masks import SAM2MaskPredictor
@@ -20,6 +21,7 @@ __all__ = [
     "DualTeacherLabeler",
     "ExportCallback",
     "InstanceMaskWriter",
+    "LoraAdaptationTask",
     "PerturbationConsistencyAdapter",
     "PseudoLabelWriter",
     "ResumableWriter",

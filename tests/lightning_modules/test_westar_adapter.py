@@ -295,6 +295,7 @@ def test_gradient_norm_per_term_is_the_norm_of_that_terms_gradient() -> None:
 def test_activation_checkpointing_switch_wraps_the_students_blocks_only() -> None:
     plain = WeSTARAdapter(TINY)
     wrapped = WeSTARAdapter(TINY, activation_checkpointing=True)
+    wrapped.configure_model()  # Lightning's hook, called before every stage
     assert set(wrapped.state_dict()) == set(plain.state_dict())  # checkpoints stay interchangeable
     wrapped.load_state_dict(plain.state_dict())
     kinds = {type(block).__name__ for block in wrapped.model.base_model.model.pretrained.blocks}
