@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -44,6 +45,15 @@ SHIPPED_CARD = "config_yaml/models/tiny_foundation_140.yaml"
 """A committed model card that runs without any download (named in the missing-checkpoint error)."""
 CARD_FACTS = ("family", "encoder", "head", "max_depth", "input_size", "mean", "std")
 """What makes a model card another model: a checkpoint whose card differs in one of these is another experiment's."""
+RENAMED_OPTIONS = {
+    "model": {"lora_rank": "lora.rank", "lora_alpha": "lora.alpha", "lora_targets": "lora.targets",
+              "lora_dropout": "lora.dropout", "tukey_c": "fit.tukey_c", "inlier_sigmas": "fit.inlier_sigmas",
+              "min_points": "fit.min_points"},
+    "data": {name: f"weak_labels.{name}" for name in
+             ("instance_source", "mask_cache_dir", "superpixels", "ordinal_file", "ordinal_simulation")},
+}
+"""Options that moved into a settings group (``LoraSettings``, ``SparseFitOptions``, ``WeakLabelSources``): an older
+config that sets one is told the new name. Only names no task or datamodule still takes flat."""
 log = logging.getLogger("depthadapt.cli")
 
 
@@ -185,10 +195,20 @@ def one_line(error: BaseException) -> str:
     reasons = [line.removeprefix("- ") for line in lines[1:] if not line.startswith(noise)]
     reasons = [line for line in reasons if not line.startswith("Problem with given class_path")] or reasons
     if not reasons:
-        return lines[0]
+        return with_rename_hint(lines[0])
     head = lines[0] if lines[0].startswith("Parser key") else ""
     head = head.split(":")[0] + ": " if head else ""
-    return head + reasons[0]
+    return with_rename_hint(head + reasons[0])
+
+
+def with_rename_hint(message: str) -> str:
+    """``message``, plus the new name when it refuses an option that moved into a settings group
+    (``RENAMED_OPTIONS``)."""
+    found = re.match(r"""Parser key "(\w+)": Option '(\w+)' is not accepted""", message)
+    moved = RENAMED_OPTIONS.get(found.group(1), {}).get(found.group(2)) if found else None
+    if moved is None:
+        return message
+    return f"{message}: it moved to {found.group(1)}.{moved} (in a config: under init_args.{moved.split('.')[0]})"
 
 
 def run_from_shell(args: list[str] | None = None) -> None:

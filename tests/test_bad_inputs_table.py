@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = str(ROOT / "tests" / "configs" / "test.yaml")
+WESTAR_CONFIG = str(ROOT / "config_yaml" / "westar.yaml")
 TINY = str(ROOT / "checkpoints" / "tiny_foundation_140.pth")
 
 
@@ -60,6 +61,7 @@ def files(tmp_path_factory) -> Path:
     (root / "no_weight_map" / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}}))
     (root / "card.yaml").write_text("encoder: vitt\ncheckpoint: x.pth\nlayers: 4\n")
     (root / "da3.yaml").write_text(f"family: da3\nencoder: da3-small\ncheckpoint: {TINY}\n")
+    (root / "old_data.yaml").write_text("data:\n  init_args:\n    ordinal_file: labels.jsonl\n")
     return root
 
 
@@ -69,6 +71,11 @@ CLI_ROWS: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
                                                "--data.image_dir", str(f / "images")],
      ["checkpoints/depth_anything_v2_vits.pth", cli.OFFICIAL_WEIGHTS, cli.SHIPPED_CARD]),
     ("unknown option", lambda f: ["test", "--config", TEST_CONFIG, "--data.bogus", "1"], ['"data"', "bogus"]),
+    ("option renamed into a settings group", lambda f: ["fit", "--config", WESTAR_CONFIG, "--model.lora_rank", "4"],
+     ["lora_rank", "model.lora.rank"]),
+    ("older config with a renamed option", lambda f: ["fit", "--config", WESTAR_CONFIG, "--config",
+                                                      str(f / "old_data.yaml")],
+     ["ordinal_file", "data.weak_labels.ordinal_file"]),
     ("missing config", lambda f: ["fit", "--config", str(f / "nope.yaml")], ["nope.yaml"]),
     ("unknown subcommand", lambda f: ["frobnicate"], ["frobnicate"]),
     ("threads below 1", lambda f: ["test", "--config", TEST_CONFIG, "--num_threads", "0"], ["--num_threads"]),
