@@ -15,7 +15,8 @@ from depthadapt.io import MANIFEST_NAME, file_sha256, read_depth
 from depthadapt.models import build_depth_model
 from depthadapt.pseudo_labels import METHODS
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]  # the smoke chain: 80 s; runs in make test-all
+pytestmark = pytest.mark.integration
+slow = pytest.mark.slow  # the smoke chain: 80 s; runs in make test-all
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = "checkpoints/tiny_foundation_140.pth"
@@ -41,6 +42,7 @@ def finite(row: dict[str, float], columns: tuple[str, ...] = chain.COLUMNS) -> b
     return set(row) == set(columns) and all(math.isfinite(v) for v in row.values())
 
 
+@slow
 def test_every_table_has_finite_scores(smoke) -> None:
     work, result = smoke
     assert list(result["students"]) == list(chain.ARMS)
@@ -75,6 +77,7 @@ def test_every_table_has_finite_scores(smoke) -> None:
     assert json.loads((work / "chain.json").read_text())["students"] == result["students"]
 
 
+@slow
 def test_the_report_prints_every_figure_of_the_record(smoke) -> None:
     _, result = smoke
     text = chain.report(result)
@@ -114,6 +117,7 @@ def test_the_verdict_needs_each_gap_beyond_the_seed_ranges() -> None:
         "gap"] == pytest.approx(-0.05)
 
 
+@slow
 def test_chained_labels_come_from_the_adapted_teacher(smoke) -> None:
     work, _ = smoke
     adapted = work / "westar" / "checkpoints" / "adapted_model.pth"
@@ -127,6 +131,7 @@ def test_chained_labels_come_from_the_adapted_teacher(smoke) -> None:
     assert manifest["relative"]["checkpoint_sha256"] == file_sha256(adapted)
 
 
+@slow
 def test_adaptation_changed_the_teacher_and_its_labels(smoke) -> None:
     work, _ = smoke
     adapted = build_depth_model("vitt", checkpoint=work / "westar" / "checkpoints" / "adapted_model.pth")
@@ -140,6 +145,7 @@ def test_adaptation_changed_the_teacher_and_its_labels(smoke) -> None:
     assert not np.array_equal(chained, dual)
 
 
+@slow
 def test_rerun_skips_finished_steps(smoke) -> None:
     work, result = smoke
     finished = [work / "westar" / "checkpoints" / "adapted_model.pth", *(work / "labels").rglob("*.json"),
@@ -151,6 +157,17 @@ def test_rerun_skips_finished_steps(smoke) -> None:
     assert (work / "seconds.json").read_text() == times  # no step timed again: none did any work
     assert again["students"] == result["students"] and again["labels"] == result["labels"]
     assert {path: path.stat().st_mtime_ns for path in finished} == before  # nothing adapted, labelled or trained again
+
+
+@pytest.mark.parametrize("smoke_size", [True, False], ids=["smoke", "full"])
+def test_labelled_images_are_the_labelers_images_with_ground_truth(tmp_path: Path, smoke_size: bool) -> None:
+    """The per-image and by-depth steps read the fragment's datamodule directly (not through the CLI)."""
+    dataset = chain.Chain(tmp_path, smoke=smoke_size).labelled_images()
+    start, stop = (chain.SMOKE_RANGES if smoke_size else chain.DATA_RANGES)["predict_range"]
+    assert len(dataset) == stop - start
+    if smoke_size:  # rendering one full-size scene is the slow part
+        sample = dataset[0]
+        assert sample["depth"].shape == chain.SMOKE_SIZE and bool(sample["valid"].any())
 
 
 def test_results_section_is_replaced_in_place(tmp_path: Path) -> None:
