@@ -195,10 +195,11 @@ def one_line(error: BaseException) -> str:
     reasons = [line.removeprefix("- ") for line in lines[1:] if not line.startswith(noise)]
     reasons = [line for line in reasons if not line.startswith("Problem with given class_path")] or reasons
     if not reasons:
-        return with_rename_hint(lines[0])
-    head = lines[0] if lines[0].startswith("Parser key") else ""
-    head = head.split(":")[0] + ": " if head else ""
-    return with_rename_hint(head + reasons[0])
+        message = lines[0]
+    else:
+        head = lines[0].split(":")[0] + ": " if lines[0].startswith("Parser key") else ""
+        message = head + reasons[0]
+    return with_rename_hint(message)
 
 
 def with_rename_hint(message: str) -> str:
