@@ -38,8 +38,7 @@ import torch
 import yaml
 
 import cli
-from datamodules.synthetic import SyntheticDataModule
-from datamodules.weak_labels import WeakLabelSources
+from datamodules.synthetic import synthetic_datamodule
 from depthadapt.io import atomic_path, read_depth
 from depthadapt.metrics import depth_metrics
 from depthadapt.pseudo_labels import METHODS
@@ -257,9 +256,8 @@ class Chain:
 
     def labelled_images(self) -> torch.utils.data.Dataset:
         """The labelled images with their ground truth (the target's predict range, as the labeler saw them)."""
-        data = SyntheticDataModule(**{**DATA_ARGS, **self.ranges, "cache_dir": None if self.smoke else
-                                      DATA_ARGS["cache_dir"], **self.smoke_size(),
-                                      "weak_labels": WeakLabelSources(**DATA_ARGS["weak_labels"])})
+        data = synthetic_datamodule({**DATA_ARGS, **self.ranges, "cache_dir": None if self.smoke else
+                                     DATA_ARGS["cache_dir"], **self.smoke_size()})
         return data.dataset(self.ranges["predict_range"])
 
     def by_depth(self) -> dict[str, dict[str, float]]:

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 import cli
 from datamodules.base import collate_samples
-from datamodules.synthetic import SyntheticDataModule, SyntheticDataset
+from datamodules.synthetic import SyntheticDataset, synthetic_datamodule
 from depthadapt.corruptions import corrupt
 from depthadapt.io import atomic_path
 from depthadapt.metrics import AlignmentSpace, DepthMetrics
@@ -126,7 +126,7 @@ def render_cache(kind: str) -> None:
     data = load_config(kind)["data"]["init_args"]
     if data.get("cache_dir") is None:
         return
-    module = SyntheticDataModule(**{**data, "cache_dir": str(ROOT / data["cache_dir"])})
+    module = synthetic_datamodule({**data, "cache_dir": str(ROOT / data["cache_dir"])})
     for span in (module.train_range, module.val_range):
         for _ in DataLoader(module.dataset(span), batch_size=32, num_workers=os.cpu_count() or 1, collate_fn=len):
             pass

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import ArgumentParser
 from lightning import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
@@ -27,7 +28,7 @@ from depthadapt.metrics import EvaluationProtocol
 from depthadapt.synth import FAMILIES, RENDER_VERSION, STYLE_NAMES, render_sample
 from depthadapt.synth.seeds import sample_seed
 
-__all__ = ["DEFAULT_SIZES", "Augmented", "SyntheticDataModule", "SyntheticDataset"]
+__all__ = ["DEFAULT_SIZES", "Augmented", "SyntheticDataModule", "SyntheticDataset", "synthetic_datamodule"]
 
 log = logging.getLogger(__name__)
 
@@ -329,3 +330,11 @@ class SyntheticDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """The prediction range's batches (default: the test range) in index order."""
         return self._loader("predict")
+
+
+def synthetic_datamodule(init_args: dict[str, Any]) -> SyntheticDataModule:
+    """A ``SyntheticDataModule`` from a config's ``init_args`` (a data fragment's), typed and checked as the CLI
+    does: nested settings (``weak_labels``) become their dataclasses, an unknown key is an error naming it."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(SyntheticDataModule, "data")
+    return parser.instantiate(parser.parse_object({"data": init_args})).data

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from builders import make_dataset, write_flat_images
+from jsonargparse import ArgumentError
 from torch.utils.data import Dataset
 
 from datamodules import ImageFolderDataModule, SyntheticDataModule, TargetDomainDataModule, WeakLabels, WeakLabelSources
 from datamodules.base import HorizontalFlip
+from datamodules.synthetic import synthetic_datamodule
 from depthadapt.westar import MissingMaskError, mask_cache_path, write_instance_map, write_ordinal_jsonl
 
 pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Samples(Dataset):
@@ -169,3 +174,14 @@ def test_annotated_frames_train_at_their_own_size_or_any_image_size_with_their_l
     data.setup("fit")
     with pytest.raises(ValueError, match="weak.jsonl: pairs of 0.png lie outside its 60 x 80 image"):
         next(iter(data.train_dataloader()))
+
+
+def test_synthetic_datamodule_types_a_data_fragment_as_the_cli_does() -> None:
+    fragment = yaml.safe_load((ROOT / "config_yaml" / "data" / "ood_neon.yaml").read_text())["init_args"]
+    assert isinstance(fragment["weak_labels"], dict)  # what a script reading the YAML holds
+    data = synthetic_datamodule({**fragment, "cache_dir": None})
+    assert isinstance(data.weak_labels, WeakLabelSources)
+    assert dataclasses.asdict(data.weak_labels) == {**dataclasses.asdict(WeakLabelSources()), **fragment["weak_labels"]}
+    assert not any(isinstance(v, dict) for v in vars(data.weak_labels).values())  # nested settings typed too
+    with pytest.raises(ArgumentError, match="bogus"):
+        synthetic_datamodule({**fragment, "bogus": 1})
