@@ -48,11 +48,15 @@ CARD_FACTS = ("family", "encoder", "head", "max_depth", "input_size", "mean", "s
 RENAMED_OPTIONS = {
     "model": {"lora_rank": "lora.rank", "lora_alpha": "lora.alpha", "lora_targets": "lora.targets",
               "lora_dropout": "lora.dropout", "tukey_c": "fit.tukey_c", "inlier_sigmas": "fit.inlier_sigmas",
-              "min_points": "fit.min_points"},
+              "min_points": "fit.min_points",
+              **{name: f"loss.{name}" for name in ("context", "self_training_weight", "weak_weight",
+                                                   "regularizer_weight", "min_instance_fraction", "hdn_levels",
+                                                   "ordinal_form", "ordinal_margin", "ordinal_equal")}},
     "data": {name: f"weak_labels.{name}" for name in
              ("instance_source", "mask_cache_dir", "superpixels", "ordinal_file", "ordinal_simulation")},
 }
-"""Options that moved into a settings group (``LoraSettings``, ``SparseFitOptions``, ``WeakLabelSources``): an older
+"""Options that moved into a settings group (``LoraSettings``, ``SparseFitOptions``, ``WeSTARLossSettings``,
+``WeakLabelSources``): an older
 config that sets one is told the new name. Only names no task or datamodule still takes flat."""
 log = logging.getLogger("depthadapt.cli")
 

@@ -55,14 +55,14 @@ WEAK_ONLY = "weak labels only (SGRL-like)"
 WESTAR = "WeSTAR (realistic default)"
 VARIANTS: dict[str, list[str]] = {
     PEER: ["--model.class_path", "lightning_modules.PerturbationConsistencyAdapter"],
-    SELF_TRAINING: ["--model.weak_weight", "0"],
-    "self-training only, grid HDN": ["--model.weak_weight", "0", "--model.context", "grid"],
-    WEAK_ONLY: ["--model.self_training_weight", "0"],
+    SELF_TRAINING: ["--model.loss.weak_weight", "0"],
+    "self-training only, grid HDN": ["--model.loss.weak_weight", "0", "--model.loss.context", "grid"],
+    WEAK_ONLY: ["--model.loss.self_training_weight", "0"],
     WESTAR: [],
     "WeSTAR, exact labels on every image (upper bound)": EXACT_LABELS,
-    "WeSTAR + LoRA regulariser 1.0 (paper's full objective)": ["--model.regularizer_weight", "1.0"],
+    "WeSTAR + LoRA regulariser 1.0 (paper's full objective)": ["--model.loss.regularizer_weight", "1.0"],
     # the strong-view switch the realistic default was compared with (README, "Where we choose": the weak term)
-    "self-training only, strong view with the corruption families": ["--model.weak_weight", "0", *CORRUPTION_VIEW],
+    "self-training only, strong view with the corruption families": ["--model.loss.weak_weight", "0", *CORRUPTION_VIEW],
     "WeSTAR, strong view with the corruption families": CORRUPTION_VIEW,
 }
 DEFAULT_VARIANTS = list(VARIANTS)[:7]

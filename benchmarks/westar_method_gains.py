@@ -1,16 +1,16 @@
-"""The gains behind tests/test_westar_method.py: the default experiment shortened to the test's steps, scored on a broad
-VALIDATION set (256 images, 2000..2255: choices and test margins are made on validation, never on the test split),
-and the same fit with each of the method's parts broken once (the mutations the test must catch).
+"""The gains behind tests/method/test_westar_method.py: the default experiment shortened to the test's steps, scored on
+a broad VALIDATION set (256 images, 2000..2255: choices and test margins are made on validation, never on the test
+split), and the same fit with each of the method's parts broken once (the mutations the test must catch).
 
 Mutations: ``none`` (the default: realistic weak labels, SA-HDN self-training, EMA teacher), ``no_ema`` (the teacher
-frozen at the source: its EMA update removed), ``no_self_training`` (``--model.self_training_weight 0``),
-``no_weak`` (``--model.weak_weight 0``). ``--override`` adds CLI arguments to every fit of the run (the validation
-sweep that chooses the realistic default's settings, e.g. ``--override --model.weak_weight 3``); they are recorded in
-the row, and rows of other overrides are neither skipped nor reported as the default. Each fit appends its d1 / AbsRel
-per condition to ``benchmarks/rows/westar_method_gains.jsonl`` (committed); ``--report`` prints the gains over the
-source model. Run at one thread (``OMP_NUM_THREADS=1``); the rows record the thread count and the setting's fingerprint
-(``benchmarks.westar_ablation.setting_fingerprint``: experiment config, data fragment, source model), so rows of an
-earlier default are neither skipped nor read as the current one.
+frozen at the source: its EMA update removed), ``no_self_training`` (``--model.loss.self_training_weight 0``),
+``no_weak`` (``--model.loss.weak_weight 0``). ``--override`` adds CLI arguments to every fit of the run (the validation
+sweep that chooses the realistic default's settings, e.g. ``--override --model.loss.weak_weight 3``); they are recorded
+in the row, and rows of other overrides are neither skipped nor reported as the default. Each fit appends its d1 /
+AbsRel per condition to ``benchmarks/rows/westar_method_gains.jsonl`` (committed); ``--report`` prints the gains over
+the source model. Run at one thread (``OMP_NUM_THREADS=1``); the rows record the thread count and the setting's
+fingerprint (``benchmarks.westar_ablation.setting_fingerprint``: experiment config, data fragment, source model), so
+rows of an earlier default are neither skipped nor read as the current one.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ VAL_RANGE = (2000, 2256)
 MUTATIONS: dict[str, list[str]] = {
     "none": [],
     "no_ema": [],
-    "no_self_training": ["--model.self_training_weight", "0"],
-    "no_weak": ["--model.weak_weight", "0"],
+    "no_self_training": ["--model.loss.self_training_weight", "0"],
+    "no_weak": ["--model.loss.weak_weight", "0"],
 }
 
 

@@ -11,13 +11,14 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from depthadapt.augmentation import PhotometricAugmentation
 from depthadapt.consistency import PerturbationConsistencyLoss
-from depthadapt.losses import EqualPairs
 from depthadapt.metrics import EvaluationProtocol
 from depthadapt.models.card import DepthModelCard
 from depthadapt.models.dinov2 import PATCH_SIZE
 from depthadapt.models.lora import LoraSettings
-from depthadapt.westar import Context, OrdinalForm, WeSTARLoss
+from depthadapt.westar import WeSTARLoss, WeSTARLossSettings
 from lightning_modules.adaptation import DEFAULT_LORA, STRONG_VIEW, WEAK_VIEW, LoraAdaptationTask
+
+DEFAULT_LOSS = WeSTARLossSettings()
 
 
 class WeSTARAdapter(LoraAdaptationTask):
@@ -28,10 +29,11 @@ class WeSTARAdapter(LoraAdaptationTask):
 
     The student is the model with peft LoRA adapters (only they train); the teacher is its EMA. Each step the
     teacher labels a weakly augmented view and the student predicts a strongly augmented view of the same images;
-    the loss is ``depthadapt.westar.WeSTARLoss``: ``self_training_weight`` x the self-training loss over ``context``
-    + ``weak_weight`` x the ordinal ranking loss on the sparse pairs of the batch's ``ordinal`` (the datamodule's:
-    people's labels from a JSON Lines file, or a simulated annotator's, ``data.weak_labels.ordinal_simulation``) +
-    ``regularizer_weight`` x the LoRA weight regulariser. Every
+    the loss is ``depthadapt.westar.WeSTARLoss`` with the settings ``loss`` (``WeSTARLossSettings``):
+    ``loss.self_training_weight`` x the self-training loss over ``loss.context`` + ``loss.weak_weight`` x the ordinal
+    ranking loss on the sparse pairs of the batch's ``ordinal`` (the datamodule's: people's labels from a JSON Lines
+    file, or a simulated annotator's, ``data.weak_labels.ordinal_simulation``) + ``loss.regularizer_weight`` x the
+    LoRA weight regulariser. Every
     ``log_every_n_steps`` the gradient norm of each weighted term is logged as ``train/grad_norm/<term>``
     (``log_grad_norms``; one extra backward pass per term, skipped when the trainer has no logger), to see whether
     one term swamps another.
@@ -48,15 +50,7 @@ class WeSTARAdapter(LoraAdaptationTask):
         input_size: int | None = None,
         lora: LoraSettings = DEFAULT_LORA,
         ema_decay: float = 0.996,
-        context: Context = "instances",
-        min_instance_fraction: float = 0.001,
-        hdn_levels: tuple[int, ...] = (1, 2, 4),
-        ordinal_form: OrdinalForm = "normalised",
-        ordinal_margin: float = 0.1,
-        ordinal_equal: EqualPairs = "hinge",
-        self_training_weight: float = 1.0,
-        weak_weight: float = 3.0,
-        regularizer_weight: float = 1.0,
+        loss: WeSTARLossSettings = DEFAULT_LOSS,
         lr: float = 1e-4,
         weight_decay: float = 0.01,
         warmup_steps: int = 0,
@@ -78,9 +72,7 @@ class WeSTARAdapter(LoraAdaptationTask):
                          strong_augmentation, eval_corruptions, eval_severity, evaluation_protocol, panel_images,
                          activation_checkpointing)
         output = "depth" if self.card.output == "depth" else "disparity"
-        self.objective = WeSTARLoss(context, self_training_weight, weak_weight, regularizer_weight,
-                                    min_instance_fraction, hdn_levels, ordinal_form, ordinal_margin, output,
-                                    ordinal_equal)
+        self.objective = WeSTARLoss(loss, output)
         self.teacher = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
         self.teacher.requires_grad_(False)
         self.eval_model = eval_model
@@ -101,10 +93,10 @@ class WeSTARAdapter(LoraAdaptationTask):
         """The batch's B x P x 5 ordinal pairs (padding rows y1 = -1 for images without labels)."""
         if "ordinal" not in batch:
             raise ValueError(
-                "the weak term (model.weak_weight > 0) needs ordinal pairs in the training batches: set "
+                "the weak term (model.loss.weak_weight > 0) needs ordinal pairs in the training batches: set "
                 "data.weak_labels.ordinal_file to a JSON Lines file of labels (python -m depthadapt.annotate makes "
                 "one), or data.weak_labels.ordinal_simulation to simulate an annotator from ground truth; or set "
-                "model.weak_weight 0"
+                "model.loss.weak_weight 0"
             )
         return batch["ordinal"]
 

@@ -73,6 +73,8 @@ CLI_ROWS: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
     ("unknown option", lambda f: ["test", "--config", TEST_CONFIG, "--data.bogus", "1"], ['"data"', "bogus"]),
     ("option renamed into a settings group", lambda f: ["fit", "--config", WESTAR_CONFIG, "--model.lora_rank", "4"],
      ["lora_rank", "model.lora.rank"]),
+    ("WeSTAR loss option renamed into its group", lambda f: ["fit", "--config", WESTAR_CONFIG, "--model.weak_weight",
+                                                             "0"], ["weak_weight", "model.loss.weak_weight"]),
     ("older config with a renamed option", lambda f: ["fit", "--config", WESTAR_CONFIG, "--config",
                                                       str(f / "old_data.yaml")],
      ["ordinal_file", "data.weak_labels.ordinal_file"]),

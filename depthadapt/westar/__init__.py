@@ -20,7 +20,7 @@ from depthadapt.westar.instances import (
     superpixel_instances,
     write_instance_map,
 )
-from depthadapt.westar.loss import Context, OrdinalForm, WeSTARLoss, normalise_global
+from depthadapt.westar.loss import Context, OrdinalForm, WeSTARLoss, WeSTARLossSettings, normalise_global
 from depthadapt.westar.ordinal import (
     EXACT_LABELS,
     PADDING_ROW,
@@ -54,6 +54,7 @@ __all__ = [
     "OrdinalSimulation",
     "SAM2MaskSettings",
     "WeSTARLoss",
+    "WeSTARLossSettings",
     "build_sam2_mask_generator",
     "check_pairs",
     "depth_range_contexts",

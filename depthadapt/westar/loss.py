@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
 from torch import nn
 
 from depthadapt.losses import EqualPairs, lora_regularizer, ordinal_loss, sa_hdn_loss
+from depthadapt.models.weights.keys import allow_in_checkpoints
 from depthadapt.westar.contexts import depth_range_contexts, grid_contexts, instance_contexts
 
 Context = Literal["instances", "grid", "depth_range", "global"]
@@ -32,53 +33,61 @@ def normalise_global(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return ((flat - median) / (spread + eps)).view_as(x)
 
 
-class WeSTARLoss(nn.Module):
-    """WeSTAR's weighted terms from the student's prediction and the teacher's pseudo-label.
+@dataclass(frozen=True)
+class WeSTARLossSettings:
+    """The WeSTAR objective's settings (``model.loss`` of ``WeSTARAdapter``).
 
-    ``context`` chooses the self-training contexts once (``CONTEXTS``); ``min_instance_fraction`` is the smallest
-    instance kept, as a fraction of the image; ``hdn_levels`` the grid cells per side or depth-range groups per level.
+    ``context`` chooses the self-training contexts (``CONTEXTS``); ``min_instance_fraction`` is the smallest instance
+    kept, as a fraction of the image; ``hdn_levels`` the grid cells per side or depth-range groups per level.
     ``ordinal_form`` / ``ordinal_margin`` / ``ordinal_equal`` define the weak term (``ORDINAL_FORMS``; how "equal"
-    answers count: ``depthadapt.losses.ordinal_loss``). The defaults deviate from the paper, by the benchmarks
-    (README): the weak term on the normalised prediction, margin 0.1 in its units, "equal" answers free within the
-    margin (hinge), weight 3 (chosen on validation for a human-like annotator); the paper's literal term is
-    ``ordinal_form="disparity", weak_weight=0.001, ordinal_margin=0``. A weight of 0 switches its term off (the
-    paper's ablations); terms that are off are not computed.
+    answers count: ``depthadapt.losses.ordinal_loss``). ``self_training_weight``, ``weak_weight`` and
+    ``regularizer_weight`` weigh the three terms; a weight of 0 switches its term off (the paper's ablations) and a
+    term that is off is not computed. The defaults deviate from the paper, by the benchmarks (README): the weak term on
+    the normalised prediction, margin 0.1 in its units, "equal" answers free within the margin (hinge), weight 3
+    (chosen on validation for a human-like annotator); the paper's literal term is ``ordinal_form="disparity",
+    weak_weight=0.001, ordinal_margin=0``.
+    """
+
+    context: Context = "instances"
+    self_training_weight: float = 1.0
+    weak_weight: float = 3.0
+    regularizer_weight: float = 1.0
+    min_instance_fraction: float = 0.001
+    hdn_levels: tuple[int, ...] = (1, 2, 4)
+    ordinal_form: OrdinalForm = "normalised"
+    ordinal_margin: float = 0.1
+    ordinal_equal: EqualPairs = "hinge"
+
+    def __post_init__(self) -> None:
+        if self.context not in CONTEXTS:
+            raise ValueError(f"model.loss.context must be one of {', '.join(CONTEXTS)}, got {self.context!r}")
+        if self.ordinal_form not in ORDINAL_FORMS:
+            raise ValueError(f"model.loss.ordinal_form must be one of {', '.join(ORDINAL_FORMS)}, got "
+                             f"{self.ordinal_form!r}")
+        if min(self.self_training_weight, self.weak_weight, self.regularizer_weight) < 0:
+            raise ValueError("model.loss weights must be >= 0 (0 switches a term off)")
+        object.__setattr__(self, "hdn_levels", tuple(self.hdn_levels))
+
+
+allow_in_checkpoints(WeSTARLossSettings)  # Lightning stores a task's settings in its checkpoint's hyper-parameters
+
+
+class WeSTARLoss(nn.Module):
+    """WeSTAR's weighted terms from the student's prediction and the teacher's pseudo-label, as ``settings``
+    (``WeSTARLossSettings``) say.
 
     ``output``: what pred and pseudo-label are. SA-HDN compares them as they are (its normalisation is scale and shift
     invariant in either space); the ordinal term ranks disparity (nearer: larger), so a depth output is ranked by
     its negation (normalised form) or its inverse (the literal disparity form).
     """
 
-    def __init__(
-        self,
-        context: Context = "instances",
-        self_training_weight: float = 1.0,
-        weak_weight: float = 3.0,
-        regularizer_weight: float = 1.0,
-        min_instance_fraction: float = 0.001,
-        hdn_levels: Sequence[int] = (1, 2, 4),
-        ordinal_form: OrdinalForm = "normalised",
-        ordinal_margin: float = 0.1,
-        output: Output = "disparity",
-        ordinal_equal: EqualPairs = "hinge",
-    ) -> None:
+    def __init__(self, settings: WeSTARLossSettings = WeSTARLossSettings(), output: Output = "disparity") -> None:
         super().__init__()
         if output not in OUTPUTS:
             raise ValueError(f"WeSTARLoss output must be one of {', '.join(OUTPUTS)}, got {output!r}")
-        if context not in CONTEXTS:
-            raise ValueError(f"model.context must be one of {', '.join(CONTEXTS)}, got {context!r}")
-        if ordinal_form not in ORDINAL_FORMS:
-            raise ValueError(f"model.ordinal_form must be one of {', '.join(ORDINAL_FORMS)}, got {ordinal_form!r}")
-        if min(self_training_weight, weak_weight, regularizer_weight) < 0:
-            raise ValueError("model loss weights must be >= 0 (0 switches a term off)")
-        self.context = context
-        self.weights = {"self_training": self_training_weight, "ordinal": weak_weight,
-                        "lora_regularizer": regularizer_weight}
-        self.min_instance_fraction = min_instance_fraction
-        self.hdn_levels = tuple(hdn_levels)
-        self.ordinal_form = ordinal_form
-        self.ordinal_margin = ordinal_margin
-        self.ordinal_equal = ordinal_equal
+        self.settings = settings
+        self.weights = {"self_training": settings.self_training_weight, "ordinal": settings.weak_weight,
+                        "lora_regularizer": settings.regularizer_weight}
         self.output = output
 
     def needs(self, term: str) -> bool:
@@ -87,25 +96,25 @@ class WeSTARLoss(nn.Module):
 
     def ranked(self, pred: torch.Tensor) -> torch.Tensor:
         """What the ordinal term ranks (nearer: larger): B x H x W prediction -> B x H x W."""
-        if self.ordinal_form == "normalised":
+        if self.settings.ordinal_form == "normalised":
             return normalise_global(-pred if self.output == "depth" else pred)
         return 1.0 / pred.clamp_min(1e-6) if self.output == "depth" else pred
 
     def contexts(self, pseudo_label: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
         """The normalisation contexts for B x H x W pseudo-labels: B x K x H x W or K x H x W bool."""
         height, width = pseudo_label.shape[-2:]
-        if self.context == "instances":
+        if self.settings.context == "instances":
             if instances is None:
                 raise ValueError(
-                    "model.context instances (SA-HDN) needs instance masks: set data.weak_labels.instance_source "
+                    "model.loss.context instances (SA-HDN) needs instance masks: set data.weak_labels.instance_source "
                     "(sam2 with a mask cache, ground_truth on synthetic data, or superpixels), or choose "
-                    "model.context grid / depth_range / global"
+                    "model.loss.context grid / depth_range / global"
                 )
-            return instance_contexts(instances, max(1, round(self.min_instance_fraction * height * width)))
-        if self.context == "grid":
-            return grid_contexts(height, width, self.hdn_levels, device=pseudo_label.device)
-        if self.context == "depth_range":
-            return depth_range_contexts(pseudo_label, levels=self.hdn_levels)
+            return instance_contexts(instances, max(1, round(self.settings.min_instance_fraction * height * width)))
+        if self.settings.context == "grid":
+            return grid_contexts(height, width, self.settings.hdn_levels, device=pseudo_label.device)
+        if self.settings.context == "depth_range":
+            return depth_range_contexts(pseudo_label, levels=self.settings.hdn_levels)
         return torch.ones(1, height, width, dtype=torch.bool, device=pseudo_label.device)
 
     def forward(
@@ -123,11 +132,12 @@ class WeSTARLoss(nn.Module):
             terms["self_training"] = sa_hdn_loss(pred, pseudo_label, self.contexts(pseudo_label, instances))
         if self.needs("ordinal"):
             if ordinal is None:
-                raise ValueError("the ordinal term (model.weak_weight > 0) needs ordinal pairs")
-            terms["ordinal"] = ordinal_loss(self.ranked(pred), ordinal, self.ordinal_margin, self.ordinal_equal)
+                raise ValueError("the ordinal term (model.loss.weak_weight > 0) needs ordinal pairs")
+            settings = self.settings
+            terms["ordinal"] = ordinal_loss(self.ranked(pred), ordinal, settings.ordinal_margin, settings.ordinal_equal)
         if self.needs("lora_regularizer"):
             if lora_model is None:
-                raise ValueError("the LoRA regulariser (model.regularizer_weight > 0) needs the LoRA model")
+                raise ValueError("the LoRA regulariser (model.loss.regularizer_weight > 0) needs the LoRA model")
             terms["lora_regularizer"] = lora_regularizer(lora_model)
         loss = pred.sum() * 0.0  # keeps the graph when every term is off
         for name, value in terms.items():

@@ -14,6 +14,7 @@ from depthadapt.augmentation import STRONG_AUGMENTATION, PhotometricAugmentation
 from depthadapt.models import build_depth_model, load_checkpoint
 from depthadapt.models.card import DepthModelCard
 from depthadapt.models.lora import LoraSettings, add_lora, save_lora_adapter
+from depthadapt.westar import WeSTARLossSettings
 from lightning_modules import WeSTARAdapter
 
 pytestmark = pytest.mark.integration
@@ -90,7 +91,7 @@ def test_teacher_is_the_ema_of_the_student() -> None:
 
 @pytest.mark.parametrize("context", ["instances", "grid", "depth_range", "global"])
 def test_training_step_sends_gradients_to_lora_only(context: str) -> None:
-    module = WeSTARAdapter(TINY, context=context, weak_weight=0.5)
+    module = WeSTARAdapter(TINY, loss=WeSTARLossSettings(context=context, weak_weight=0.5))
     loss = module.training_step(synthetic_batch(), 0)
     assert torch.isfinite(loss) and loss > 0
     loss.backward()
@@ -100,7 +101,8 @@ def test_training_step_sends_gradients_to_lora_only(context: str) -> None:
 
 def test_zero_weights_switch_terms_off() -> None:
     torch.manual_seed(0)
-    module = WeSTARAdapter(TINY, self_training_weight=0.0, weak_weight=0.0, regularizer_weight=0.0)
+    module = WeSTARAdapter(TINY, loss=WeSTARLossSettings(self_training_weight=0.0, weak_weight=0.0,
+                                                          regularizer_weight=0.0))
     loss = module.training_step(synthetic_batch(), 0)
     assert loss.item() == 0.0
     batch = synthetic_batch()
@@ -109,21 +111,23 @@ def test_zero_weights_switch_terms_off() -> None:
 
 
 def test_the_weak_term_settings_reach_the_objective() -> None:
-    module = WeSTARAdapter(TINY, ordinal_form="disparity", ordinal_margin=0.3, ordinal_equal="hinge", weak_weight=2.0)
-    objective = module.objective
-    assert (objective.ordinal_form, objective.ordinal_margin, objective.ordinal_equal) == ("disparity", 0.3, "hinge")
-    assert objective.weights["ordinal"] == 2.0
+    settings = WeSTARLossSettings(ordinal_form="disparity", ordinal_margin=0.3, ordinal_equal="squared",
+                                  weak_weight=2.0, self_training_weight=0.5, regularizer_weight=0.25,
+                                  context="grid", hdn_levels=[1, 3], min_instance_fraction=0.01)
+    objective = WeSTARAdapter(TINY, loss=settings).objective
+    assert objective.settings == settings and objective.settings.hdn_levels == (1, 3)
+    assert objective.weights == {"self_training": 0.5, "ordinal": 2.0, "lora_regularizer": 0.25}
 
 
 def test_missing_weak_labels_fail_with_the_setting_to_change() -> None:
     batch = synthetic_batch()
     del batch["instances"], batch["ordinal"]
     with pytest.raises(ValueError, match="data.weak_labels.instance_source"):
-        WeSTARAdapter(TINY, weak_weight=0.0).training_step(batch, 0)
+        WeSTARAdapter(TINY, loss=WeSTARLossSettings(weak_weight=0.0)).training_step(batch, 0)
     with pytest.raises(ValueError, match="data.weak_labels.ordinal_file .* data.weak_labels.ordinal_simulation"):
-        WeSTARAdapter(TINY, context="grid").training_step(batch, 0)
-    with pytest.raises(ValueError, match="model.context"):
-        WeSTARAdapter(TINY, context="superpixel")
+        WeSTARAdapter(TINY, loss=WeSTARLossSettings(context="grid")).training_step(batch, 0)
+    with pytest.raises(ValueError, match="model.loss.context"):
+        WeSTARLossSettings(context="superpixel")
     with pytest.raises(ValueError, match="corruption"):
         WeSTARAdapter(TINY, eval_corruptions=("smog",))
 
@@ -172,7 +176,7 @@ def test_the_context_switch_reaches_the_loss(context: str, count: int, monkeypat
         return original(pred, pseudo_label, contexts, *args, **kwargs)
 
     monkeypatch.setattr(depthadapt.westar.loss, "sa_hdn_loss", spy)
-    WeSTARAdapter(TINY, context=context).training_step(synthetic_batch(), 0)
+    WeSTARAdapter(TINY, loss=WeSTARLossSettings(context=context)).training_step(synthetic_batch(), 0)
     assert contexts_seen[0].shape[-3] == count  # image + 2 instances; 1 + 4 + 16 cells; 1 + 2 + 4 ranges; 1
 
 
@@ -272,7 +276,7 @@ def test_resume_restores_lora_teacher_optimizer_and_scheduler(
 
 
 def test_gradient_norm_per_term_is_the_norm_of_that_terms_gradient() -> None:
-    module = WeSTARAdapter(TINY, weak_weight=0.5, regularizer_weight=2.0)
+    module = WeSTARAdapter(TINY, loss=WeSTARLossSettings(weak_weight=0.5, regularizer_weight=2.0))
     randomise_lora_b(module.model, std=0.1)  # a non-zero regulariser
     batch = synthetic_batch()
     teacher_view, student_view = batch["image"], batch["image"]

@@ -281,12 +281,13 @@ def test_dual_teacher_turns_a_da3_metric_teacher_into_metres() -> None:
 def test_westar_ordinal_term_ranks_a_depth_output_nearer_as_smaller(form: str) -> None:
     """Label +1: point 1 is farther. A depth map with point 1 deeper satisfies it (zero loss at margin 0); the same
     map read as disparity (the V2 convention) breaks it."""
-    from depthadapt.westar import WeSTARLoss
+    from depthadapt.westar import WeSTARLoss, WeSTARLossSettings
 
     depth = torch.tensor([[[8.0, 1.0], [2.0, 3.0]]])
     pairs = torch.tensor([[[0.0, 0, 0, 1, 1], [1.0, 1, 1, 0, 1]]])  # (0,0) behind (0,1); (1,1) behind (1,0)
-    terms = {output: WeSTARLoss(self_training_weight=0.0, regularizer_weight=0.0, ordinal_form=form,
-                                ordinal_margin=0.0, output=output)(depth, depth, ordinal=pairs)["ordinal"]
+    settings = WeSTARLossSettings(self_training_weight=0.0, regularizer_weight=0.0, ordinal_form=form,
+                                  ordinal_margin=0.0)
+    terms = {output: WeSTARLoss(settings, output)(depth, depth, ordinal=pairs)["ordinal"]
              for output in ("depth", "disparity")}
     assert terms["depth"].item() == 0.0
     assert terms["disparity"].item() > 0.1

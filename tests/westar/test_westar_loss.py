@@ -241,14 +241,15 @@ def test_lora_regularizer_matches_hand_computation() -> None:
 
 
 def test_the_normalised_ordinal_term_is_scale_free_and_the_literal_one_is_not() -> None:
-    from depthadapt.westar import WeSTARLoss
+    from depthadapt.westar import WeSTARLoss, WeSTARLossSettings
 
     g = torch.Generator().manual_seed(4)
     pred, label = torch.rand(2, 8, 12, generator=g) + 0.5, torch.rand(2, 8, 12, generator=g)
     pairs = torch.tensor([[[0, 0, 5, 5, 1], [1, 2, 7, 11, -1], [3, 3, 4, 4, 1]]] * 2, dtype=torch.float32)
     terms = {}
     for form in ("normalised", "disparity"):
-        loss = WeSTARLoss(self_training_weight=0.0, regularizer_weight=0.0, ordinal_form=form, ordinal_margin=0.5)
+        loss = WeSTARLoss(WeSTARLossSettings(self_training_weight=0.0, regularizer_weight=0.0, ordinal_form=form,
+                                                 ordinal_margin=0.5))
         terms[form] = [loss(p, label, ordinal=pairs)["ordinal"] for p in (pred, 7 * pred + 3)]
         assert terms[form][0] > 0
     torch.testing.assert_close(terms["normalised"][0], terms["normalised"][1])
@@ -260,14 +261,14 @@ def test_the_normalised_ordinal_term_is_scale_free_and_the_literal_one_is_not() 
 
 
 def test_the_objective_passes_its_treatment_of_equal_answers_on() -> None:
-    from depthadapt.westar import WeSTARLoss
+    from depthadapt.westar import WeSTARLoss, WeSTARLossSettings
 
     torch.manual_seed(0)
     pred = torch.rand(1, 6, 8)
     pairs = torch.tensor([[[0.0, 0, 5, 7, 0], [1, 1, 4, 6, 0], [2, 2, 3, 3, 1]]])
     normalised = WeSTARLoss().ranked(pred)
     for equal in ("squared", "hinge"):
-        loss = WeSTARLoss(self_training_weight=0.0, regularizer_weight=0.0, ordinal_equal=equal)
+        loss = WeSTARLoss(WeSTARLossSettings(self_training_weight=0.0, regularizer_weight=0.0, ordinal_equal=equal))
         got = loss(pred, pred, ordinal=pairs)["ordinal"]
         torch.testing.assert_close(got, ordinal_loss(normalised, pairs, 0.1, equal))
     squared, hinge = (ordinal_loss(normalised, pairs, 0.1, e) for e in ("squared", "hinge"))
@@ -279,5 +280,6 @@ def test_the_defaults_are_the_benchmarked_weak_term_and_the_papers_other_weights
 
     loss = WeSTARLoss()
     assert loss.weights == {"self_training": 1.0, "ordinal": 3.0, "lora_regularizer": 1.0}
-    assert (loss.ordinal_form, loss.ordinal_margin, loss.context) == ("normalised", 0.1, "instances")
-    assert loss.ordinal_equal == "hinge"
+    settings = loss.settings
+    assert (settings.ordinal_form, settings.ordinal_margin, settings.context) == ("normalised", 0.1, "instances")
+    assert settings.ordinal_equal == "hinge"
