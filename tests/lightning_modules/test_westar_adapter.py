@@ -128,6 +128,11 @@ def test_missing_weak_labels_fail_with_the_setting_to_change() -> None:
         WeSTARAdapter(TINY, loss=WeSTARLossSettings(context="grid")).training_step(batch, 0)
     with pytest.raises(ValueError, match="model.loss.context"):
         WeSTARLossSettings(context="superpixel")
+    with pytest.raises(ValueError, match="model.loss.ordinal_form"):
+        WeSTARLossSettings(ordinal_form="depth")
+    for weight in ("self_training_weight", "weak_weight", "regularizer_weight"):
+        with pytest.raises(ValueError, match="model.loss weights must be >= 0"):
+            WeSTARLossSettings(**{weight: -0.1})
     with pytest.raises(ValueError, match="corruption"):
         WeSTARAdapter(TINY, eval_corruptions=("smog",))
 
