@@ -229,7 +229,7 @@ def test_labels_from_the_api_train_westar_end_to_end(
                     "enable_progress_bar": False, "enable_model_summary": False, "enable_checkpointing": False,
                     "logger": False},
         "model": {"class_path": "lightning_modules.WeSTARAdapter", "init_args": {
-            "model": card, "lr": 1.0e-3, "context": "grid"}},
+            "model": card, "lr": 1.0e-3, "loss": {"context": "grid"}}},
         "data": {"class_path": "datamodules.TargetDomainDataModule", "init_args": {
             "image_dir": str(tmp_path / "frames"), "batch_size": 2, "hflip": False,
             "weak_labels": {"ordinal_file": str(output), "instance_source": None},
