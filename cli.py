@@ -18,6 +18,7 @@ from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from depthadapt.models import read_checkpoint
 from depthadapt.models.card import DepthModelCard
+from depthadapt.westar import WeSTARLossSettings
 
 
 def default_precision() -> str:
@@ -49,15 +50,13 @@ RENAMED_OPTIONS = {
     "model": {"lora_rank": "lora.rank", "lora_alpha": "lora.alpha", "lora_targets": "lora.targets",
               "lora_dropout": "lora.dropout", "tukey_c": "fit.tukey_c", "inlier_sigmas": "fit.inlier_sigmas",
               "min_points": "fit.min_points",
-              **{name: f"loss.{name}" for name in ("context", "self_training_weight", "weak_weight",
-                                                   "regularizer_weight", "min_instance_fraction", "hdn_levels",
-                                                   "ordinal_form", "ordinal_margin", "ordinal_equal")}},
+              **{field.name: f"loss.{field.name}" for field in dataclasses.fields(WeSTARLossSettings)}},
     "data": {name: f"weak_labels.{name}" for name in
              ("instance_source", "mask_cache_dir", "superpixels", "ordinal_file", "ordinal_simulation")},
 }
 """Options that moved into a settings group (``LoraSettings``, ``SparseFitOptions``, ``WeSTARLossSettings``,
-``WeakLabelSources``): an older
-config that sets one is told the new name. Only names no task or datamodule still takes flat."""
+``WeakLabelSources``): an older config that sets one is told the new name. Only names no task or datamodule still takes
+flat."""
 log = logging.getLogger("depthadapt.cli")
 
 
