@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -130,13 +128,16 @@ def test_explicit_precision_is_kept(dataset) -> None:
     assert run.trainer.precision == "bf16-mixed"
 
 
-def test_entry_point_prints_config() -> None:
-    result = subprocess.run(
-        [sys.executable, "cli.py", "predict", "--config", "config_yaml/predict.yaml", "--print_config"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    )
-    assert "lightning_modules.SupervisedDepth" in result.stdout
-    assert "output_dir: outputs/predictions" in result.stdout
+def test_predict_print_config_shows_the_task_and_the_writer(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    # in process (tests/test_bad_inputs_table.py runs `python cli.py` itself from the shell)
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as exit_:
+        cli.run_from_shell(["predict", "--config", "config_yaml/predict.yaml", "--print_config"])
+    assert exit_.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "lightning_modules.SupervisedDepth" in printed
+    assert "output_dir: outputs/predictions" in printed
 
 
 def test_missing_checkpoint_names_the_file(dataset) -> None:

@@ -255,9 +255,7 @@ def _fit_compiled(
     test, the selection, RANSAC by ``ransac_torch``'s rules, the moments and the scatter, no full-size tensor in
     between) on torch's intra-op thread count. A batch with a NaN or inf is fitted again on the valid points of the
     full test."""
-    values, preds = support.as_numpy(t), support.as_numpy(p)
-    dtype = np.float32 if values.dtype == preds.dtype == np.float32 else np.float64
-    values, preds = np.ascontiguousarray(values, dtype=dtype), np.ascontiguousarray(preds, dtype=dtype)
+    values, preds = support.kernel_arrays(p, t)
     u = ransac.uniforms(opts.seed, opts.max_trials, opts.min_samples).numpy() if opts.method == "ransac" else None
 
     def fit(valid: Tensor | None) -> tuple[np.ndarray, np.ndarray]:

@@ -35,20 +35,29 @@ def as_numpy(x: Tensor) -> np.ndarray:
     return x.detach().numpy() if x.dtype in (torch.float32, torch.float64) else x.detach().double().numpy()
 
 
+def kernel_arrays(p: Tensor, t: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """pred, target B x N on the CPU -> values (the target), preds: C-contiguous numpy arrays of one dtype, float32
+    when both are float32, else float64 (views where they can be): the kernels are compiled for these two only."""
+    values, preds = as_numpy(t), as_numpy(p)
+    dtype = np.float32 if values.dtype == preds.dtype == np.float32 else np.float64
+    return np.ascontiguousarray(values, dtype=dtype), np.ascontiguousarray(preds, dtype=dtype)
+
+
 def support_points_cpu(
     p: Tensor, t: Tensor, valid: Tensor | None, support: str, percentiles: tuple[float, float]
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """CPU support selection and packing, image by image in compiled kernels: p, t, valid B x N -> idx, pc, tc, count.
 
     ``idx`` B x W (padding N) and the float64 values ``pc``, ``tc`` B x W (padding 0) of each image's support
-    points packed to the front, ``count`` (B,); the rule of ``depthadapt.selection.support_row``. The rows are
-    views into N-wide buffers: their pages past each image's count are never touched.
+    points packed to the front, ``count`` (B,); the rule of ``depthadapt.selection.support_row``. The kernels
+    pack into N-wide buffers of the types ``cpu.rows.fit_rows`` uses (int32, the inputs' dtype: one compiled
+    specialisation for both callers), widened once for the W columns returned.
     """
     batch, n = t.shape
-    values, preds = np.ascontiguousarray(as_numpy(t)), np.ascontiguousarray(as_numpy(p))  # the kernels' blocks
+    values, preds = kernel_arrays(p, t)
     keep_rows = None if valid is None else valid.numpy()
-    idx = np.empty((batch, n), dtype=np.int64)
-    pc, tc, scratch = np.empty((batch, n)), np.empty((batch, n)), np.empty((batch, 2 * n))
+    idx = np.empty((batch, n), dtype=np.int32)
+    pc, tc, scratch = (np.empty((batch, size), dtype=values.dtype) for size in (n, n, 2 * n))
     low, high = float(percentiles[0]), float(percentiles[1])
 
     def select(b: int) -> int:
@@ -67,8 +76,8 @@ def support_points_cpu(
     width = max(counts, default=0)
     for b, count in enumerate(counts):
         idx[b, count:width], pc[b, count:width], tc[b, count:width] = n, 0.0, 0.0
-    as_tensor = [torch.from_numpy(a[:, :width]) for a in (idx, pc, tc)]
-    return *as_tensor, torch.tensor(counts, dtype=torch.long)
+    return (torch.from_numpy(idx[:, :width]).long(), torch.from_numpy(pc[:, :width]).double(),
+            torch.from_numpy(tc[:, :width]).double(), torch.tensor(counts, dtype=torch.long))
 
 
 def compact(chosen: Tensor) -> tuple[Tensor, Tensor]:

@@ -39,8 +39,7 @@ def _row(dtype: type) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("value_dtype", "packed_dtype", "index_dtype"),
-                         [(np.float32, np.float32, np.int32), (np.float32, np.float64, np.int64),
-                          (np.float64, np.float64, np.int64)])
+                         [(np.float32, np.float32, np.int32), (np.float64, np.float64, np.int32)])  # the fits' types
 @pytest.mark.parametrize(("low_strict", "high_strict"), [(True, True), (False, True), (True, False), (False, False)])
 def test_pack_and_keep_choose_numpys_points_in_order(value_dtype: type, packed_dtype: type, index_dtype: type,
                                                      low_strict: bool, high_strict: bool) -> None:
@@ -66,7 +65,7 @@ def test_pack_and_keep_choose_numpys_points_in_order(value_dtype: type, packed_d
 def test_pack_stops_at_a_nan_or_inf_in_any_block() -> None:
     # Blocks with nothing chosen are tested too (the not-finite count runs on every block), and the tail.
     n = 10 * selection.BLOCK + 5
-    buffers = np.empty(n, np.int64), np.empty(n), np.empty(n)
+    buffers = np.empty(n, np.int32), np.empty(n), np.empty(n)
     for where, position, bad in (("values", 3, np.nan), ("preds", 5 * selection.BLOCK + 1, np.inf),
                                  ("values", n - 2, -np.inf), ("preds", n - 1, np.nan)):
         row = {"values": np.full(n, 0.5), "preds": np.linspace(1, 2, n)}

@@ -176,8 +176,9 @@ def test_support_row_is_numpys_rule_on_every_kind_of_row(percentiles: tuple) -> 
             np.array([2.0]), np.array([3.0, 1.0]), torch.rand(70_001, generator=g).numpy()]
     for values in rows:
         n = values.size
-        preds = np.arange(n, dtype=np.float64) * 0.5
-        idx, pc, tc, scratch = np.full(n, -1), np.full(n, np.nan), np.full(n, np.nan), np.empty(2 * n)
+        preds = np.arange(n, dtype=values.dtype) * 0.5  # buffers as the fit passes them (one compiled kernel)
+        idx, pc, tc = np.full(n, -1, np.int32), np.full(n, np.nan, values.dtype), np.full(n, np.nan, values.dtype)
+        scratch = np.empty(2 * n, values.dtype)
         count = selection.support_row(values, preds, True, *map(float, percentiles), idx, pc, tc, scratch)
         low, high = np.percentile(values, percentiles)
         expected = np.flatnonzero((values < low) | (values > high))
@@ -191,7 +192,7 @@ def test_support_row_is_numpys_rule_on_every_kind_of_row(percentiles: tuple) -> 
 def test_support_row_refuses_a_row_with_a_nan_or_inf(bad: float) -> None:
     # The compiled fit tests finiteness in the selection's first pass (the caller then fits on the valid points).
     values, preds = np.linspace(0, 1, 200_000), np.linspace(1, 3, 200_000)
-    idx, pc, tc, scratch = np.empty(200_000, np.int64), np.empty(200_000), np.empty(200_000), np.empty(400_000)
+    idx, pc, tc, scratch = np.empty(200_000, np.int32), np.empty(200_000), np.empty(200_000), np.empty(400_000)
     for where, position in (("values", 123_457), ("preds", 199_999), ("preds", 0)):
         row = {"values": values.copy(), "preds": preds.copy()}
         row[where][position] = bad

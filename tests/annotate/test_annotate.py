@@ -421,7 +421,8 @@ def test_the_printed_address_carries_a_token_and_says_when_the_network_can_reach
     assert "anyone on the network" not in capsys.readouterr().out
 
 
-def test_the_command_refuses_bad_input_in_one_line_without_a_traceback(images: Path, tmp_path: Path) -> None:
+def test_the_command_refuses_bad_input_in_one_line_without_a_traceback(
+        images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     broken, a_file = tmp_path / "broken", tmp_path / "notes.txt"
     broken.mkdir()
     (broken / "a.jpg").write_bytes(b"junk")
@@ -437,20 +438,30 @@ def test_the_command_refuses_bad_input_in_one_line_without_a_traceback(images: P
         "--output under a file": (["--images", str(images), "--output", str(a_file / "x.jsonl")], "--output"),
         "missing --depth-dir": ([*good, "--depth-dir", str(tmp_path / "nodepth")], "--depth-dir"),
     }
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    runs = {case: subprocess.Popen([sys.executable, "-m", "depthadapt.annotate", "--port", "0", *args],
-                                   cwd=tmp_path, env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for case, (args, _) in table.items()}
+
+    def refuse_to_serve(*args) -> None:
+        raise AssertionError("bad input reached the server")
+
+    monkeypatch.setattr("depthadapt.annotate.__main__.serve", refuse_to_serve)
+    monkeypatch.chdir(tmp_path)
     try:
-        for case, run in runs.items():
-            out, err = run.communicate(timeout=300)
+        for case, (args, name) in table.items():
+            try:
+                status = annotate_main(["--port", "0", *args])
+            except SystemExit as exit_:  # argparse's errors
+                status = exit_.code
+            out, err = capsys.readouterr()
             lines = err.splitlines()
-            assert run.returncode == 2 and len(lines) == 1, f"{case}: exit {run.returncode}, stderr:\n{err}"
-            assert lines[0].startswith("error: ") and table[case][1] in lines[0], f"{case}: {lines[0]}"
-            assert "Traceback" not in out + err
+            assert status == 2 and len(lines) == 1, f"{case}: exit {status}, stderr:\n{err}"
+            assert lines[0].startswith("error: ") and name in lines[0], f"{case}: {lines[0]}"
+        # the same from the shell: exit status 2, one line, no traceback
+        args, name = table["port in use"]
+        run = subprocess.run([sys.executable, "-m", "depthadapt.annotate", *args], cwd=tmp_path, timeout=300,
+                             env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)),
+                             capture_output=True, text=True)
+        lines = run.stderr.splitlines()
+        assert run.returncode == 2 and len(lines) == 1 and name in lines[0], run.stderr
+        assert lines[0].startswith("error: ") and "Traceback" not in run.stdout + run.stderr
     finally:
         busy.close()
-        for run in runs.values():
-            run.kill()
     assert not (tmp_path / "x.jsonl").exists() and not (tmp_path / "weak.jsonl").exists()
