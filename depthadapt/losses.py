@@ -77,13 +77,16 @@ def sa_hdn_loss(
     contexts: torch.Tensor,
     mask: torch.Tensor | None = None,
     eps: float = 1e-6,
+    trim: float = 0.0,
 ) -> torch.Tensor:
     """Semantics-aware hierarchical depth normalisation loss (WeSTAR): B x H x W disparities -> scalar.
 
     Every context (B x K x H x W or K x H x W bool, e.g. from `instance_contexts`, `grid_contexts` or
     `depth_range_contexts`) median-normalises prediction and pseudo-label separately over its pixels within
     `mask` (B x H x W, default all). A pixel's loss is the mean |difference| over the contexts covering it;
-    the result is the mean over the valid pixels covered by at least one context (0 if there are none).
+    the result is the mean over the valid pixels covered by at least one context (0 if there are none). ``trim``
+    in [0, 1): each image's largest pixel losses, that share of its covered pixels, are left out (MiDaS's trimmed
+    loss: where the pseudo-label disagrees most, it is most likely wrong).
     All contexts of all images are normalised at once as segments of one list of (context, pixel) entries,
     so memory and time grow with the summed context areas, not with K x H x W.
     """
@@ -98,6 +101,8 @@ def sa_hdn_loss(
         raise ValueError(
             f"contexts must be B x K x H x W or K x H x W for pred {tuple(pred.shape)}, got {tuple(contexts.shape)}"
         )
+    if not 0 <= trim < 1:
+        raise ValueError(f"trim must be in [0, 1), got {trim}")
     if mask is not None and mask.shape != pred.shape:
         raise ValueError(f"mask must be {tuple(pred.shape)} like pred, got {tuple(mask.shape)}")
     pixels = height * width
@@ -116,7 +121,15 @@ def sa_hdn_loss(
         _segment_median_normalise(x.reshape(-1)[flat], segment, batch * num_contexts, eps) for x in (pred, pseudo_label)
     ]
     weight = 1.0 / coverage[flat]
-    return ((normalised[0] - normalised[1]).abs() * weight).sum() / covered
+    if trim == 0:
+        return ((normalised[0] - normalised[1]).abs() * weight).sum() / covered
+    pixel_loss = torch.zeros(batch * pixels, dtype=normalised[0].dtype, device=pred.device)
+    pixel_loss = pixel_loss.index_add(0, flat, (normalised[0] - normalised[1]).abs() * weight).reshape(batch, pixels)
+    kept = []
+    for losses, is_covered in zip(pixel_loss, coverage.reshape(batch, pixels) > 0, strict=True):
+        losses = losses[is_covered]
+        kept.append(losses.sort().values[: max(1, round(losses.numel() * (1 - trim)))] if losses.numel() else losses)
+    return torch.cat(kept).mean()
 
 
 EqualPairs = Literal["squared", "hinge"]

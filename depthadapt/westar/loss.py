@@ -38,7 +38,8 @@ class WeSTARLossSettings:
     """The WeSTAR objective's settings (``model.loss`` of ``WeSTARAdapter``).
 
     ``context`` chooses the self-training contexts (``CONTEXTS``); ``min_instance_fraction`` is the smallest instance
-    kept, as a fraction of the image; ``hdn_levels`` the grid cells per side or depth-range groups per level.
+    kept, as a fraction of the image; ``hdn_levels`` the grid cells per side or depth-range groups per level;
+    ``self_training_trim`` the share of each image's largest self-training pixel losses left out (0: none, the paper).
     ``ordinal_form`` / ``ordinal_margin`` / ``ordinal_equal`` define the weak term (``ORDINAL_FORMS``; how "equal"
     answers count: ``depthadapt.losses.ordinal_loss``). ``self_training_weight``, ``weak_weight`` and
     ``regularizer_weight`` weigh the three terms; a weight of 0 switches its term off (the paper's ablations) and a
@@ -57,6 +58,7 @@ class WeSTARLossSettings:
     ordinal_form: OrdinalForm = "normalised"
     ordinal_margin: float = 0.1
     ordinal_equal: EqualPairs = "hinge"
+    self_training_trim: float = 0.0
 
     def __post_init__(self) -> None:
         if self.context not in CONTEXTS:
@@ -66,6 +68,8 @@ class WeSTARLossSettings:
                              f"{self.ordinal_form!r}")
         if min(self.self_training_weight, self.weak_weight, self.regularizer_weight) < 0:
             raise ValueError("model.loss weights must be >= 0 (0 switches a term off)")
+        if not 0 <= self.self_training_trim < 1:
+            raise ValueError(f"model.loss.self_training_trim must be in [0, 1), got {self.self_training_trim}")
         object.__setattr__(self, "hdn_levels", tuple(self.hdn_levels))
 
 
@@ -129,7 +133,8 @@ class WeSTARLoss(nn.Module):
         instances B x H x W ids, ordinal B x P x 5 pairs, lora_model the peft student (for the regulariser)."""
         terms: dict[str, torch.Tensor] = {}
         if self.needs("self_training"):
-            terms["self_training"] = sa_hdn_loss(pred, pseudo_label, self.contexts(pseudo_label, instances))
+            terms["self_training"] = sa_hdn_loss(pred, pseudo_label, self.contexts(pseudo_label, instances),
+                                                 trim=self.settings.self_training_trim)
         if self.needs("ordinal"):
             if ordinal is None:
                 raise ValueError("the ordinal term (model.loss.weak_weight > 0) needs ordinal pairs")

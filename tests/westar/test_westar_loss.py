@@ -13,9 +13,11 @@ pytestmark = pytest.mark.unit
 
 
 def reference_sa_hdn(
-    pred: torch.Tensor, target: torch.Tensor, contexts: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6
+    pred: torch.Tensor, target: torch.Tensor, contexts: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6,
+    trim: float = 0.0,
 ) -> torch.Tensor:
-    """SA-HDN with explicit loops over images, contexts and pixels, in float64 (differentiable)."""
+    """SA-HDN with explicit loops over images, contexts and pixels, in float64 (differentiable); ``trim``: the share of
+    each image's largest pixel losses left out."""
     pred, target = pred.double(), target.double()
     batch, num_contexts, height, width = contexts.shape
     pixel_losses = []
@@ -33,7 +35,8 @@ def reference_sa_hdn(
                 normalised.append([(v - median) / (deviation + eps) for v in values])
             for pixel, p, t in zip(pixels, *normalised, strict=True):
                 per_pixel.setdefault(pixel, []).append((p - t).abs())
-        pixel_losses += [sum(diffs) / len(diffs) for diffs in per_pixel.values()]
+        image_losses = sorted((sum(diffs) / len(diffs) for diffs in per_pixel.values()), key=float)
+        pixel_losses += image_losses[: max(1, round(len(image_losses) * (1 - trim)))]
     return sum(pixel_losses) / len(pixel_losses)
 
 
@@ -61,6 +64,22 @@ def test_sa_hdn_matches_slow_reference_value_and_gradient() -> None:
     loss.backward()
     expected.backward()
     torch.testing.assert_close(pred.grad, pred_ref.grad.float(), rtol=1e-4, atol=1e-5)
+
+
+def test_sa_hdn_trim_leaves_out_each_images_largest_pixel_losses() -> None:
+    pred, target, contexts, mask = _example()
+    target[1] = target[1].flip(-1)  # image 1 disagrees more: trimming over the batch would drop mostly its pixels
+    pred_ref = pred.double().requires_grad_(True)
+    pred = pred.requires_grad_(True)
+    loss = sa_hdn_loss(pred, target, contexts, mask, trim=0.25)
+    expected = reference_sa_hdn(pred_ref, target, contexts, mask, trim=0.25)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    expected.backward()
+    assert torch.allclose(pred.grad.double(), pred_ref.grad, rtol=1e-4, atol=1e-6)
+    assert loss.item() < sa_hdn_loss(pred, target, contexts, mask).item() - 0.05
+    with pytest.raises(ValueError, match="trim"):
+        sa_hdn_loss(pred, target, contexts, mask, trim=1.0)
 
 
 def test_sa_hdn_with_one_context_is_affine_invariant() -> None:
@@ -273,6 +292,20 @@ def test_the_objective_passes_its_treatment_of_equal_answers_on() -> None:
         torch.testing.assert_close(got, ordinal_loss(normalised, pairs, 0.1, equal))
     squared, hinge = (ordinal_loss(normalised, pairs, 0.1, e) for e in ("squared", "hinge"))
     assert not torch.allclose(squared, hinge)
+
+
+def test_the_objective_trims_its_self_training_term_as_set() -> None:
+    from depthadapt.westar import WeSTARLoss, WeSTARLossSettings
+
+    pred, label = torch.rand(2, 6, 8, generator=torch.Generator().manual_seed(1)).unbind(0)
+    pred, label = pred[None], label[None]
+    contexts = grid_contexts(6, 8, (1, 2))
+    for trim in (0.0, 0.3):
+        loss = WeSTARLoss(WeSTARLossSettings(context="grid", hdn_levels=(1, 2), weak_weight=0.0, regularizer_weight=0.0,
+                                             self_training_trim=trim))
+        torch.testing.assert_close(loss(pred, label)["self_training"], sa_hdn_loss(pred, label, contexts, trim=trim))
+    with pytest.raises(ValueError, match="model.loss.self_training_trim"):
+        WeSTARLossSettings(self_training_trim=1.0)
 
 
 def test_the_defaults_are_the_benchmarked_weak_term_and_the_papers_other_weights() -> None:
