@@ -450,7 +450,7 @@ def test_the_command_refuses_bad_input_in_one_line_without_a_traceback(
                 status = annotate_main(["--port", "0", *args])
             except SystemExit as exit_:  # argparse's errors
                 status = exit_.code
-            out, err = capsys.readouterr()
+            err = capsys.readouterr().err
             lines = err.splitlines()
             assert status == 2 and len(lines) == 1, f"{case}: exit {status}, stderr:\n{err}"
             assert lines[0].startswith("error: ") and name in lines[0], f"{case}: {lines[0]}"
