@@ -120,15 +120,12 @@ def sa_hdn_loss(
     normalised = [
         _segment_median_normalise(x.reshape(-1)[flat], segment, batch * num_contexts, eps) for x in (pred, pseudo_label)
     ]
-    weight = 1.0 / coverage[flat]
+    entry_loss = (normalised[0] - normalised[1]).abs() * (1.0 / coverage[flat])  # x * (1 / c): the fits' rounding
     if trim == 0:
-        return ((normalised[0] - normalised[1]).abs() * weight).sum() / covered
-    pixel_loss = torch.zeros(batch * pixels, dtype=normalised[0].dtype, device=pred.device)
-    pixel_loss = pixel_loss.index_add(0, flat, (normalised[0] - normalised[1]).abs() * weight).reshape(batch, pixels)
-    kept = []
-    for losses, is_covered in zip(pixel_loss, coverage.reshape(batch, pixels) > 0, strict=True):
-        losses = losses[is_covered]
-        kept.append(losses.sort().values[: max(1, round(losses.numel() * (1 - trim)))] if losses.numel() else losses)
+        return entry_loss.sum() / covered
+    pixel_loss = entry_loss.new_zeros(batch * pixels).index_add(0, flat, entry_loss).reshape(batch, pixels)
+    kept = [losses[is_covered].sort().values[: max(1, round(int(is_covered.sum()) * (1 - trim)))]
+            for losses, is_covered in zip(pixel_loss, coverage.reshape(batch, pixels) > 0, strict=True)]
     return torch.cat(kept).mean()
 
 
